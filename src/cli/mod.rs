@@ -1,0 +1,3 @@
+//! Subcommands. Each is thin: it loads what it needs and calls the services.
+
+pub mod server;

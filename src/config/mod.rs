@@ -1,0 +1,120 @@
+//! The configuration file: HCL blocks `server { ... }` and `provider_mirror "NAME" { ... }`,
+//! loaded and validated up front so that every mistake is reported with its file and line.
+
+mod parse;
+pub mod search;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use parse::parse_config;
+
+/// Default lifetime of a sealed download URL, as in the prototype.
+pub const DEFAULT_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(180);
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8443";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it are relative to its directory.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub provider_mirrors: Vec<ProviderMirrorConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen_addr: SocketAddr,
+    pub query_string_secret: Option<QueryStringSecret>,
+    pub download_url_ttl: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+/// The 32-byte key that seals credentials into download URLs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueryStringSecret(pub [u8; 32]);
+
+impl std::fmt::Debug for QueryStringSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryStringSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificate_file: PathBuf,
+    pub private_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderMirrorConfig {
+    pub name: String,
+    /// Base URL of the OCI Distribution registry, always ending in `/`.
+    pub origin_url: url::Url,
+    /// Repository path prefix, without leading or trailing `/` (may be empty).
+    pub name_prefix: String,
+    pub proxy_packages: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Search(#[from] search::SearchError),
+}
+
+/// One problem in a configuration file, located for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        parse_config(path, &text).map_err(ConfigError::Invalid)
+    }
+
+    /// Loads `explicit` if given, else the one `config.hcl` found in the config directories.
+    pub fn locate_and_load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(p) => Config::load(p),
+            None => {
+                let dirs = search::config_dirs(|k| std::env::var(k).ok());
+                let file = search::find_config_file(&dirs)?;
+                Config::load(&file)
+            }
+        }
+    }
+
+    pub fn mirror(&self, name: &str) -> Option<&ProviderMirrorConfig> {
+        self.provider_mirrors.iter().find(|m| m.name == name)
+    }
+}

@@ -1,0 +1,603 @@
+//! HCL → [`Config`], collecting every problem with its line and column (hcl-edit keeps spans).
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hcl_edit::expr::Expression;
+use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
+use hcl_edit::Span;
+
+use super::{
+    units, Config, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig, TlsConfig,
+    DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR,
+};
+
+/// Mirror names we keep for our own endpoints, so a mirror can never shadow them.
+const RESERVED_NAMES: &[&str] = &["v2", "metrics", "healthz", "readyz", "admin"];
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        let offset = span.map(|s| s.start).unwrap_or(0).min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        self.diags.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// A string attribute's literal value; anything else (numbers, templates, references) is an error.
+    fn string(&mut self, attr: &Attribute) -> Option<String> {
+        match &attr.value {
+            Expression::String(s) => Some(s.value().clone()),
+            other => {
+                self.error(
+                    other.span(),
+                    format!(
+                        "attribute \"{}\" must be a quoted string",
+                        attr.key.as_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, attr: &Attribute) -> Option<bool> {
+        match &attr.value {
+            Expression::Bool(b) => Some(*b.value()),
+            other => {
+                self.error(
+                    other.span(),
+                    format!("attribute \"{}\" must be true or false", attr.key.as_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A file path, relative ones taken from the configuration file's directory.
+    fn path(&mut self, attr: &Attribute) -> Option<PathBuf> {
+        let s = self.string(attr)?;
+        if s.is_empty() {
+            self.error(
+                attr.value.span(),
+                format!("\"{}\" is empty", attr.key.as_str()),
+            );
+            return None;
+        }
+        let p = PathBuf::from(s);
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        })
+    }
+
+    /// Splits a body into attributes and blocks, reporting attributes not in `allowed_attrs`,
+    /// blocks not in `allowed_blocks`, and attributes given twice.
+    fn members<'b>(
+        &mut self,
+        body: &'b Body,
+        where_: &str,
+        allowed_attrs: &[&str],
+        allowed_blocks: &[&str],
+    ) -> (Vec<&'b Attribute>, Vec<&'b Block>) {
+        let mut attrs: Vec<&Attribute> = Vec::new();
+        let mut blocks = Vec::new();
+        for structure in body.iter() {
+            match structure {
+                Structure::Attribute(attr) => {
+                    let key = attr.key.as_str();
+                    if !allowed_attrs.contains(&key) {
+                        self.error(
+                            attr.key.span(),
+                            format!(
+                                "unknown attribute \"{key}\" in {where_}{}",
+                                expected(allowed_attrs)
+                            ),
+                        );
+                    } else if attrs.iter().any(|a| a.key.as_str() == key) {
+                        self.error(
+                            attr.key.span(),
+                            format!("attribute \"{key}\" is set twice in {where_}"),
+                        );
+                    } else {
+                        attrs.push(attr);
+                    }
+                }
+                Structure::Block(block) => {
+                    let ident = block.ident.as_str();
+                    if allowed_blocks.contains(&ident) {
+                        blocks.push(block);
+                    } else {
+                        self.error(
+                            block.ident.span(),
+                            format!(
+                                "unknown block \"{ident}\" in {where_}{}",
+                                if allowed_blocks.is_empty() {
+                                    " (no blocks are allowed here)".to_owned()
+                                } else {
+                                    format!(" (expected one of: {})", allowed_blocks.join(", "))
+                                }
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        (attrs, blocks)
+    }
+}
+
+fn expected(allowed: &[&str]) -> String {
+    if allowed.is_empty() {
+        " (no attributes are allowed here)".to_owned()
+    } else {
+        format!(" (expected one of: {})", allowed.join(", "))
+    }
+}
+
+fn labels(block: &Block) -> Vec<(String, Option<Range<usize>>)> {
+    block
+        .labels
+        .iter()
+        .map(|l| match l {
+            BlockLabel::String(s) => (s.value().clone(), s.span()),
+            BlockLabel::Ident(i) => (i.as_str().to_owned(), i.span()),
+        })
+        .collect()
+}
+
+/// Parses and validates a whole configuration; `file` is used for messages and relative paths.
+pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let body = match hcl_edit::parser::parse_body(text) {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(vec![Diagnostic {
+                file: file.to_owned(),
+                line: e.location().line(),
+                column: e.location().column(),
+                message: format!("HCL syntax error: {}", e.message()),
+            }])
+        }
+    };
+    let mut ctx = Ctx {
+        file,
+        text,
+        diags: Vec::new(),
+    };
+    let (_, blocks) = ctx.members(
+        &body,
+        "the configuration file",
+        &[],
+        &["server", "provider_mirror"],
+    );
+
+    let mut server = None;
+    let mut mirrors: Vec<ProviderMirrorConfig> = Vec::new();
+    for block in blocks {
+        match block.ident.as_str() {
+            "server" => {
+                if server.is_some() {
+                    ctx.error(block.ident.span(), "only one \"server\" block is allowed");
+                    continue;
+                }
+                if !block.labels.is_empty() {
+                    ctx.error(block.ident.span(), "a \"server\" block takes no label");
+                }
+                server = Some(parse_server(&mut ctx, block));
+            }
+            "provider_mirror" => {
+                if let Some(m) = parse_provider_mirror(&mut ctx, block) {
+                    if mirrors.iter().any(|o| o.name == m.name) {
+                        ctx.error(
+                            block.labels.first().and_then(|l| l.span()),
+                            format!("a provider_mirror named \"{}\" is declared twice", m.name),
+                        );
+                    } else {
+                        mirrors.push(m);
+                    }
+                }
+            }
+            _ => unreachable!("members() only returns allowed blocks"),
+        }
+    }
+    let server = server.unwrap_or_else(|| ServerConfig {
+        listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
+        query_string_secret: None,
+        download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
+        tls: None,
+    });
+    if mirrors.is_empty() && ctx.diags.is_empty() {
+        ctx.error(
+            None,
+            "no provider_mirror block: the server would have nothing to serve",
+        );
+    }
+    if ctx.diags.is_empty() {
+        Ok(Config {
+            source: file.to_owned(),
+            server,
+            provider_mirrors: mirrors,
+        })
+    } else {
+        Err(ctx.diags)
+    }
+}
+
+fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
+    let (attrs, blocks) = ctx.members(
+        &block.body,
+        "the server block",
+        &["listen_addr", "query_string_secret", "download_url_ttl"],
+        &["tls"],
+    );
+    let mut server = ServerConfig {
+        listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
+        query_string_secret: None,
+        download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
+        tls: None,
+    };
+    for attr in attrs {
+        match attr.key.as_str() {
+            "listen_addr" => {
+                if let Some(s) = ctx.string(attr) {
+                    match s.parse::<SocketAddr>() {
+                        Ok(a) => server.listen_addr = a,
+                        Err(_) => ctx.error(
+                            attr.value.span(),
+                            format!("listen_addr {s:?} is not an IP address and port, like \"0.0.0.0:8443\" or \"[::]:443\""),
+                        ),
+                    }
+                }
+            }
+            "query_string_secret" => {
+                if let Some(s) = ctx.string(attr) {
+                    match parse_secret(&s) {
+                        Some(k) => server.query_string_secret = Some(QueryStringSecret(k)),
+                        None => ctx.error(
+                            attr.value.span(),
+                            "query_string_secret must be exactly 64 hexadecimal characters (32 random bytes; e.g. the output of `openssl rand -hex 32`)",
+                        ),
+                    }
+                }
+            }
+            "download_url_ttl" => {
+                if let Some(s) = ctx.string(attr) {
+                    match units::parse_duration(&s) {
+                        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86400) => {
+                            server.download_url_ttl = d
+                        }
+                        Ok(_) => ctx.error(
+                            attr.value.span(),
+                            "download_url_ttl must be between 1s and 1d",
+                        ),
+                        Err(e) => ctx.error(attr.value.span(), format!("download_url_ttl: {e}")),
+                    }
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    for (i, tls) in blocks.into_iter().enumerate() {
+        if i > 0 {
+            ctx.error(tls.ident.span(), "only one \"tls\" block is allowed");
+            continue;
+        }
+        server.tls = parse_tls(ctx, tls);
+    }
+    server
+}
+
+fn parse_secret(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let bytes = hex::decode(s).ok()?;
+    bytes.try_into().ok()
+}
+
+fn parse_tls(ctx: &mut Ctx, block: &Block) -> Option<TlsConfig> {
+    let (attrs, _) = ctx.members(
+        &block.body,
+        "the tls block",
+        &["certificate_file", "private_key_file"],
+        &[],
+    );
+    let mut cert = None;
+    let mut key = None;
+    for attr in &attrs {
+        match attr.key.as_str() {
+            "certificate_file" => cert = ctx.path(attr).map(|p| (p, attr.value.span())),
+            "private_key_file" => key = ctx.path(attr).map(|p| (p, attr.value.span())),
+            _ => unreachable!(),
+        }
+    }
+    let have_attr = |k: &str| attrs.iter().any(|a| a.key.as_str() == k);
+    for required in ["certificate_file", "private_key_file"] {
+        if !have_attr(required) {
+            ctx.error(
+                block.ident.span(),
+                format!("the tls block needs \"{required}\""),
+            );
+        }
+    }
+    let ((cert, cert_span), (key, key_span)) = (cert?, key?);
+    // Fail now, not at the first handshake: unreadable files and a key that does not
+    // belong to the certificate are the usual mistakes.
+    if let Err(e) = crate::tls::load_server_config(&cert, &key) {
+        let span = if e.is_about_certificate() {
+            cert_span
+        } else {
+            key_span
+        };
+        ctx.error(span, e.to_string());
+    }
+    Some(TlsConfig {
+        certificate_file: cert,
+        private_key_file: key,
+    })
+}
+
+fn parse_provider_mirror(ctx: &mut Ctx, block: &Block) -> Option<ProviderMirrorConfig> {
+    let labels = labels(block);
+    let name = match labels.as_slice() {
+        [(name, span)] => {
+            if let Err(why) = check_mirror_name(name) {
+                ctx.error(span.clone(), format!("provider_mirror name {name:?} {why}"));
+            }
+            name.clone()
+        }
+        _ => {
+            ctx.error(
+                block.ident.span(),
+                "a provider_mirror block needs exactly one label, its name: provider_mirror \"mirror\" { ... }",
+            );
+            return None;
+        }
+    };
+    let where_ = format!("provider_mirror \"{name}\"");
+    let (attrs, _) = ctx.members(
+        &block.body,
+        &where_,
+        &["origin_url", "name_prefix", "proxy_packages"],
+        &[],
+    );
+    let mut origin_url = None;
+    let mut name_prefix = String::new();
+    let mut proxy_packages = false;
+    for attr in attrs {
+        match attr.key.as_str() {
+            "origin_url" => {
+                if let Some(s) = ctx.string(attr) {
+                    match check_origin_url(&s) {
+                        Ok(u) => origin_url = Some(u),
+                        Err(why) => ctx.error(attr.value.span(), format!("origin_url {s:?} {why}")),
+                    }
+                }
+            }
+            "name_prefix" => {
+                if let Some(s) = ctx.string(attr) {
+                    let trimmed = s.trim_matches('/').to_owned();
+                    if !trimmed.is_empty() && !crate::oci::is_valid_repository_name(&trimmed) {
+                        ctx.error(
+                            attr.value.span(),
+                            format!("name_prefix {s:?} is not a valid OCI repository path (lower-case letters, digits, and . _ - separators, path parts joined by /)"),
+                        );
+                    }
+                    name_prefix = trimmed;
+                }
+            }
+            "proxy_packages" => {
+                if let Some(b) = ctx.bool(attr) {
+                    proxy_packages = b;
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    let Some(origin_url) = origin_url else {
+        if !ctx
+            .diags
+            .iter()
+            .any(|d| d.message.starts_with("origin_url"))
+        {
+            ctx.error(
+                block.ident.span(),
+                format!("{where_} needs \"origin_url\", the URL of its OCI registry"),
+            );
+        }
+        return None;
+    };
+    Some(ProviderMirrorConfig {
+        name,
+        origin_url,
+        name_prefix,
+        proxy_packages,
+    })
+}
+
+/// The mirror's name becomes one URL path segment (`https://HOST/NAME/`).
+fn check_mirror_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    {
+        return Err("must be a single URL path segment: letters, digits, and - _ . ~ only".into());
+    }
+    if name.starts_with('.') || name.starts_with('_') {
+        return Err("must not start with '.' or '_'".into());
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "is reserved for the server's own endpoints ({})",
+            RESERVED_NAMES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn check_origin_url(s: &str) -> Result<url::Url, String> {
+    let mut u = url::Url::parse(s).map_err(|e| format!("is not a valid URL: {e}"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err("must start with http:// or https://".into());
+    }
+    if u.host().is_none() {
+        return Err("has no host".into());
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("must not have a query string or fragment".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not carry credentials (they would leak into logs)".into());
+    }
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        parse_config(Path::new("/etc/x/config.hcl"), text)
+    }
+
+    fn errors(text: &str) -> String {
+        parse(text)
+            .expect_err("should fail")
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn minimal_mirror() {
+        let c = parse(
+            r#"
+provider_mirror "mirror" {
+  origin_url = "http://127.0.0.1:5000"
+  name_prefix = "terraform-providers/"
+  proxy_packages = true
+}
+"#,
+        )
+        .unwrap();
+        let m = c.mirror("mirror").unwrap();
+        assert_eq!(m.origin_url.as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(m.name_prefix, "terraform-providers");
+        assert!(m.proxy_packages);
+        assert_eq!(c.server.download_url_ttl, DEFAULT_DOWNLOAD_URL_TTL);
+        assert!(c.server.tls.is_none());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_attribute() {
+        let e = errors(
+            r#"provider_mirror "mirror" {
+  origin_url = "http://127.0.0.1:5000/"
+  proxy_pakages = true
+}
+"#,
+        );
+        assert!(
+            e.contains("/etc/x/config.hcl:3:3: unknown attribute \"proxy_pakages\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn all_the_validations() {
+        let e = errors(
+            r#"server {
+  listen_addr = "nonsense"
+  query_string_secret = "abc"
+}
+provider_mirror "a/b" {
+  origin_url = "ftp://x/"
+}
+provider_mirror "m" {
+  origin_url = "http://ok/"
+  name_prefix = "UPPER"
+}
+provider_mirror "m" {
+  origin_url = "http://ok/"
+}
+provider_mirror "v2" {
+  origin_url = "http://ok/"
+}
+provider_mirror "n" {
+  origin_url = 5
+}
+frobnicate {}
+"#,
+        );
+        for expect in [
+            ":2:17: listen_addr \"nonsense\"",
+            ":3:25: query_string_secret must be exactly 64",
+            ":5:17: provider_mirror name \"a/b\"",
+            ":6:16: origin_url \"ftp://x/\" must start with http",
+            ":10:17: name_prefix \"UPPER\"",
+            ":12:17: a provider_mirror named \"m\" is declared twice",
+            ":15:17: provider_mirror name \"v2\" is reserved",
+            ":19:16: attribute \"origin_url\" must be a quoted string",
+            ":21:1: unknown block \"frobnicate\"",
+        ] {
+            assert!(e.contains(expect), "missing {expect:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_locations() {
+        let e = errors("provider_mirror \"m\" {\n  origin_url = \n}\n");
+        assert!(e.starts_with("/etc/x/config.hcl:"), "{e}");
+        assert!(e.contains("HCL syntax error"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_checked() {
+        let e = errors(
+            r#"server {
+  tls {
+    certificate_file = "/nonexistent/cert.pem"
+    private_key_file = "/nonexistent/key.pem"
+  }
+}
+provider_mirror "m" { origin_url = "http://ok/" }
+"#,
+        );
+        assert!(
+            e.contains(":3:24:") && e.contains("/nonexistent/cert.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_config_complains() {
+        assert!(errors("").contains("no provider_mirror block"));
+    }
+}

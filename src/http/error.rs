@@ -1,0 +1,81 @@
+//! The one place where errors become HTTP statuses.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, Body};
+use super::router::RouteError;
+use crate::mirror::MirrorError;
+use crate::oci::OciError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("no provider mirror named {0:?} is configured on this server")]
+    UnknownMirror(String),
+    #[error("method not allowed: this server only answers GET and HEAD")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Route(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownMirror(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Mirror(m) => match m {
+                MirrorError::UnknownProvider(_) | MirrorError::UnknownVersion(..) => {
+                    StatusCode::NOT_FOUND
+                }
+                MirrorError::NotAProvider { .. } => StatusCode::BAD_GATEWAY,
+                MirrorError::MissingDownloadToken => StatusCode::UNAUTHORIZED,
+                MirrorError::BadDownloadToken(_) => StatusCode::FORBIDDEN,
+                MirrorError::Origin(o) => match o {
+                    OciError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+                    OciError::Forbidden { .. } => StatusCode::FORBIDDEN,
+                    OciError::NotFound { .. } => StatusCode::NOT_FOUND,
+                    OciError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    OciError::Unreachable { .. }
+                    | OciError::UnexpectedStatus { .. }
+                    | OciError::InvalidManifest { .. }
+                    | OciError::DigestMismatch { .. }
+                    | OciError::TooLarge { .. }
+                    | OciError::Protocol(_) => StatusCode::BAD_GATEWAY,
+                },
+            },
+        }
+    }
+
+    /// A JSON error response in the Terraform registry's `{"errors":[...]}` shape.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = serde_json::json!({ "errors": [self.to_string()] }).to_string() + "\n";
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            // Terraform sends the token from its CLI configuration as a Bearer token.
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"oci-distribution-terraform-registry\""),
+            );
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,178 @@
+//! Request handlers: the home page and the three network-mirror endpoints.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+
+use super::body::{empty, full, streaming, Body};
+use super::error::ApiError;
+use super::router::{route, Route};
+use super::AppState;
+use crate::mirror::MirrorService;
+use crate::oci::{Credential, Digest};
+use crate::provider::ProviderAddress;
+
+pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {
+    let is_head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !is_head {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    let result = match route(req.uri().path()) {
+        Err(e) => Err(e.into()),
+        Ok(Route::Home) => Ok(home(&state, &req)),
+        Ok(Route::MirrorIndex { mirror, addr }) => index(&state, &mirror, &addr, &req).await,
+        Ok(Route::MirrorVersion {
+            mirror,
+            addr,
+            version,
+        }) => version_json(&state, &mirror, &addr, &version, &req).await,
+        Ok(Route::MirrorDownload {
+            mirror,
+            addr,
+            digest,
+        }) => download(&state, &mirror, &addr, &digest, &req, is_head).await,
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn mirror<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<MirrorService>, ApiError> {
+    state
+        .mirrors
+        .get(name)
+        .ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))
+}
+
+fn client_credential<B>(req: &Request<B>) -> Credential {
+    match req.headers().get(header::AUTHORIZATION) {
+        Some(v) if !v.is_empty() => Credential::PassThrough(v.clone()),
+        _ => Credential::Anonymous,
+    }
+}
+
+fn json_response(value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("documents always serialise");
+    let mut resp = Response::new(full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Answers depend on the client's credentials and on the origin's current state.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    resp
+}
+
+async fn index<B>(
+    state: &AppState,
+    name: &str,
+    addr: &ProviderAddress,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let m = mirror(state, name)?;
+    let doc = m.index(addr, &client_credential(req)).await?;
+    Ok(json_response(&doc))
+}
+
+async fn version_json<B>(
+    state: &AppState,
+    name: &str,
+    addr: &ProviderAddress,
+    version: &semver::Version,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let m = mirror(state, name)?;
+    let cred = client_credential(req);
+    let packages = m.packages(addr, version, &cred).await?;
+    let doc = m.version_document(addr, version, &packages, &cred)?;
+    Ok(json_response(&doc))
+}
+
+async fn download<B>(
+    state: &AppState,
+    name: &str,
+    addr: &ProviderAddress,
+    digest: &Digest,
+    req: &Request<B>,
+    is_head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let m = mirror(state, name)?;
+    let token = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "t")
+            .map(|(_, v)| v.into_owned())
+    });
+    let cred = m.download_credential(addr, digest, token.as_deref())?;
+    let blob = m.download(addr, digest, &cred).await?;
+    let mut resp = Response::new(empty());
+    if let Some(len) = blob.content_length {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    resp.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
+    );
+    if !is_head {
+        let what = format!("{addr} {digest}");
+        let stream = blob.stream.inspect(move |r| {
+            if let Err(e) = r {
+                tracing::warn!(package = %what, error = %e, "package download aborted");
+            }
+        });
+        *resp.body_mut() = streaming(stream);
+    }
+    Ok(resp)
+}
+
+fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("HOST")
+        .to_owned();
+    let host = html_escape(&host);
+    let scheme = if state.tls {
+        "https"
+    } else {
+        "https (via your TLS proxy)"
+    };
+    let mut names: Vec<&String> = state.mirrors.keys().collect();
+    names.sort();
+    let mut items = String::new();
+    let mut snippets = String::new();
+    for name in names {
+        let name = html_escape(name);
+        items.push_str(&format!("<li><code>https://{host}/{name}/</code></li>\n"));
+        snippets.push_str(&format!(
+            "provider_installation {{\n  network_mirror {{\n    url = \"https://{host}/{name}/\"\n  }}\n}}\n"
+        ));
+    }
+    let page = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Terraform provider mirror</title></head>\n<body>\n<h1>Terraform provider mirror</h1>\n<p>This server serves Terraform's provider network mirror protocol ({scheme}) from OCI registries. Mirrors:</p>\n<ul>\n{items}</ul>\n<p>To install providers through it, put this in your Terraform CLI configuration (<code>~/.terraformrc</code>, or the file named by <code>TF_CLI_CONFIG_FILE</code>):</p>\n<pre>{snippets}</pre>\n<p>oci-distribution-terraform-registry {}</p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut resp = Response::new(full(page));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

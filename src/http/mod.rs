@@ -1,0 +1,218 @@
+//! The HTTP server: hyper 1 over TLS (rustls, HTTP/2 and HTTP/1.1 by ALPN) or plain TCP,
+//! routing to the handlers, with graceful shutdown.
+
+mod body;
+mod error;
+mod handlers;
+pub mod router;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::mirror::sealed_url::UrlSealer;
+use crate::mirror::MirrorService;
+use crate::oci::{ClientOptions, OciClient, OciError};
+
+pub use error::ApiError;
+
+/// How long a client may take to finish the TLS handshake, or to send request headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct AppState {
+    pub mirrors: HashMap<String, Arc<MirrorService>>,
+    pub tls: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("OCI client: {0}")]
+    Client(#[from] OciError),
+}
+
+impl AppState {
+    pub fn from_config(config: &Config) -> Result<AppState, ServerError> {
+        let client = Arc::new(OciClient::new(ClientOptions::default())?);
+        let ttl = config.server.download_url_ttl;
+        let sealer = Arc::new(match &config.server.query_string_secret {
+            Some(secret) => UrlSealer::new(&secret.0, ttl),
+            None => {
+                if config.provider_mirrors.iter().any(|m| m.proxy_packages) {
+                    tracing::warn!("no server.query_string_secret configured: using a random one, so download URLs only work on this instance until it restarts");
+                }
+                UrlSealer::random(ttl)
+            }
+        });
+        let mirrors = config
+            .provider_mirrors
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    Arc::new(MirrorService::new(
+                        m.clone(),
+                        client.clone(),
+                        sealer.clone(),
+                    )),
+                )
+            })
+            .collect();
+        Ok(AppState {
+            mirrors,
+            tls: config.server.tls.is_some(),
+        })
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM. `on_ready` is called with the bound address once
+/// connections are being accepted.
+pub async fn serve(
+    config: &Config,
+    on_ready: impl FnOnce(SocketAddr, bool),
+) -> Result<(), ServerError> {
+    let state = Arc::new(AppState::from_config(config)?);
+    let acceptor = match &config.server.tls {
+        Some(t) => Some(TlsAcceptor::from(Arc::new(crate::tls::load_server_config(
+            &t.certificate_file,
+            &t.private_key_file,
+        )?))),
+        None => None,
+    };
+    let addr = config.server.listen_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    if acceptor.is_none() {
+        tracing::warn!("no tls block configured: serving plain HTTP; Terraform only uses https mirrors, so put a TLS-terminating proxy in front");
+    }
+    on_ready(local, acceptor.is_some());
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    let start = Instant::now();
+                    let method = req.method().clone();
+                    let path = req.uri().path().to_owned();
+                    let resp = handlers::handle(state, req).await;
+                    // The path only: query strings can hold sealed credentials.
+                    tracing::info!(%peer, %method, %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            match acceptor {
+                Some(acceptor) => {
+                    let tls =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,178 @@
+//! Request paths → routes. Every segment is percent-decoded and checked here, so handlers
+//! only ever see well-formed names.
+
+use crate::oci::Digest;
+use crate::provider::{AddressError, ProviderAddress};
+
+/// Longest request path we accept; real mirror paths are far shorter.
+pub const MAX_PATH_LEN: usize = 2048;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Home,
+    MirrorIndex {
+        mirror: String,
+        addr: ProviderAddress,
+    },
+    MirrorVersion {
+        mirror: String,
+        addr: ProviderAddress,
+        version: semver::Version,
+    },
+    MirrorDownload {
+        mirror: String,
+        addr: ProviderAddress,
+        digest: Digest,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("request path is longer than {MAX_PATH_LEN} bytes")]
+    TooLong,
+    #[error("malformed request path: {0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("{0:?} is not a semantic version")]
+    Version(String),
+    #[error("{0:?} is not a sha256 digest")]
+    Digest(String),
+}
+
+pub fn route(path: &str) -> Result<Route, RouteError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(RouteError::TooLong);
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(RouteError::Malformed("path must start with /"));
+    };
+    if rest.is_empty() {
+        return Ok(Route::Home);
+    }
+    let segments = rest
+        .split('/')
+        .map(decode_segment)
+        .collect::<Result<Vec<_>, _>>()?;
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match seg.as_slice() {
+        [_mirror] | [_mirror, ""] => Ok(Route::Home),
+        [mirror, host, ns, ty, file] => {
+            let addr = ProviderAddress::new(host, ns, ty)?;
+            let mirror = (*mirror).to_owned();
+            if *file == "index.json" {
+                return Ok(Route::MirrorIndex { mirror, addr });
+            }
+            let Some(v) = file.strip_suffix(".json") else {
+                return Err(RouteError::NotFound);
+            };
+            let version =
+                semver::Version::parse(v).map_err(|_| RouteError::Version(v.to_owned()))?;
+            Ok(Route::MirrorVersion {
+                mirror,
+                addr,
+                version,
+            })
+        }
+        [mirror, host, ns, ty, "download", "sha256", hex, filename] => {
+            let addr = ProviderAddress::new(host, ns, ty)?;
+            let digest = Digest::from_sha256_hex(hex)
+                .ok_or_else(|| RouteError::Digest((*hex).to_owned()))?;
+            if !filename.ends_with(".zip") {
+                return Err(RouteError::NotFound);
+            }
+            Ok(Route::MirrorDownload {
+                mirror: (*mirror).to_owned(),
+                addr,
+                digest,
+            })
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn decode_segment(raw: &str) -> Result<String, RouteError> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| RouteError::Malformed("path is not UTF-8"))?;
+    if decoded == "." || decoded == ".." || decoded.contains(['/', '\\', '\0']) {
+        return Err(RouteError::Malformed(
+            "path segments must not be '.', '..' or contain slashes",
+        ));
+    }
+    Ok(decoded.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/").unwrap(), Route::Home);
+        assert_eq!(route("/mirror/").unwrap(), Route::Home);
+        let Route::MirrorIndex { mirror, addr } =
+            route("/mirror/registry.terraform.io/hashicorp/aws/index.json").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(mirror, "mirror");
+        assert_eq!(addr.to_string(), "registry.terraform.io/hashicorp/aws");
+        let Route::MirrorVersion { version, .. } = route("/m/h.io/a/b/1.2.3%2Bx.json").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(version.to_string(), "1.2.3+x");
+        let hex = "ab".repeat(32);
+        let Route::MirrorDownload { digest, .. } =
+            route(&format!("/m/h.io/a/b/download/sha256/{hex}/f.zip")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(digest.hex(), hex);
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        assert_eq!(
+            route("/m/h.io/a/b/nope.json"),
+            Err(RouteError::Version("nope".into()))
+        );
+        assert!(matches!(
+            route("/m/h.io/a/b/1.0.0.txt"),
+            Err(RouteError::NotFound)
+        ));
+        assert!(matches!(
+            route("/m/h..io/a/b/index.json"),
+            Err(RouteError::Address(_))
+        ));
+        assert!(matches!(
+            route("/m/h.io/../b/index.json"),
+            Err(RouteError::Malformed(_))
+        ));
+        assert!(matches!(
+            route("/m/h.io/%2e%2e/b/index.json"),
+            Err(RouteError::Malformed(_))
+        ));
+        assert!(matches!(
+            route("/m/h.io/a%2fb/b/index.json"),
+            Err(RouteError::Malformed(_))
+        ));
+        assert!(matches!(
+            route("/m/h.io/a/b/download/sha256/xyz/f.zip"),
+            Err(RouteError::Digest(_))
+        ));
+        assert!(matches!(
+            route(&format!("/{}", "a".repeat(3000))),
+            Err(RouteError::TooLong)
+        ));
+        assert!(matches!(
+            route("/m/%ff/a/b/index.json"),
+            Err(RouteError::Malformed(_))
+        ));
+        assert!(matches!(route("/a/b/c"), Err(RouteError::NotFound)));
+        assert!(matches!(route("relative"), Err(RouteError::Malformed(_))));
+    }
+}

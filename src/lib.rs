@@ -1,0 +1,12 @@
+//! oci-distribution-terraform-registry: serves Terraform's and OpenTofu's provider installation
+//! protocols from packages stored in OCI Distribution registries.
+//!
+//! Data flows one way: HTTP → mirror service → provider layouts → OCI client.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod mirror;
+pub mod oci;
+pub mod provider;
+pub mod tls;

@@ -1,0 +1,86 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use odtr::config::Config;
+
+/// Serves Terraform's provider network mirror protocol from provider packages stored in OCI
+/// Distribution registries (Harbor, GHCR, ECR, Zot, distribution).
+///
+/// Without --config, the configuration is read from config.hcl in the first of the
+/// configuration directories that has one ($XDG_CONFIG_HOME/oci-distribution-terraform-registry,
+/// each of $XDG_CONFIG_DIRS/oci-distribution-terraform-registry, then
+/// /etc/oci-distribution-terraform-registry).
+#[derive(Parser)]
+#[command(
+    name = "oci-distribution-terraform-registry",
+    version,
+    about,
+    long_about
+)]
+struct Cli {
+    /// Configuration file to use instead of searching the configuration directories.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (provider network mirrors over HTTPS).
+    Server,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match Config::locate_and_load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(command) = cli.command else {
+        eprintln!(
+            "Configuration {} is valid. Run `oci-distribution-terraform-registry server` to start the server, or --help for more.",
+            config.source.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Server => odtr::cli::server::run(config)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

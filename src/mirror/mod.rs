@@ -1,0 +1,252 @@
+//! Terraform's provider network mirror protocol, answered from an OCI registry: which versions
+//! exist (`index.json`), which packages a version has (`VERSION.json`), and the packages.
+
+pub mod sealed_url;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::config::ProviderMirrorConfig;
+use crate::oci::{BlobStream, Credential, Digest, Manifest, OciClient, OciError, Registry};
+use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
+use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
+use sealed_url::{Binding, SealError, UrlSealer};
+
+/// How many per-platform manifests of one OpenTofu-layout version are fetched at once.
+const TARGET_FETCH_CONCURRENCY: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Origin(#[from] OciError),
+    #[error("provider {0} is not available from this mirror")]
+    UnknownProvider(ProviderAddress),
+    #[error("provider {0} has no version {1} in this mirror")]
+    UnknownVersion(ProviderAddress, semver::Version),
+    #[error("the origin's data for {what} is not a provider in a known layout: {reason}")]
+    NotAProvider { what: String, reason: LayoutError },
+    #[error("this download URL needs its signed query string; get a fresh URL from the version's JSON document")]
+    MissingDownloadToken,
+    #[error("this download URL is invalid or has expired; get a fresh URL from the version's JSON document")]
+    BadDownloadToken(SealError),
+}
+
+/// `index.json`: `{"versions":{"1.0.0":{}}}`.
+#[derive(Debug, Serialize)]
+pub struct IndexDocument {
+    pub versions: BTreeMap<String, EmptyObject>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmptyObject {}
+
+/// `VERSION.json`: `{"archives":{"linux_amd64":{"url":"...","hashes":["zh:..."]}}}`.
+#[derive(Debug, Serialize)]
+pub struct VersionDocument {
+    pub archives: BTreeMap<String, Archive>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Archive {
+    pub url: String,
+    pub hashes: Vec<String>,
+}
+
+/// One configured `provider_mirror`.
+pub struct MirrorService {
+    pub config: ProviderMirrorConfig,
+    registry: Registry,
+    client: Arc<OciClient>,
+    sealer: Arc<UrlSealer>,
+}
+
+impl MirrorService {
+    pub fn new(
+        config: ProviderMirrorConfig,
+        client: Arc<OciClient>,
+        sealer: Arc<UrlSealer>,
+    ) -> MirrorService {
+        MirrorService {
+            registry: Registry::new(config.origin_url.clone()),
+            config,
+            client,
+            sealer,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn repository(&self, addr: &ProviderAddress) -> String {
+        addr.repository(&self.config.name_prefix)
+    }
+
+    /// The versions available: every tag that reads as a semantic version.
+    pub async fn index(
+        &self,
+        addr: &ProviderAddress,
+        cred: &Credential,
+    ) -> Result<IndexDocument, MirrorError> {
+        let repo = self.repository(addr);
+        let tags = self
+            .client
+            .list_tags(&self.registry, &repo, cred)
+            .await
+            .map_err(|e| match e {
+                OciError::NotFound { .. } => MirrorError::UnknownProvider(addr.clone()),
+                e => e.into(),
+            })?;
+        let versions = tags
+            .iter()
+            .filter_map(|t| version_from_tag(t))
+            .map(|v| (v.to_string(), EmptyObject {}))
+            .collect();
+        Ok(IndexDocument { versions })
+    }
+
+    /// The packages of one version, whichever layout it is stored in.
+    pub async fn packages(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        cred: &Credential,
+    ) -> Result<Vec<Package>, MirrorError> {
+        let repo = self.repository(addr);
+        let tag = tag_for_version(version);
+        let fetched = self
+            .client
+            .get_manifest(&self.registry, &repo, &tag, cred)
+            .await
+            .map_err(|e| match e {
+                OciError::NotFound { .. } => {
+                    MirrorError::UnknownVersion(addr.clone(), version.clone())
+                }
+                e => e.into(),
+            })?;
+        let what = format!("{addr} {version}");
+        let not_a_provider = |reason| MirrorError::NotAProvider {
+            what: what.clone(),
+            reason,
+        };
+        match layout::classify(&fetched.manifest).map_err(not_a_provider)? {
+            VersionLayout::Seed(packages) => Ok(packages),
+            VersionLayout::OpenTofu(targets) => {
+                futures::stream::iter(targets)
+                    .map(|(platform, desc)| {
+                        let repo = repo.clone();
+                        async move {
+                            let m = self
+                                .client
+                                .get_manifest(&self.registry, &repo, desc.digest.as_str(), cred)
+                                .await?;
+                            match m.manifest {
+                                Manifest::Image(im) => {
+                                    layout::opentofu_package(platform, &im).map_err(not_a_provider)
+                                }
+                                Manifest::Index(_) => Err(not_a_provider(LayoutError(format!(
+                                    "the {platform} entry is an index, not an image manifest"
+                                )))),
+                            }
+                        }
+                    })
+                    .buffered(TARGET_FETCH_CONCURRENCY)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+
+    /// Builds `VERSION.json`, with archive URLs relative to it that point back at this server.
+    pub fn version_document(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        packages: &[Package],
+        cred: &Credential,
+    ) -> Result<VersionDocument, MirrorError> {
+        let repo = self.repository(addr);
+        let credential: &[u8] = match cred {
+            Credential::PassThrough(v) => v.as_bytes(),
+            _ => b"",
+        };
+        let mut archives = BTreeMap::new();
+        for p in packages {
+            let mut url = format!(
+                "download/sha256/{}/terraform-provider-{}_{}_{}.zip",
+                p.digest.hex(),
+                addr.type_name,
+                version,
+                p.platform
+            );
+            if self.config.proxy_packages {
+                let binding = Binding {
+                    mirror: self.name(),
+                    repository: &repo,
+                    digest: p.digest.as_str(),
+                };
+                let token = self
+                    .sealer
+                    .seal(&binding, credential)
+                    .map_err(MirrorError::BadDownloadToken)?;
+                url.push_str("?t=");
+                url.push_str(&token);
+            }
+            archives.insert(
+                p.platform.to_string(),
+                Archive {
+                    url,
+                    hashes: vec![hash::zh_from_sha256_hex(p.digest.hex())],
+                },
+            );
+        }
+        Ok(VersionDocument { archives })
+    }
+
+    /// Which credential a download may use: with `proxy_packages`, the one sealed into its URL.
+    pub fn download_credential(
+        &self,
+        addr: &ProviderAddress,
+        digest: &Digest,
+        token: Option<&str>,
+    ) -> Result<Credential, MirrorError> {
+        if !self.config.proxy_packages {
+            return Ok(Credential::Anonymous);
+        }
+        let token = token.ok_or(MirrorError::MissingDownloadToken)?;
+        let repo = self.repository(addr);
+        let binding = Binding {
+            mirror: self.name(),
+            repository: &repo,
+            digest: digest.as_str(),
+        };
+        let credential = self
+            .sealer
+            .open(&binding, token)
+            .map_err(MirrorError::BadDownloadToken)?;
+        if credential.is_empty() {
+            return Ok(Credential::Anonymous);
+        }
+        let header = reqwest::header::HeaderValue::from_bytes(&credential)
+            .map_err(|_| MirrorError::BadDownloadToken(SealError::Invalid))?;
+        Ok(Credential::PassThrough(header))
+    }
+
+    /// Streams a package from the origin, verified against its digest as it flows.
+    pub async fn download(
+        &self,
+        addr: &ProviderAddress,
+        digest: &Digest,
+        cred: &Credential,
+    ) -> Result<BlobStream, MirrorError> {
+        let repo = self.repository(addr);
+        let blob = self
+            .client
+            .get_blob(&self.registry, &repo, digest, cred)
+            .await?;
+        Ok(blob.verified(digest.clone()))
+    }
+}

@@ -1,0 +1,564 @@
+//! The HTTP side of the OCI client: one shared connection pool, timeouts, the auth challenge
+//! flow, digest verification of manifests and of streamed blobs.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::auth::{Challenge, Credential, TokenCache};
+use super::{Digest, Manifest, OciError, TagList, MANIFEST_ACCEPT};
+
+/// OpenTofu refuses manifests over 4 MiB; so do we, so a hostile origin cannot make us buffer more.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Bounds on tag listing, against origins that page forever.
+const MAX_TAG_PAGES: usize = 1000;
+const MAX_TAGS: usize = 100_000;
+const MAX_TAG_PAGE_BYTES: u64 = 8 * 1024 * 1024;
+const MAX_TOKEN_RESPONSE_BYTES: u64 = 1024 * 1024;
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while reading any response.
+    pub read_timeout: Duration,
+    /// Whole-request limit for small documents (tags, manifests, tokens); blobs use only
+    /// `read_timeout`, since large packages legitimately take long.
+    pub metadata_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            metadata_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One origin registry, identified by its base URL (always ending in `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Registry {
+    base: url::Url,
+}
+
+impl Registry {
+    pub fn new(base: url::Url) -> Registry {
+        Registry { base }
+    }
+
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// A short name for messages: scheme, host and port.
+    pub fn display_name(&self) -> String {
+        let host = self.base.host_str().unwrap_or("?");
+        match self.base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        }
+    }
+
+    fn api(&self, path: &str) -> Result<url::Url, OciError> {
+        self.base
+            .join(path)
+            .map_err(|e| OciError::Protocol(format!("cannot build URL for {path}: {e}")))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub digest: Digest,
+    pub body: Bytes,
+    pub manifest: Manifest,
+}
+
+/// A blob's body as it arrives from the origin.
+pub struct BlobStream {
+    pub content_length: Option<u64>,
+    pub stream: Pin<Box<dyn Stream<Item = Result<Bytes, OciError>> + Send>>,
+}
+
+impl BlobStream {
+    /// Wraps the stream so it fails unless the bytes hash to `expected`. The last chunk is
+    /// held back until the digest is checked, so a consumer never receives a complete body
+    /// of wrong bytes.
+    pub fn verified(self, expected: Digest) -> BlobStream {
+        BlobStream {
+            content_length: self.content_length,
+            stream: Box::pin(VerifyingStream {
+                inner: self.stream,
+                hasher: Some(Sha256::new()),
+                held: None,
+                expected,
+            }),
+        }
+    }
+}
+
+struct VerifyingStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, OciError>> + Send>>,
+    hasher: Option<Sha256>,
+    held: Option<Bytes>,
+    expected: Digest,
+}
+
+impl Stream for VerifyingStream {
+    type Item = Result<Bytes, OciError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.hasher.is_none() {
+                return Poll::Ready(None);
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    self.hasher = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    if let Some(prev) = self.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(prev)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    let hasher = self.hasher.take().expect("checked above");
+                    let actual = hex::encode(hasher.finalize());
+                    if actual != self.expected.hex() {
+                        self.held = None;
+                        return Poll::Ready(Some(Err(OciError::DigestMismatch {
+                            expected: self.expected.clone(),
+                            actual: format!("sha256:{actual}"),
+                        })));
+                    }
+                    return Poll::Ready(self.held.take().map(Ok));
+                }
+            }
+        }
+    }
+}
+
+/// The shared OCI Distribution client.
+pub struct OciClient {
+    http: reqwest::Client,
+    tokens: TokenCache,
+    options: ClientOptions,
+}
+
+impl OciClient {
+    pub fn new(options: ClientOptions) -> Result<OciClient, OciError> {
+        let redirect = reqwest::redirect::Policy::custom(|attempt| {
+            let scheme = attempt.url().scheme();
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else if scheme != "http" && scheme != "https" {
+                attempt.error("redirect to a non-HTTP URL")
+            } else if scheme == "http" && attempt.previous().iter().any(|u| u.scheme() == "https") {
+                attempt.error("redirect from https to plain http")
+            } else {
+                // reqwest drops Authorization (and cookies) itself when the host changes,
+                // so object-storage redirects never see the registry's credentials.
+                attempt.follow()
+            }
+        });
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .redirect(redirect)
+            .user_agent(concat!(
+                "oci-distribution-terraform-registry/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| OciError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        Ok(OciClient {
+            http,
+            tokens: TokenCache::default(),
+            options,
+        })
+    }
+
+    /// All tags of `repo`, following `Link` pagination.
+    pub async fn list_tags(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        cred: &Credential,
+    ) -> Result<Vec<String>, OciError> {
+        let mut url = reg.api(&format!("v2/{repo}/tags/list"))?;
+        url.query_pairs_mut().append_pair("n", "1000");
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let u = url.clone();
+            let resp = self
+                .send(reg, repo, cred, true, |c| c.get(u.clone()))
+                .await?;
+            let resp = check_status(resp, repo, || format!("repository {repo}"))?;
+            let next = next_link(resp.headers()).map(|l| url.join(&l));
+            let body = read_limited(reg, resp, MAX_TAG_PAGE_BYTES, "tag list").await?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| {
+                OciError::Protocol(format!("tag list of {repo} is not valid JSON: {e}"))
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            if tags.len() > MAX_TAGS {
+                return Err(OciError::TooLarge {
+                    what: format!("tag list of {repo}"),
+                    limit: MAX_TAGS as u64,
+                });
+            }
+            match next {
+                None => return Ok(tags),
+                Some(Ok(n)) if n.origin() == url.origin() => url = n,
+                Some(_) => {
+                    return Err(OciError::Protocol(format!(
+                        "tag list of {repo} links to an invalid or foreign next page"
+                    )))
+                }
+            }
+        }
+        Err(OciError::TooLarge {
+            what: format!("tag list of {repo} (pages)"),
+            limit: MAX_TAG_PAGES as u64,
+        })
+    }
+
+    /// A manifest by tag or digest, with its digest checked against the body.
+    pub async fn get_manifest(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        reference: &str,
+        cred: &Credential,
+    ) -> Result<FetchedManifest, OciError> {
+        let url = reg.api(&format!("v2/{repo}/manifests/{reference}"))?;
+        let resp = self
+            .send(reg, repo, cred, true, |c| {
+                c.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        let resp = check_status(resp, repo, || format!("manifest {repo}:{reference}"))?;
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_limited(reg, resp, MAX_MANIFEST_BYTES, "manifest").await?;
+        let digest = Digest::of_bytes(&body);
+        let claimed =
+            Digest::parse(reference).or_else(|| header_digest.as_deref().and_then(Digest::parse));
+        if let Some(claimed) = claimed {
+            if claimed != digest {
+                return Err(OciError::DigestMismatch {
+                    expected: claimed,
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        let manifest = Manifest::parse(content_type.as_deref(), &body).map_err(|reason| {
+            OciError::InvalidManifest {
+                reference: format!("{repo}:{reference}"),
+                reason,
+            }
+        })?;
+        Ok(FetchedManifest {
+            digest,
+            body,
+            manifest,
+        })
+    }
+
+    /// Starts streaming a blob. The caller decides whether to verify it (see [`BlobStream::verified`]).
+    pub async fn get_blob(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        digest: &Digest,
+        cred: &Credential,
+    ) -> Result<BlobStream, OciError> {
+        let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
+        let resp = self
+            .send(reg, repo, cred, false, |c| c.get(url.clone()))
+            .await?;
+        let resp = check_status(resp, repo, || format!("blob {digest} in {repo}"))?;
+        let content_length = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let name = reg.display_name();
+        let stream = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| OciError::from_reqwest(&name, e)));
+        Ok(BlobStream {
+            content_length,
+            stream: Box::pin(stream),
+        })
+    }
+
+    /// Sends a request built by `build`, answering a 401 challenge once: Bearer by fetching a
+    /// token from the realm (with the credential, if any), Basic by the credential itself.
+    async fn send(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        cred: &Credential,
+        is_metadata: bool,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, OciError> {
+        let name = reg.display_name();
+        let scope = format!("repository:{repo}:pull");
+        let with_timeout = |r: reqwest::RequestBuilder| {
+            if is_metadata {
+                r.timeout(self.options.metadata_timeout)
+            } else {
+                r
+            }
+        };
+        let first = match self.tokens.get(reg.base().as_str(), &scope, cred) {
+            Some(token) => build(&self.http).bearer_auth(token),
+            None => cred.apply(build(&self.http)),
+        };
+        let resp = with_timeout(first)
+            .send()
+            .await
+            .map_err(|e| OciError::from_reqwest(&name, e))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let unauthorized = || OciError::Unauthorized {
+            repository: repo.to_owned(),
+        };
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse);
+        let Some(challenge) = challenge.filter(Challenge::is_bearer) else {
+            return Err(unauthorized());
+        };
+        let Some(token) = self.fetch_token(reg, &challenge, &scope, cred).await? else {
+            return Err(unauthorized());
+        };
+        let resp = with_timeout(build(&self.http).bearer_auth(&token))
+            .send()
+            .await
+            .map_err(|e| OciError::from_reqwest(&name, e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(unauthorized());
+        }
+        Ok(resp)
+    }
+
+    /// Asks the challenge's token realm for a pull token. `Ok(None)` means the realm refused
+    /// or could not be used: to the client that is the origin demanding authorization.
+    async fn fetch_token(
+        &self,
+        reg: &Registry,
+        challenge: &Challenge,
+        scope: &str,
+        cred: &Credential,
+    ) -> Result<Option<String>, OciError> {
+        let Some(realm) = challenge.params.get("realm") else {
+            return Ok(None);
+        };
+        let Ok(mut realm_url) = url::Url::parse(realm) else {
+            return Ok(None);
+        };
+        if realm_url.scheme() != "https" && realm_url.scheme() != "http" {
+            return Ok(None);
+        }
+        {
+            let mut q = realm_url.query_pairs_mut();
+            if let Some(service) = challenge.params.get("service") {
+                q.append_pair("service", service);
+            }
+            // The challenge's scope may name more than a pull; we ask for pull only.
+            q.append_pair("scope", scope);
+        }
+        let req = cred
+            .apply(self.http.get(realm_url))
+            .timeout(self.options.metadata_timeout);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(registry = %reg.display_name(), error = %e.without_url(), "token realm could not be reached");
+                return Ok(None);
+            }
+        };
+        if !resp.status().is_success() {
+            tracing::debug!(registry = %reg.display_name(), status = %resp.status(), "token realm refused");
+            return Ok(None);
+        }
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let body = read_limited(reg, resp, MAX_TOKEN_RESPONSE_BYTES, "token response").await?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            OciError::Protocol(format!(
+                "token realm of {} answered invalid JSON: {e}",
+                reg.display_name()
+            ))
+        })?;
+        let Some(token) = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(None);
+        };
+        // The spec's default lifetime is 60 s; never trust a lifetime beyond a day.
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60).clamp(1, 86_400));
+        self.tokens
+            .put(reg.base().as_str(), scope, cred, token.clone(), lifetime);
+        Ok(Some(token))
+    }
+}
+
+fn check_status(
+    resp: reqwest::Response,
+    repo: &str,
+    what: impl Fn() -> String,
+) -> Result<reqwest::Response, OciError> {
+    match resp.status() {
+        s if s.is_success() => Ok(resp),
+        StatusCode::NOT_FOUND => Err(OciError::NotFound { what: what() }),
+        StatusCode::FORBIDDEN => Err(OciError::Forbidden {
+            repository: repo.to_owned(),
+        }),
+        s => Err(OciError::UnexpectedStatus {
+            status: s.as_u16(),
+            what: what(),
+        }),
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes (checked while reading, not trusted
+/// from `Content-Length`).
+async fn read_limited(
+    reg: &Registry,
+    resp: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Bytes, OciError> {
+    let too_large = || OciError::TooLarge {
+        what: what.to_owned(),
+        limit,
+    };
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| OciError::from_reqwest(&reg.display_name(), e))?;
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The target of a `Link: <...>; rel="next"` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(LINK).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        v.split(',').find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            params
+                .split(';')
+                .any(|p| {
+                    let p = p.trim().replace(' ', "");
+                    p == "rel=\"next\"" || p == "rel=next"
+                })
+                .then(|| target.to_owned())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn link_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static("</v2/a/tags/list?n=2&last=b>; rel=\"next\""),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?n=2&last=b"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static("<http://x/prev>; rel=\"prev\""),
+        );
+        assert_eq!(next_link(&h), None);
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> BlobStream {
+        let items: Vec<Result<Bytes, OciError>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        BlobStream {
+            content_length: None,
+            stream: Box::pin(futures::stream::iter(items)),
+        }
+    }
+
+    #[tokio::test]
+    async fn verified_stream_passes_good_bytes_and_withholds_the_last_chunk_of_bad_ones() {
+        let good = Digest::of_bytes(b"hello world");
+        let out: Vec<_> = chunks(&[b"hello", b" ", b"world"])
+            .verified(good.clone())
+            .stream
+            .collect()
+            .await;
+        let bytes: Vec<u8> = out
+            .iter()
+            .flat_map(|r| r.as_ref().unwrap().to_vec())
+            .collect();
+        assert_eq!(bytes, b"hello world");
+
+        let out: Vec<_> = chunks(&[b"hello", b" ", b"WORLD"])
+            .verified(good)
+            .stream
+            .collect()
+            .await;
+        assert_eq!(out.len(), 3);
+        assert!(matches!(out[2], Err(OciError::DigestMismatch { .. })));
+        let delivered: usize = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|b| b.len())
+            .sum();
+        assert!(delivered < "hello world".len());
+    }
+}
