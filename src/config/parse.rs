@@ -601,3 +601,25 @@ provider_mirror "m" { origin_url = "http://ok/" }
         assert!(errors("").contains("no provider_mirror block"));
     }
 }
+
+#[cfg(test)]
+mod example_config {
+    /// The shipped example must parse, apart from the certificate files it names, which a
+    /// reader creates themselves.
+    #[test]
+    fn example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example-config.hcl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without_tls = text.replace("  tls {\n    certificate_file = \"cert.pem\"\n    private_key_file = \"key.pem\"\n  }\n", "");
+        assert_ne!(text, without_tls, "the example's tls block changed; update this test");
+        let config = super::parse_config(&path, &without_tls).unwrap();
+        let m = config.mirror("mirror").unwrap();
+        assert_eq!(m.origin_url.as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(m.name_prefix, "terraform-providers");
+        assert!(m.proxy_packages);
+        // With the tls block, the only complaint is about the missing certificate files.
+        let errs = super::parse_config(&path, &text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("cert.pem"), "{errs:?}");
+    }
+}

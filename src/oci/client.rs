@@ -154,6 +154,26 @@ impl Stream for VerifyingStream {
     }
 }
 
+/// What a request is for: decides the token scope asked for and the timeout applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RequestKind {
+    /// Small documents (tags, manifests): whole-request timeout, pull scope.
+    Metadata,
+    /// Blob downloads: only the idle-read timeout, pull scope.
+    Blob,
+    /// Uploads: whole-request timeout, pull and push scope.
+    Push,
+}
+
+impl RequestKind {
+    fn actions(self) -> &'static str {
+        match self {
+            RequestKind::Metadata | RequestKind::Blob => "pull",
+            RequestKind::Push => "pull,push",
+        }
+    }
+}
+
 /// The shared OCI Distribution client.
 pub struct OciClient {
     http: reqwest::Client,
@@ -209,7 +229,7 @@ impl OciClient {
         for _ in 0..MAX_TAG_PAGES {
             let u = url.clone();
             let resp = self
-                .send(reg, repo, cred, true, |c| c.get(u.clone()))
+                .send(reg, repo, cred, RequestKind::Metadata, |c| c.get(u.clone()))
                 .await?;
             let resp = check_status(resp, repo, || format!("repository {repo}"))?;
             let next = next_link(resp.headers()).map(|l| url.join(&l));
@@ -250,7 +270,7 @@ impl OciClient {
     ) -> Result<FetchedManifest, OciError> {
         let url = reg.api(&format!("v2/{repo}/manifests/{reference}"))?;
         let resp = self
-            .send(reg, repo, cred, true, |c| {
+            .send(reg, repo, cred, RequestKind::Metadata, |c| {
                 c.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
@@ -300,7 +320,7 @@ impl OciClient {
     ) -> Result<BlobStream, OciError> {
         let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
         let resp = self
-            .send(reg, repo, cred, false, |c| c.get(url.clone()))
+            .send(reg, repo, cred, RequestKind::Blob, |c| c.get(url.clone()))
             .await?;
         let resp = check_status(resp, repo, || format!("blob {digest} in {repo}"))?;
         let content_length = resp
@@ -320,18 +340,18 @@ impl OciClient {
 
     /// Sends a request built by `build`, answering a 401 challenge once: Bearer by fetching a
     /// token from the realm (with the credential, if any), Basic by the credential itself.
-    async fn send(
+    pub(super) async fn send(
         &self,
         reg: &Registry,
         repo: &str,
         cred: &Credential,
-        is_metadata: bool,
+        kind: RequestKind,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, OciError> {
         let name = reg.display_name();
-        let scope = format!("repository:{repo}:pull");
+        let scope = format!("repository:{repo}:{}", kind.actions());
         let with_timeout = |r: reqwest::RequestBuilder| {
-            if is_metadata {
+            if kind != RequestKind::Blob {
                 r.timeout(self.options.metadata_timeout)
             } else {
                 r
@@ -440,7 +460,7 @@ impl OciClient {
     }
 }
 
-fn check_status(
+pub(super) fn check_status(
     resp: reqwest::Response,
     repo: &str,
     what: impl Fn() -> String,
@@ -460,7 +480,7 @@ fn check_status(
 
 /// Reads a whole body, refusing more than `limit` bytes (checked while reading, not trusted
 /// from `Content-Length`).
-async fn read_limited(
+pub(super) async fn read_limited(
     reg: &Registry,
     resp: reqwest::Response,
     limit: u64,
