@@ -9,4 +9,5 @@ pub mod http;
 pub mod mirror;
 pub mod oci;
 pub mod provider;
+pub mod store;
 pub mod tls;

@@ -20,7 +20,30 @@ pub struct Config {
     /// The file this was read from; relative paths inside it are relative to its directory.
     pub source: PathBuf,
     pub server: ServerConfig,
+    pub cache: CacheConfig,
     pub provider_mirrors: Vec<ProviderMirrorConfig>,
+}
+
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub directory: PathBuf,
+    pub max_size: u64,
+}
+
+impl CacheConfig {
+    /// The XDG cache directory for this program.
+    pub fn default_directory(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+        let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
+        match non_empty("XDG_CACHE_HOME") {
+            Some(d) => PathBuf::from(d).join(search::APP_DIR),
+            None => match non_empty("HOME") {
+                Some(h) => PathBuf::from(h).join(".cache").join(search::APP_DIR),
+                None => PathBuf::from("/var/cache").join(search::APP_DIR),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
 use hcl_edit::Span;
 
 use super::{
-    units, Config, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig, TlsConfig,
+    units, CacheConfig, Config, DEFAULT_CACHE_MAX_SIZE, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig, TlsConfig,
     DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR,
 };
 
@@ -187,9 +187,10 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         &body,
         "the configuration file",
         &[],
-        &["server", "provider_mirror"],
+        &["server", "cache", "provider_mirror"],
     );
 
+    let mut cache: Option<CacheConfig> = None;
     let mut server = None;
     let mut mirrors: Vec<ProviderMirrorConfig> = Vec::new();
     for block in blocks {
@@ -203,6 +204,16 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                     ctx.error(block.ident.span(), "a \"server\" block takes no label");
                 }
                 server = Some(parse_server(&mut ctx, block));
+            }
+            "cache" => {
+                if cache.is_some() {
+                    ctx.error(block.ident.span(), "only one \"cache\" block is allowed");
+                    continue;
+                }
+                if !block.labels.is_empty() {
+                    ctx.error(block.ident.span(), "a \"cache\" block takes no label");
+                }
+                cache = Some(parse_cache(&mut ctx, block));
             }
             "provider_mirror" => {
                 if let Some(m) = parse_provider_mirror(&mut ctx, block) {
@@ -235,6 +246,7 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         Ok(Config {
             source: file.to_owned(),
             server,
+            cache: cache.unwrap_or_else(default_cache),
             provider_mirrors: mirrors,
         })
     } else {
@@ -304,6 +316,37 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
         server.tls = parse_tls(ctx, tls);
     }
     server
+}
+
+fn default_cache() -> CacheConfig {
+    CacheConfig {
+        directory: CacheConfig::default_directory(|k| std::env::var(k).ok()),
+        max_size: DEFAULT_CACHE_MAX_SIZE,
+    }
+}
+
+fn parse_cache(ctx: &mut Ctx, block: &Block) -> CacheConfig {
+    let (attrs, _) = ctx.members(&block.body, "the cache block", &["directory", "max_size"], &[]);
+    let mut cache = default_cache();
+    for attr in attrs {
+        match attr.key.as_str() {
+            "directory" => {
+                if let Some(p) = ctx.path(attr) {
+                    cache.directory = p;
+                }
+            }
+            "max_size" => {
+                if let Some(s) = ctx.string(attr) {
+                    match units::parse_size(&s) {
+                        Ok(n) => cache.max_size = n,
+                        Err(e) => ctx.error(attr.value.span(), format!("max_size: {e}")),
+                    }
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    cache
 }
 
 fn parse_secret(s: &str) -> Option<[u8; 32]> {

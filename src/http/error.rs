@@ -6,6 +6,7 @@ use super::body::{full, Body};
 use super::router::RouteError;
 use crate::mirror::MirrorError;
 use crate::oci::OciError;
+use crate::store::FillError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -17,6 +18,23 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Fill(FillError),
+}
+
+fn origin_status(o: &OciError) -> StatusCode {
+    match o {
+        OciError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        OciError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        OciError::NotFound { .. } => StatusCode::NOT_FOUND,
+        OciError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        OciError::Unreachable { .. }
+        | OciError::UnexpectedStatus { .. }
+        | OciError::InvalidManifest { .. }
+        | OciError::DigestMismatch { .. }
+        | OciError::TooLarge { .. }
+        | OciError::Protocol(_) => StatusCode::BAD_GATEWAY,
+    }
 }
 
 impl ApiError {
@@ -33,18 +51,12 @@ impl ApiError {
                 MirrorError::NotAProvider { .. } => StatusCode::BAD_GATEWAY,
                 MirrorError::MissingDownloadToken => StatusCode::UNAUTHORIZED,
                 MirrorError::BadDownloadToken(_) => StatusCode::FORBIDDEN,
-                MirrorError::Origin(o) => match o {
-                    OciError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-                    OciError::Forbidden { .. } => StatusCode::FORBIDDEN,
-                    OciError::NotFound { .. } => StatusCode::NOT_FOUND,
-                    OciError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                    OciError::Unreachable { .. }
-                    | OciError::UnexpectedStatus { .. }
-                    | OciError::InvalidManifest { .. }
-                    | OciError::DigestMismatch { .. }
-                    | OciError::TooLarge { .. }
-                    | OciError::Protocol(_) => StatusCode::BAD_GATEWAY,
-                },
+                MirrorError::Origin(o) => origin_status(o),
+            },
+            ApiError::Fill(f) => match f {
+                FillError::Origin(o) => origin_status(o),
+                FillError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                FillError::Abandoned => StatusCode::BAD_GATEWAY,
             },
         }
     }

@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::body::{empty, full, streaming, Body};
+use super::body::{full, Body};
 use super::error::ApiError;
 use super::router::{route, Route};
 use super::AppState;
 use crate::mirror::MirrorService;
-use crate::oci::{Credential, Digest};
+use crate::oci::Credential;
 use crate::provider::ProviderAddress;
 
 pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {
@@ -31,7 +30,7 @@ pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> 
             mirror,
             addr,
             digest,
-        }) => download(&state, &mirror, &addr, &digest, &req, is_head).await,
+        }) => super::download::download(&state, &mirror, &addr, &digest, &req, is_head).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }
@@ -89,47 +88,6 @@ async fn version_json<B>(
     let packages = m.packages(addr, version, &cred).await?;
     let doc = m.version_document(addr, version, &packages, &cred)?;
     Ok(json_response(&doc))
-}
-
-async fn download<B>(
-    state: &AppState,
-    name: &str,
-    addr: &ProviderAddress,
-    digest: &Digest,
-    req: &Request<B>,
-    is_head: bool,
-) -> Result<Response<Body>, ApiError> {
-    let m = mirror(state, name)?;
-    let token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "t")
-            .map(|(_, v)| v.into_owned())
-    });
-    let cred = m.download_credential(addr, digest, token.as_deref())?;
-    let blob = m.download(addr, digest, &cred).await?;
-    let mut resp = Response::new(empty());
-    if let Some(len) = blob.content_length {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
-    resp.headers_mut().insert(
-        header::ETAG,
-        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
-    );
-    if !is_head {
-        let what = format!("{addr} {digest}");
-        let stream = blob.stream.inspect(move |r| {
-            if let Err(e) = r {
-                tracing::warn!(package = %what, error = %e, "package download aborted");
-            }
-        });
-        *resp.body_mut() = streaming(stream);
-    }
-    Ok(resp)
 }
 
 fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {

@@ -2,8 +2,10 @@
 //! routing to the handlers, with graceful shutdown.
 
 mod body;
+mod download;
 mod error;
 mod handlers;
+mod range;
 pub mod router;
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use crate::config::Config;
 use crate::mirror::sealed_url::UrlSealer;
 use crate::mirror::MirrorService;
 use crate::oci::{ClientOptions, OciClient, OciError};
+use crate::store::{BlobStore, StoreConfig};
 
 pub use error::ApiError;
 
@@ -33,6 +36,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub struct AppState {
     pub mirrors: HashMap<String, Arc<MirrorService>>,
+    pub store: Arc<BlobStore>,
     pub tls: bool,
 }
 
@@ -47,10 +51,17 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error("OCI client: {0}")]
     Client(#[from] OciError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl AppState {
     pub fn from_config(config: &Config) -> Result<AppState, ServerError> {
+        let store = BlobStore::open(&StoreConfig {
+            directory: config.cache.directory.clone(),
+            max_size: config.cache.max_size,
+        })?;
+        tracing::info!(directory = %store.root().display(), entries = store.entries().len(), bytes = store.total_bytes(), max_size = store.max_size(), "package cache open");
         let client = Arc::new(OciClient::new(ClientOptions::default())?);
         let ttl = config.server.download_url_ttl;
         let sealer = Arc::new(match &config.server.query_string_secret {
@@ -72,12 +83,14 @@ impl AppState {
                         m.clone(),
                         client.clone(),
                         sealer.clone(),
+                        store.clone(),
                     )),
                 )
             })
             .collect();
         Ok(AppState {
             mirrors,
+            store,
             tls: config.server.tls.is_some(),
         })
     }

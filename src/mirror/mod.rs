@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::config::ProviderMirrorConfig;
-use crate::oci::{BlobStream, Credential, Digest, Manifest, OciClient, OciError, Registry};
+use crate::oci::{Credential, Digest, Manifest, OciClient, OciError, Registry};
+use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
 use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
 use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
 use sealed_url::{Binding, SealError, UrlSealer};
@@ -32,6 +33,12 @@ pub enum MirrorError {
     MissingDownloadToken,
     #[error("this download URL is invalid or has expired; get a fresh URL from the version's JSON document")]
     BadDownloadToken(SealError),
+}
+
+/// A package on its way to the client: from the cache, or from the fetch filling it.
+pub enum PackageBody {
+    Cached(CachedBlob),
+    Filling(Arc<Fill>),
 }
 
 /// `index.json`: `{"versions":{"1.0.0":{}}}`.
@@ -61,6 +68,7 @@ pub struct MirrorService {
     registry: Registry,
     client: Arc<OciClient>,
     sealer: Arc<UrlSealer>,
+    store: Arc<BlobStore>,
 }
 
 impl MirrorService {
@@ -68,13 +76,20 @@ impl MirrorService {
         config: ProviderMirrorConfig,
         client: Arc<OciClient>,
         sealer: Arc<UrlSealer>,
+        store: Arc<BlobStore>,
     ) -> MirrorService {
         MirrorService {
             registry: Registry::new(config.origin_url.clone()),
             config,
             client,
             sealer,
+            store,
         }
+    }
+
+    /// Whether packages are only handed out through sealed, credential-bound URLs.
+    pub fn needs_authorization(&self) -> bool {
+        self.config.proxy_packages
     }
 
     pub fn name(&self) -> &str {
@@ -195,13 +210,10 @@ impl MirrorService {
                 url.push_str("?t=");
                 url.push_str(&token);
             }
-            archives.insert(
-                p.platform.to_string(),
-                Archive {
-                    url,
-                    hashes: vec![hash::zh_from_sha256_hex(p.digest.hex())],
-                },
-            );
+            // h1 only when we computed it ourselves from the verified bytes in the cache.
+            let mut hashes: Vec<String> = self.store.meta(&p.digest).and_then(|m| m.h1).into_iter().collect();
+            hashes.push(hash::zh_from_sha256_hex(p.digest.hex()));
+            archives.insert(p.platform.to_string(), Archive { url, hashes });
         }
         Ok(VersionDocument { archives })
     }
@@ -235,18 +247,36 @@ impl MirrorService {
         Ok(Credential::PassThrough(header))
     }
 
-    /// Streams a package from the origin, verified against its digest as it flows.
-    pub async fn download(
-        &self,
-        addr: &ProviderAddress,
-        digest: &Digest,
-        cred: &Credential,
-    ) -> Result<BlobStream, MirrorError> {
+    /// The package with this digest, from the cache or from one shared origin fetch that is
+    /// verified as it flows. A cached copy is only handed out on the terms it would be from
+    /// the origin: with a sealed URL (issued after the origin accepted the client's
+    /// credential), or for an anonymous mirror, once the origin has served it anonymously.
+    pub async fn package(&self, addr: &ProviderAddress, digest: &Digest, token: Option<&str>) -> Result<PackageBody, MirrorError> {
+        let cred = self.download_credential(addr, digest, token)?;
         let repo = self.repository(addr);
-        let blob = self
-            .client
-            .get_blob(&self.registry, &repo, digest, cred)
-            .await?;
-        Ok(blob.verified(digest.clone()))
+        let source = BlobSource {
+            mirror: self.name().to_owned(),
+            repository: repo.clone(),
+            anonymous: matches!(cred, Credential::Anonymous),
+        };
+        if let Some(meta) = self.store.meta(digest) {
+            let vouched = self.config.proxy_packages || meta.sources.contains(&source);
+            if !vouched {
+                // Seen elsewhere (another mirror, or fetched with other credentials): ask
+                // the origin whether this client may have it before serving our copy.
+                self.client.head_blob(&self.registry, &repo, digest, &cred).await?;
+                self.store.add_source(digest, &source);
+            }
+        }
+        let client = self.client.clone();
+        let registry = self.registry.clone();
+        let d = digest.clone();
+        let lookup = self.store.get_or_fill(digest, source, "application/zip", move || {
+            Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
+        });
+        Ok(match lookup {
+            Lookup::Hit(blob) => PackageBody::Cached(blob),
+            Lookup::Fill { fill, .. } => PackageBody::Filling(fill),
+        })
     }
 }

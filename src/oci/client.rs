@@ -2,7 +2,6 @@
 //! flow, digest verification of manifests and of streamed blobs.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +9,6 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use super::auth::{Challenge, Credential, TokenCache};
 use super::{Digest, Manifest, OciError, TagList, MANIFEST_ACCEPT};
@@ -86,72 +84,6 @@ pub struct FetchedManifest {
 pub struct BlobStream {
     pub content_length: Option<u64>,
     pub stream: Pin<Box<dyn Stream<Item = Result<Bytes, OciError>> + Send>>,
-}
-
-impl BlobStream {
-    /// Wraps the stream so it fails unless the bytes hash to `expected`. The last chunk is
-    /// held back until the digest is checked, so a consumer never receives a complete body
-    /// of wrong bytes.
-    pub fn verified(self, expected: Digest) -> BlobStream {
-        BlobStream {
-            content_length: self.content_length,
-            stream: Box::pin(VerifyingStream {
-                inner: self.stream,
-                hasher: Some(Sha256::new()),
-                held: None,
-                expected,
-            }),
-        }
-    }
-}
-
-struct VerifyingStream {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, OciError>> + Send>>,
-    hasher: Option<Sha256>,
-    held: Option<Bytes>,
-    expected: Digest,
-}
-
-impl Stream for VerifyingStream {
-    type Item = Result<Bytes, OciError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if self.hasher.is_none() {
-                return Poll::Ready(None);
-            }
-            match self.inner.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => {
-                    self.hasher = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(Some(Ok(chunk))) => {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    if let Some(h) = self.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    if let Some(prev) = self.held.replace(chunk) {
-                        return Poll::Ready(Some(Ok(prev)));
-                    }
-                }
-                Poll::Ready(None) => {
-                    let hasher = self.hasher.take().expect("checked above");
-                    let actual = hex::encode(hasher.finalize());
-                    if actual != self.expected.hex() {
-                        self.held = None;
-                        return Poll::Ready(Some(Err(OciError::DigestMismatch {
-                            expected: self.expected.clone(),
-                            actual: format!("sha256:{actual}"),
-                        })));
-                    }
-                    return Poll::Ready(self.held.take().map(Ok));
-                }
-            }
-        }
-    }
 }
 
 /// What a request is for: decides the token scope asked for and the timeout applied.
@@ -336,6 +268,15 @@ impl OciClient {
             content_length,
             stream: Box::pin(stream),
         })
+    }
+
+    /// Whether the registry lets `cred` read this blob (a `HEAD`, no body transferred).
+    pub async fn head_blob(&self, reg: &Registry, repo: &str, digest: &Digest, cred: &Credential) -> Result<(), OciError> {
+        let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
+        let resp = self
+            .send(reg, repo, cred, RequestKind::Metadata, |c| c.head(url.clone()))
+            .await?;
+        check_status(resp, repo, || format!("blob {digest} in {repo}")).map(|_| ())
     }
 
     /// Sends a request built by `build`, answering a 401 challenge once: Bearer by fetching a
@@ -542,43 +483,5 @@ mod tests {
             HeaderValue::from_static("<http://x/prev>; rel=\"prev\""),
         );
         assert_eq!(next_link(&h), None);
-    }
-
-    fn chunks(parts: &[&'static [u8]]) -> BlobStream {
-        let items: Vec<Result<Bytes, OciError>> =
-            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
-        BlobStream {
-            content_length: None,
-            stream: Box::pin(futures::stream::iter(items)),
-        }
-    }
-
-    #[tokio::test]
-    async fn verified_stream_passes_good_bytes_and_withholds_the_last_chunk_of_bad_ones() {
-        let good = Digest::of_bytes(b"hello world");
-        let out: Vec<_> = chunks(&[b"hello", b" ", b"world"])
-            .verified(good.clone())
-            .stream
-            .collect()
-            .await;
-        let bytes: Vec<u8> = out
-            .iter()
-            .flat_map(|r| r.as_ref().unwrap().to_vec())
-            .collect();
-        assert_eq!(bytes, b"hello world");
-
-        let out: Vec<_> = chunks(&[b"hello", b" ", b"WORLD"])
-            .verified(good)
-            .stream
-            .collect()
-            .await;
-        assert_eq!(out.len(), 3);
-        assert!(matches!(out[2], Err(OciError::DigestMismatch { .. })));
-        let delivered: usize = out
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|b| b.len())
-            .sum();
-        assert!(delivered < "hello world".len());
     }
 }

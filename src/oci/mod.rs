@@ -3,8 +3,10 @@
 
 mod auth;
 mod client;
+pub mod credentials;
 mod error;
 mod types;
+mod upload;
 
 pub use auth::{Challenge, Credential};
 pub use client::{
@@ -12,6 +14,9 @@ pub use client::{
 };
 pub use error::OciError;
 pub use types::*;
+pub use upload::{
+    is_transient, BlobSource, BlobUpload, ManifestHead, UploadOptions, UploadOutcome,
+};
 
 /// A content digest. Only sha256 is accepted: it is what every registry uses and what
 /// Terraform's `zh:` hashes are made of.

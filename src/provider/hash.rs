@@ -1,6 +1,6 @@
 //! Terraform's package hashes: `zh:` (sha256 of the zip) and `h1:` (the "dirhash" of its contents).
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -22,7 +22,12 @@ pub fn zh_from_sha256_hex(hex_digest: &str) -> String {
 /// `h1:` hash of a provider package zip, computed exactly as Terraform does: one line
 /// `"{sha256 hex}  {name}\n"` per regular file, sorted by name, hashed again and base64'd.
 pub fn h1_from_zip(zip_bytes: &[u8]) -> Result<String, HashError> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip_bytes))?;
+    h1_from_reader(Cursor::new(zip_bytes))
+}
+
+/// [`h1_from_zip`] for a zip read from a file (or anything seekable), without loading it whole.
+pub fn h1_from_reader(reader: impl Read + Seek) -> Result<String, HashError> {
+    let mut archive = zip::ZipArchive::new(reader)?;
     let mut lines = Vec::with_capacity(archive.len());
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..archive.len() {

@@ -1,0 +1,536 @@
+//! The verified package cache: content-addressed files under `DIR/blobs/sha256/ab/<hex>`,
+//! written to `DIR/tmp` while streaming, fsync'd and renamed into place only once their
+//! digest matched, and indexed in `DIR/index` (see [`index`]). Knows nothing of Terraform or HTTP.
+
+mod fill;
+pub mod index;
+mod lock;
+mod read;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+
+use crate::oci::{BlobStream, Digest, OciError};
+
+pub use fill::{Fill, FillError};
+use fill::{FillState, MemTail};
+pub use index::{BlobMeta, BlobSource};
+use index::{Index, IndexError};
+pub use lock::{DirLock, LockError};
+pub use read::file_range;
+
+/// Last-access times are written to the index at most this often per blob.
+const ACCESS_TOUCH_INTERVAL: u64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cache directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub directory: PathBuf,
+    pub max_size: u64,
+}
+
+/// Counters since the process started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub joins: AtomicU64,
+    pub origin_fetches: AtomicU64,
+    pub bytes_from_origin: AtomicU64,
+    pub digest_mismatches: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+/// What was repaired when the store was opened.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    pub temp_files_removed: usize,
+    pub entries_without_file: usize,
+    pub files_reindexed: usize,
+    pub bad_files_removed: usize,
+    pub index_rebuilt: bool,
+}
+
+/// A stored blob, opened for reading.
+pub struct CachedBlob {
+    pub file: Arc<File>,
+    pub meta: BlobMeta,
+}
+
+pub enum Lookup {
+    Hit(CachedBlob),
+    /// Being fetched; `started` is true when this call started the fetch.
+    Fill { fill: Arc<Fill>, started: bool },
+}
+
+pub struct BlobStore {
+    root: PathBuf,
+    max_size: u64,
+    index: Index,
+    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    total: AtomicU64,
+    pub counters: Counters,
+    repair: RepairReport,
+    _lock: DirLock,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the cache directory, taking ownership of it, and repairs
+    /// whatever a crash left behind.
+    pub fn open(config: &StoreConfig) -> Result<Arc<BlobStore>, StoreError> {
+        let root = config.directory.clone();
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let lock = DirLock::acquire(&root)?;
+        let mut repair = RepairReport::default();
+        for dir in [root.join("tmp"), root.join("blobs").join("sha256")] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        repair.temp_files_removed = clear_dir(&root.join("tmp"))?;
+        let index_dir = root.join("index");
+        let index = match Index::open(&index_dir) {
+            Ok(i) => i,
+            Err(e) => {
+                // The index can always be rebuilt from the content-addressed files.
+                let aside = root.join(format!("index.broken-{}", now_secs()));
+                tracing::warn!(error = %e, moved_to = %aside.display(), "cache index unreadable; rebuilding it from the stored files");
+                std::fs::rename(&index_dir, &aside).map_err(io_err(&index_dir))?;
+                repair.index_rebuilt = true;
+                Index::open(&index_dir)?
+            }
+        };
+        let store = BlobStore {
+            root,
+            max_size: config.max_size,
+            index,
+            inflight: Mutex::new(HashMap::new()),
+            total: AtomicU64::new(0),
+            counters: Counters::default(),
+            repair: RepairReport::default(),
+            _lock: lock,
+        };
+        let mut store = store;
+        store.reconcile(&mut repair)?;
+        store.repair = repair;
+        if store.repair != RepairReport::default() {
+            tracing::info!(report = ?store.repair, "cache repaired at start");
+        }
+        let store = Arc::new(store);
+        store.evict_if_needed();
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn repair_report(&self) -> &RepairReport {
+        &self.repair
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    fn blob_path(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Index entries must have their file (of the right size); files must have an entry
+    /// (re-verified before being indexed again).
+    fn reconcile(&mut self, repair: &mut RepairReport) -> Result<(), StoreError> {
+        let mut total = 0;
+        let mut indexed = std::collections::HashSet::new();
+        let entries: Vec<_> = self.index.blobs().collect();
+        for (hex, meta) in entries {
+            let ok = match &meta {
+                Ok(m) if Digest::from_sha256_hex(&hex).is_some() => std::fs::metadata(self.blob_path(&hex)).map(|f| f.len() == m.size).unwrap_or(false),
+                _ => false,
+            };
+            if ok {
+                total += meta.as_ref().map(|m| m.size).unwrap_or(0);
+                indexed.insert(hex);
+            } else {
+                repair.entries_without_file += 1;
+                self.index.remove_blob(&hex)?;
+            }
+        }
+        let base = self.root.join("blobs").join("sha256");
+        for prefix in std::fs::read_dir(&base).map_err(io_err(&base))? {
+            let prefix = prefix.map_err(io_err(&base))?.path();
+            let Ok(files) = std::fs::read_dir(&prefix) else { continue };
+            for f in files.flatten() {
+                let path = f.path();
+                let name = f.file_name().to_string_lossy().into_owned();
+                if indexed.contains(&name) {
+                    continue;
+                }
+                match Digest::from_sha256_hex(&name).filter(|_| prefix.file_name().is_some_and(|p| name.starts_with(&*p.to_string_lossy()))) {
+                    Some(_) if hash_file(&path).ok().as_deref() == Some(name.as_str()) => {
+                        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        let now = now_secs();
+                        let meta = BlobMeta {
+                            size,
+                            media_type: "application/octet-stream".into(),
+                            stored_at: now,
+                            last_access: now,
+                            h1: h1_of_file(&path),
+                            sources: Vec::new(),
+                        };
+                        self.index.put_blob(&name, &meta)?;
+                        total += size;
+                        repair.files_reindexed += 1;
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                        repair.bad_files_removed += 1;
+                    }
+                }
+            }
+        }
+        self.total.store(total, Ordering::Relaxed);
+        self.index.flush()?;
+        Ok(())
+    }
+
+    pub fn meta(&self, digest: &Digest) -> Option<BlobMeta> {
+        self.index.get_blob(digest.hex()).ok().flatten()
+    }
+
+    /// The stored blob, opened, or `None`. A missing file drops its stale index entry.
+    pub fn cached(&self, digest: &Digest) -> Option<CachedBlob> {
+        let mut meta = self.meta(digest)?;
+        match File::open(self.blob_path(digest.hex())) {
+            Ok(f) => {
+                let now = now_secs();
+                if now.saturating_sub(meta.last_access) >= ACCESS_TOUCH_INTERVAL {
+                    meta.last_access = now;
+                    let _ = self.index.put_blob(digest.hex(), &meta);
+                }
+                Some(CachedBlob { file: Arc::new(f), meta })
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "indexed blob file missing; dropping the entry");
+                if self.index.remove_blob(digest.hex()).is_ok() {
+                    self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// Records that `digest` was (also) seen at `source`.
+    pub fn add_source(&self, digest: &Digest, source: &BlobSource) {
+        if let Some(mut meta) = self.meta(digest) {
+            if !meta.sources.contains(source) {
+                meta.sources.push(source.clone());
+                let _ = self.index.put_blob(digest.hex(), &meta);
+            }
+        }
+    }
+
+    /// The cached blob, or the fill that is bringing it in: joined if one is running, started
+    /// (by calling `fetch`) if not.
+    pub fn get_or_fill(
+        self: &Arc<Self>,
+        digest: &Digest,
+        source: BlobSource,
+        media_type: &str,
+        fetch: impl FnOnce() -> BoxFuture<'static, Result<BlobStream, OciError>>,
+    ) -> Lookup {
+        if let Some(hit) = self.cached(digest) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Hit(hit);
+        }
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fill) = inflight.get(digest.hex()) {
+            self.counters.joins.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Fill { fill: fill.clone(), started: false };
+        }
+        // A fill may have finished between the first look and taking the lock.
+        if let Some(hit) = self.cached(digest) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Hit(hit);
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(FillState::Connecting);
+        let fill = Arc::new(Fill {
+            digest: digest.clone(),
+            temp_path: self.root.join("tmp").join(format!("{}.{}", digest.hex(), rand::random::<u64>())),
+            state: rx,
+            mem: Mutex::new(MemTail::default()),
+        });
+        inflight.insert(digest.hex().to_owned(), fill.clone());
+        drop(inflight);
+        let store = self.clone();
+        let leader = fill.clone();
+        let media_type = media_type.to_owned();
+        let fetch = fetch();
+        tokio::spawn(async move {
+            store.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = store.run_fill(&leader, &tx, source, media_type, fetch).await {
+                if matches!(&e, FillError::Origin(o) if matches!(**o, OciError::DigestMismatch { .. })) {
+                    store.counters.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(digest = %leader.digest, error = %e, "package fetch failed; nothing was cached");
+                tx.send_replace(FillState::Failed(e));
+            }
+            store.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(leader.digest.hex());
+        });
+        Lookup::Fill { fill, started: true }
+    }
+
+    async fn run_fill(
+        self: &Arc<Self>,
+        fill: &Arc<Fill>,
+        tx: &watch::Sender<FillState>,
+        source: BlobSource,
+        media_type: String,
+        fetch: BoxFuture<'static, Result<BlobStream, OciError>>,
+    ) -> Result<(), FillError> {
+        let origin = |e: OciError| FillError::Origin(Arc::new(e));
+        let blob = fetch.await.map_err(origin)?;
+        let total = blob.content_length;
+        let temp = fill.temp_path.clone();
+        let mut file = match tokio::task::spawn_blocking(move || File::create(temp)).await {
+            Ok(Ok(f)) => Some(Arc::new(f)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot create a temp file in the cache; serving without caching");
+                None
+            }
+            Err(_) => None,
+        };
+        tx.send_replace(FillState::Running { total, written: 0, on_disk: 0 });
+        let mut hasher = Sha256::new();
+        let (mut written, mut on_disk) = (0u64, 0u64);
+        let mut stream = blob.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(origin)?;
+            if chunk.is_empty() {
+                continue;
+            }
+            hasher.update(&chunk);
+            let len = chunk.len() as u64;
+            if total.is_some_and(|t| written + len > t) {
+                return Err(origin(OciError::Protocol(format!("blob {} is longer than its Content-Length", fill.digest))));
+            }
+            let to_disk = match &file {
+                Some(f) => {
+                    let f = f.clone();
+                    let c = chunk.clone();
+                    match tokio::task::spawn_blocking(move || (&*f).write_all(&c)).await {
+                        Ok(Ok(())) => true,
+                        Ok(Err(e)) => {
+                            tracing::warn!(digest = %fill.digest, error = %e, "writing to the cache failed (disk full?); serving this download without caching it");
+                            false
+                        }
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            if to_disk {
+                on_disk += len;
+            } else {
+                file = None;
+                let mut mem = fill.mem.lock().unwrap_or_else(|p| p.into_inner());
+                if mem.chunks.is_empty() {
+                    mem.start = on_disk;
+                }
+                mem.chunks.push(chunk);
+            }
+            written += len;
+            tx.send_replace(FillState::Running { total, written, on_disk });
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != fill.digest.hex() {
+            return Err(origin(OciError::DigestMismatch {
+                expected: fill.digest.clone(),
+                actual: format!("sha256:{actual}"),
+            }));
+        }
+        if let Some(t) = total.filter(|t| *t != written) {
+            return Err(origin(OciError::Protocol(format!("blob {} ended after {written} of {t} bytes", fill.digest))));
+        }
+        self.counters.bytes_from_origin.fetch_add(written, Ordering::Relaxed);
+        let mut final_path = None;
+        match file {
+            Some(f) if written <= self.max_size => match self.keep(fill, f, written, &media_type, source).await {
+                Ok(p) => final_path = Some(p),
+                Err(e) => tracing::warn!(digest = %fill.digest, error = %e, "could not keep the verified package in the cache"),
+            },
+            Some(_) => tracing::info!(digest = %fill.digest, size = written, max_size = self.max_size, "package larger than the cache; served without keeping it"),
+            None => {}
+        }
+        tx.send_replace(FillState::Done { size: written, on_disk, final_path: final_path.clone() });
+        if final_path.is_some() {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.evict_if_needed());
+        }
+        Ok(())
+    }
+
+    /// fsync, rename into place, fsync the directory, then index: a crash at any point leaves
+    /// either no file or a complete verified one.
+    async fn keep(&self, fill: &Fill, file: Arc<File>, size: u64, media_type: &str, source: BlobSource) -> Result<PathBuf, StoreError> {
+        let hex = fill.digest.hex().to_owned();
+        let dest = self.blob_path(&hex);
+        let temp = fill.temp_path.clone();
+        let dest2 = dest.clone();
+        let h1 = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
+            file.sync_all()?;
+            let dir = dest2.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&temp, &dest2)?;
+            File::open(dir)?.sync_all()?;
+            Ok(h1_of_file(&dest2))
+        })
+        .await
+        .map_err(|e| StoreError::Io { path: dest.clone(), source: std::io::Error::other(e) })?
+        .map_err(io_err(&dest))?;
+        let now = now_secs();
+        let meta = BlobMeta {
+            size,
+            media_type: media_type.to_owned(),
+            stored_at: now,
+            last_access: now,
+            h1,
+            sources: vec![source],
+        };
+        self.index.put_blob(&hex, &meta)?;
+        self.total.fetch_add(size, Ordering::Relaxed);
+        Ok(dest)
+    }
+
+    /// Evicts least-recently-used blobs until the total is within `max_size`. Readers keep
+    /// their open descriptors, so a blob being served is never cut short.
+    pub fn evict_if_needed(&self) {
+        if self.total_bytes() <= self.max_size {
+            return;
+        }
+        let _ = self.evict_to(self.max_size, None);
+    }
+
+    /// Removes blobs (least recently used first) until at most `max_size` bytes remain, and
+    /// every blob not used since `unused_since` (Unix seconds). Returns (count, bytes).
+    pub fn evict_to(&self, max_size: u64, unused_since: Option<u64>) -> Result<(usize, u64), StoreError> {
+        let mut entries: Vec<(String, BlobMeta)> = self.index.blobs().filter_map(|(k, m)| m.ok().map(|m| (k, m))).collect();
+        entries.sort_by_key(|(_, m)| m.last_access);
+        let (mut count, mut bytes) = (0, 0);
+        for (hex, meta) in entries {
+            let too_old = unused_since.is_some_and(|t| meta.last_access < t);
+            if self.total_bytes() <= max_size && !too_old {
+                continue;
+            }
+            let path = self.blob_path(&hex);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot evict blob");
+                    continue;
+                }
+            }
+            self.index.remove_blob(&hex)?;
+            self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            count += 1;
+            bytes += meta.size;
+            tracing::debug!(digest = %hex, size = meta.size, "evicted");
+        }
+        Ok((count, bytes))
+    }
+
+    /// Every indexed blob with its metadata.
+    pub fn entries(&self) -> Vec<(String, BlobMeta)> {
+        self.index.blobs().filter_map(|(k, m)| m.ok().map(|m| (k, m))).collect()
+    }
+
+    /// Re-hashes every stored file; removes (and returns) those that do not match.
+    pub fn verify_all(&self, mut progress: impl FnMut(&str, bool)) -> Result<Vec<String>, StoreError> {
+        let mut bad = Vec::new();
+        for (hex, meta) in self.entries() {
+            let path = self.blob_path(&hex);
+            let ok = hash_file(&path).ok().as_deref() == Some(hex.as_str()) && std::fs::metadata(&path).map(|m| m.len() == meta.size).unwrap_or(false);
+            progress(&hex, ok);
+            if !ok {
+                let _ = std::fs::remove_file(&path);
+                self.index.remove_blob(&hex)?;
+                self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+                bad.push(hex);
+            }
+        }
+        self.index.flush()?;
+        Ok(bad)
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.index.flush()?;
+        Ok(())
+    }
+}
+
+fn clear_dir(dir: &Path) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let _ = std::fs::remove_file(entry.path());
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Lowercase hex sha256 of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The `h1:` hash of a stored package, or `None` if it is not a readable zip.
+fn h1_of_file(path: &Path) -> Option<String> {
+    let file = File::open(path).ok()?;
+    crate::provider::hash::h1_from_reader(file).ok()
+}
+
