@@ -1,3 +1,4 @@
 //! Subcommands. Each is thin: it loads what it needs and calls the services.
 
+pub mod cache;
 pub mod server;

@@ -31,6 +31,8 @@ pub use error::ApiError;
 /// How long a client may take to finish the TLS handshake, or to send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the cache figures are written for `cache stats`.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long in-flight requests may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -121,6 +123,17 @@ pub async fn serve(
         tracing::warn!("no tls block configured: serving plain HTTP; Terraform only uses https mirrors, so put a TLS-terminating proxy in front");
     }
     on_ready(local, acceptor.is_some());
+    let stats_writer = {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATS_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.write_stats_file()).await;
+            }
+        })
+    };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -205,6 +218,11 @@ pub async fn serve(
         tracing::warn!(
             "in-flight requests did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"
         );
+    }
+    stats_writer.abort();
+    let _ = state.store.write_stats_file();
+    if let Err(e) = state.store.flush() {
+        tracing::warn!(error = %e, "flushing the cache index failed");
     }
     Ok(())
 }

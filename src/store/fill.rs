@@ -126,7 +126,11 @@ impl Fill {
 
     /// The bytes `[start, end)` (to the end when `end` is `None`) as they arrive. The last
     /// byte of the blob is only released once the whole blob has matched its digest.
-    pub fn stream(self: Arc<Self>, start: u64, end: Option<u64>) -> impl Stream<Item = Result<Bytes, FillError>> + Send {
+    pub fn stream(
+        self: Arc<Self>,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl Stream<Item = Result<Bytes, FillError>> + Send {
         let reader = Reader {
             rx: self.state.clone(),
             fill: self,
@@ -166,8 +170,14 @@ impl Reader {
             let st = self.rx.borrow_and_update().clone();
             let (limit, done, on_disk, final_path) = match st {
                 FillState::Connecting => (0, false, 0, None),
-                FillState::Running { written, on_disk, .. } => (written.saturating_sub(1), false, on_disk, None),
-                FillState::Done { size, on_disk, final_path } => (size, true, on_disk, final_path),
+                FillState::Running {
+                    written, on_disk, ..
+                } => (written.saturating_sub(1), false, on_disk, None),
+                FillState::Done {
+                    size,
+                    on_disk,
+                    final_path,
+                } => (size, true, on_disk, final_path),
                 FillState::Failed(e) => return Err(e),
             };
             let limit = self.end.map_or(limit, |e| e.min(limit));

@@ -46,7 +46,10 @@ pub struct Index {
 
 impl Index {
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
         let blobs = db.open_tree("blobs")?;
         Ok(Index { db, blobs })
     }

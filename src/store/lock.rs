@@ -10,7 +10,10 @@ pub enum LockError {
     #[error("the cache directory {dir} is in use by another process ({owner}); stop it first, or give this one another cache directory")]
     Held { dir: PathBuf, owner: String },
     #[error("cannot lock the cache directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Held for as long as the process uses the directory; the OS releases it at exit, even on kill -9.
@@ -75,7 +78,10 @@ mod tests {
         let held = DirLock::acquire(dir.path()).unwrap();
         let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(held);
         DirLock::acquire(dir.path()).unwrap();
     }

@@ -37,7 +37,10 @@ pub enum StoreError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error("cache directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Index(#[from] IndexError),
 }
@@ -86,7 +89,10 @@ pub struct CachedBlob {
 pub enum Lookup {
     Hit(CachedBlob),
     /// Being fetched; `started` is true when this call started the fetch.
-    Fill { fill: Arc<Fill>, started: bool },
+    Fill {
+        fill: Arc<Fill>,
+        started: bool,
+    },
 }
 
 pub struct BlobStore {
@@ -101,7 +107,10 @@ pub struct BlobStore {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl BlobStore {
@@ -166,7 +175,11 @@ impl BlobStore {
     }
 
     fn blob_path(&self, hex: &str) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(&hex[..2]).join(hex)
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// Index entries must have their file (of the right size); files must have an entry
@@ -177,7 +190,11 @@ impl BlobStore {
         let entries: Vec<_> = self.index.blobs().collect();
         for (hex, meta) in entries {
             let ok = match &meta {
-                Ok(m) if Digest::from_sha256_hex(&hex).is_some() => std::fs::metadata(self.blob_path(&hex)).map(|f| f.len() == m.size).unwrap_or(false),
+                Ok(m) if Digest::from_sha256_hex(&hex).is_some() => {
+                    std::fs::metadata(self.blob_path(&hex))
+                        .map(|f| f.len() == m.size)
+                        .unwrap_or(false)
+                }
                 _ => false,
             };
             if ok {
@@ -191,14 +208,20 @@ impl BlobStore {
         let base = self.root.join("blobs").join("sha256");
         for prefix in std::fs::read_dir(&base).map_err(io_err(&base))? {
             let prefix = prefix.map_err(io_err(&base))?.path();
-            let Ok(files) = std::fs::read_dir(&prefix) else { continue };
+            let Ok(files) = std::fs::read_dir(&prefix) else {
+                continue;
+            };
             for f in files.flatten() {
                 let path = f.path();
                 let name = f.file_name().to_string_lossy().into_owned();
                 if indexed.contains(&name) {
                     continue;
                 }
-                match Digest::from_sha256_hex(&name).filter(|_| prefix.file_name().is_some_and(|p| name.starts_with(&*p.to_string_lossy()))) {
+                match Digest::from_sha256_hex(&name).filter(|_| {
+                    prefix
+                        .file_name()
+                        .is_some_and(|p| name.starts_with(&*p.to_string_lossy()))
+                }) {
                     Some(_) if hash_file(&path).ok().as_deref() == Some(name.as_str()) => {
                         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
                         let now = now_secs();
@@ -240,12 +263,16 @@ impl BlobStore {
                     meta.last_access = now;
                     let _ = self.index.put_blob(digest.hex(), &meta);
                 }
-                Some(CachedBlob { file: Arc::new(f), meta })
+                Some(CachedBlob {
+                    file: Arc::new(f),
+                    meta,
+                })
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "indexed blob file missing; dropping the entry");
                 if self.index.remove_blob(digest.hex()).is_ok() {
-                    self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+                    self.total
+                        .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
                 }
                 None
             }
@@ -278,7 +305,10 @@ impl BlobStore {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fill) = inflight.get(digest.hex()) {
             self.counters.joins.fetch_add(1, Ordering::Relaxed);
-            return Lookup::Fill { fill: fill.clone(), started: false };
+            return Lookup::Fill {
+                fill: fill.clone(),
+                started: false,
+            };
         }
         // A fill may have finished between the first look and taking the lock.
         if let Some(hit) = self.cached(digest) {
@@ -289,7 +319,11 @@ impl BlobStore {
         let (tx, rx) = watch::channel(FillState::Connecting);
         let fill = Arc::new(Fill {
             digest: digest.clone(),
-            temp_path: self.root.join("tmp").join(format!("{}.{}", digest.hex(), rand::random::<u64>())),
+            temp_path: self.root.join("tmp").join(format!(
+                "{}.{}",
+                digest.hex(),
+                rand::random::<u64>()
+            )),
             state: rx,
             mem: Mutex::new(MemTail::default()),
         });
@@ -300,17 +334,34 @@ impl BlobStore {
         let media_type = media_type.to_owned();
         let fetch = fetch();
         tokio::spawn(async move {
-            store.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = store.run_fill(&leader, &tx, source, media_type, fetch).await {
-                if matches!(&e, FillError::Origin(o) if matches!(**o, OciError::DigestMismatch { .. })) {
-                    store.counters.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+            store
+                .counters
+                .origin_fetches
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = store
+                .run_fill(&leader, &tx, source, media_type, fetch)
+                .await
+            {
+                if matches!(&e, FillError::Origin(o) if matches!(**o, OciError::DigestMismatch { .. }))
+                {
+                    store
+                        .counters
+                        .digest_mismatches
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::warn!(digest = %leader.digest, error = %e, "package fetch failed; nothing was cached");
                 tx.send_replace(FillState::Failed(e));
             }
-            store.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(leader.digest.hex());
+            store
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(leader.digest.hex());
         });
-        Lookup::Fill { fill, started: true }
+        Lookup::Fill {
+            fill,
+            started: true,
+        }
     }
 
     async fn run_fill(
@@ -333,7 +384,11 @@ impl BlobStore {
             }
             Err(_) => None,
         };
-        tx.send_replace(FillState::Running { total, written: 0, on_disk: 0 });
+        tx.send_replace(FillState::Running {
+            total,
+            written: 0,
+            on_disk: 0,
+        });
         let mut hasher = Sha256::new();
         let (mut written, mut on_disk) = (0u64, 0u64);
         let mut stream = blob.stream;
@@ -345,7 +400,10 @@ impl BlobStore {
             hasher.update(&chunk);
             let len = chunk.len() as u64;
             if total.is_some_and(|t| written + len > t) {
-                return Err(origin(OciError::Protocol(format!("blob {} is longer than its Content-Length", fill.digest))));
+                return Err(origin(OciError::Protocol(format!(
+                    "blob {} is longer than its Content-Length",
+                    fill.digest
+                ))));
             }
             let to_disk = match &file {
                 Some(f) => {
@@ -373,7 +431,11 @@ impl BlobStore {
                 mem.chunks.push(chunk);
             }
             written += len;
-            tx.send_replace(FillState::Running { total, written, on_disk });
+            tx.send_replace(FillState::Running {
+                total,
+                written,
+                on_disk,
+            });
         }
         let actual = hex::encode(hasher.finalize());
         if actual != fill.digest.hex() {
@@ -383,19 +445,34 @@ impl BlobStore {
             }));
         }
         if let Some(t) = total.filter(|t| *t != written) {
-            return Err(origin(OciError::Protocol(format!("blob {} ended after {written} of {t} bytes", fill.digest))));
+            return Err(origin(OciError::Protocol(format!(
+                "blob {} ended after {written} of {t} bytes",
+                fill.digest
+            ))));
         }
-        self.counters.bytes_from_origin.fetch_add(written, Ordering::Relaxed);
+        self.counters
+            .bytes_from_origin
+            .fetch_add(written, Ordering::Relaxed);
         let mut final_path = None;
         match file {
-            Some(f) if written <= self.max_size => match self.keep(fill, f, written, &media_type, source).await {
-                Ok(p) => final_path = Some(p),
-                Err(e) => tracing::warn!(digest = %fill.digest, error = %e, "could not keep the verified package in the cache"),
-            },
-            Some(_) => tracing::info!(digest = %fill.digest, size = written, max_size = self.max_size, "package larger than the cache; served without keeping it"),
+            Some(f) if written <= self.max_size => {
+                match self.keep(fill, f, written, &media_type, source).await {
+                    Ok(p) => final_path = Some(p),
+                    Err(e) => {
+                        tracing::warn!(digest = %fill.digest, error = %e, "could not keep the verified package in the cache")
+                    }
+                }
+            }
+            Some(_) => {
+                tracing::info!(digest = %fill.digest, size = written, max_size = self.max_size, "package larger than the cache; served without keeping it")
+            }
             None => {}
         }
-        tx.send_replace(FillState::Done { size: written, on_disk, final_path: final_path.clone() });
+        tx.send_replace(FillState::Done {
+            size: written,
+            on_disk,
+            final_path: final_path.clone(),
+        });
         if final_path.is_some() {
             let store = self.clone();
             tokio::task::spawn_blocking(move || store.evict_if_needed());
@@ -405,7 +482,14 @@ impl BlobStore {
 
     /// fsync, rename into place, fsync the directory, then index: a crash at any point leaves
     /// either no file or a complete verified one.
-    async fn keep(&self, fill: &Fill, file: Arc<File>, size: u64, media_type: &str, source: BlobSource) -> Result<PathBuf, StoreError> {
+    async fn keep(
+        &self,
+        fill: &Fill,
+        file: Arc<File>,
+        size: u64,
+        media_type: &str,
+        source: BlobSource,
+    ) -> Result<PathBuf, StoreError> {
         let hex = fill.digest.hex().to_owned();
         let dest = self.blob_path(&hex);
         let temp = fill.temp_path.clone();
@@ -419,7 +503,10 @@ impl BlobStore {
             Ok(h1_of_file(&dest2))
         })
         .await
-        .map_err(|e| StoreError::Io { path: dest.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::Io {
+            path: dest.clone(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(io_err(&dest))?;
         let now = now_secs();
         let meta = BlobMeta {
@@ -446,8 +533,16 @@ impl BlobStore {
 
     /// Removes blobs (least recently used first) until at most `max_size` bytes remain, and
     /// every blob not used since `unused_since` (Unix seconds). Returns (count, bytes).
-    pub fn evict_to(&self, max_size: u64, unused_since: Option<u64>) -> Result<(usize, u64), StoreError> {
-        let mut entries: Vec<(String, BlobMeta)> = self.index.blobs().filter_map(|(k, m)| m.ok().map(|m| (k, m))).collect();
+    pub fn evict_to(
+        &self,
+        max_size: u64,
+        unused_since: Option<u64>,
+    ) -> Result<(usize, u64), StoreError> {
+        let mut entries: Vec<(String, BlobMeta)> = self
+            .index
+            .blobs()
+            .filter_map(|(k, m)| m.ok().map(|m| (k, m)))
+            .collect();
         entries.sort_by_key(|(_, m)| m.last_access);
         let (mut count, mut bytes) = (0, 0);
         for (hex, meta) in entries {
@@ -465,7 +560,8 @@ impl BlobStore {
                 }
             }
             self.index.remove_blob(&hex)?;
-            self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+            self.total
+                .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
             self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             count += 1;
             bytes += meta.size;
@@ -476,20 +572,30 @@ impl BlobStore {
 
     /// Every indexed blob with its metadata.
     pub fn entries(&self) -> Vec<(String, BlobMeta)> {
-        self.index.blobs().filter_map(|(k, m)| m.ok().map(|m| (k, m))).collect()
+        self.index
+            .blobs()
+            .filter_map(|(k, m)| m.ok().map(|m| (k, m)))
+            .collect()
     }
 
     /// Re-hashes every stored file; removes (and returns) those that do not match.
-    pub fn verify_all(&self, mut progress: impl FnMut(&str, bool)) -> Result<Vec<String>, StoreError> {
+    pub fn verify_all(
+        &self,
+        mut progress: impl FnMut(&str, bool),
+    ) -> Result<Vec<String>, StoreError> {
         let mut bad = Vec::new();
         for (hex, meta) in self.entries() {
             let path = self.blob_path(&hex);
-            let ok = hash_file(&path).ok().as_deref() == Some(hex.as_str()) && std::fs::metadata(&path).map(|m| m.len() == meta.size).unwrap_or(false);
+            let ok = hash_file(&path).ok().as_deref() == Some(hex.as_str())
+                && std::fs::metadata(&path)
+                    .map(|m| m.len() == meta.size)
+                    .unwrap_or(false);
             progress(&hex, ok);
             if !ok {
                 let _ = std::fs::remove_file(&path);
                 self.index.remove_blob(&hex)?;
-                self.total.fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+                self.total
+                    .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
                 bad.push(hex);
             }
         }
@@ -534,3 +640,60 @@ fn h1_of_file(path: &Path) -> Option<String> {
     crate::provider::hash::h1_from_reader(file).ok()
 }
 
+/// A point-in-time summary, also written by a running server to `DIR/stats.json` so that
+/// `cache stats` can report while the server owns the directory.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    pub written_at: u64,
+    pub pid: u32,
+    pub entries: usize,
+    pub bytes: u64,
+    pub max_size: u64,
+    pub oldest_stored_at: Option<u64>,
+    pub hits: u64,
+    pub misses: u64,
+    pub joins: u64,
+    pub origin_fetches: u64,
+    pub bytes_from_origin: u64,
+    pub digest_mismatches: u64,
+    pub evictions: u64,
+}
+
+impl BlobStore {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let entries = self.entries();
+        let c = &self.counters;
+        StatsSnapshot {
+            written_at: now_secs(),
+            pid: std::process::id(),
+            entries: entries.len(),
+            bytes: self.total_bytes(),
+            max_size: self.max_size,
+            oldest_stored_at: entries.iter().map(|(_, m)| m.stored_at).min(),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            joins: c.joins.load(Ordering::Relaxed),
+            origin_fetches: c.origin_fetches.load(Ordering::Relaxed),
+            bytes_from_origin: c.bytes_from_origin.load(Ordering::Relaxed),
+            digest_mismatches: c.digest_mismatches.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes [`StatsSnapshot`] to `DIR/stats.json` (temp file + rename).
+    pub fn write_stats_file(&self) -> std::io::Result<()> {
+        let snap = self.snapshot();
+        let tmp = self.root.join("tmp").join("stats.json.new");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&snap).expect("serialisable"),
+        )?;
+        std::fs::rename(&tmp, self.root.join("stats.json"))
+    }
+}
+
+/// The stats a running server last wrote into `dir`.
+pub fn read_stats_file(dir: &Path) -> Option<StatsSnapshot> {
+    let data = std::fs::read(dir.join("stats.json")).ok()?;
+    serde_json::from_slice(&data).ok()
+}

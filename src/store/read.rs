@@ -31,14 +31,21 @@ pub async fn read_chunk(file: Arc<File>, pos: u64, len: u64) -> std::io::Result<
 }
 
 /// The bytes `[start, end)` of a complete file.
-pub fn file_range(file: Arc<File>, start: u64, end: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+pub fn file_range(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
     futures::stream::try_unfold((file, start), move |(file, pos)| async move {
         if pos >= end {
             return Ok(None);
         }
         let chunk = read_chunk(file.clone(), pos, (end - pos).min(CHUNK)).await?;
         if chunk.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "stored file is shorter than its index entry"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "stored file is shorter than its index entry",
+            ));
         }
         let next = pos + chunk.len() as u64;
         Ok(Some((chunk, (file, next))))
