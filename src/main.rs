@@ -31,11 +31,21 @@ struct Cli {
 enum Command {
     /// Run the server (provider network mirrors over HTTPS).
     Server,
+    /// Inspect and look after the package cache.
+    #[command(subcommand)]
+    Cache(odtr::cli::cache::CacheCommand),
+    /// Publish provider packages into an OCI registry (see docs/push.md).
+    Push(odtr::cli::push::PushArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // `push --registry` needs no configuration file, so it runs before one is loaded.
+    let command = match cli.command {
+        Some(Command::Push(args)) => return odtr::cli::push::main(cli.config.as_deref(), args),
+        other => other,
+    };
     let config = match Config::locate_and_load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -43,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(command) = cli.command else {
+    let Some(command) = command else {
         eprintln!(
             "Configuration {} is valid. Run `oci-distribution-terraform-registry server` to start the server, or --help for more.",
             config.source.display()
@@ -65,6 +75,8 @@ fn main() -> ExitCode {
             Command::Server => odtr::cli::server::run(config)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Cache(c) => odtr::cli::cache::run(&config, c).map_err(|e| e.to_string()),
+            Command::Push(_) => unreachable!("push runs before the configuration is loaded"),
         }
     });
     match result {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::config::units::{format_size, parse_duration, parse_size};
 use crate::config::Config;
 use crate::store::{
-    now_secs, read_stats_file, BlobStore, DirLock, StatsSnapshot, StoreConfig, StoreError,
+    now_millis, now_secs, read_stats_file, BlobStore, DirLock, StatsSnapshot, StoreConfig,
+    StoreError,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -74,7 +75,7 @@ pub fn run(config: &Config, command: CacheCommand) -> Result<(), CacheCommandErr
             older_than,
         } => {
             let limit = max_size.unwrap_or(config.cache.max_size);
-            let since = older_than.map(|d| now_secs().saturating_sub(d.as_secs()));
+            let since = older_than.map(|d| now_millis().saturating_sub(d.as_millis() as u64));
             let (n, bytes) = store.evict_to(limit, since)?;
             store.flush()?;
             println!(

@@ -1,4 +1,5 @@
 //! Subcommands. Each is thin: it loads what it needs and calls the services.
 
 pub mod cache;
+pub mod push;
 pub mod server;

@@ -10,8 +10,8 @@ use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
 use hcl_edit::Span;
 
 use super::{
-    units, CacheConfig, Config, DEFAULT_CACHE_MAX_SIZE, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig, TlsConfig,
-    DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR,
+    units, CacheConfig, Config, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig,
+    TlsConfig, DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR,
 };
 
 /// Mirror names we keep for our own endpoints, so a mirror can never shadow them.
@@ -326,7 +326,12 @@ fn default_cache() -> CacheConfig {
 }
 
 fn parse_cache(ctx: &mut Ctx, block: &Block) -> CacheConfig {
-    let (attrs, _) = ctx.members(&block.body, "the cache block", &["directory", "max_size"], &[]);
+    let (attrs, _) = ctx.members(
+        &block.body,
+        "the cache block",
+        &["directory", "max_size"],
+        &[],
+    );
     let mut cache = default_cache();
     for attr in attrs {
         match attr.key.as_str() {
@@ -654,7 +659,10 @@ mod example_config {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example-config.hcl");
         let text = std::fs::read_to_string(&path).unwrap();
         let without_tls = text.replace("  tls {\n    certificate_file = \"cert.pem\"\n    private_key_file = \"key.pem\"\n  }\n", "");
-        assert_ne!(text, without_tls, "the example's tls block changed; update this test");
+        assert_ne!(
+            text, without_tls,
+            "the example's tls block changed; update this test"
+        );
         let config = super::parse_config(&path, &without_tls).unwrap();
         let m = config.mirror("mirror").unwrap();
         assert_eq!(m.origin_url.as_str(), "http://127.0.0.1:5000/");

@@ -13,17 +13,34 @@ use crate::oci::Digest;
 use crate::provider::ProviderAddress;
 use crate::store::file_range;
 
-pub async fn download<B>(state: &AppState, name: &str, addr: &ProviderAddress, digest: &Digest, req: &Request<B>, is_head: bool) -> Result<Response<Body>, ApiError> {
-    let m = state.mirrors.get(name).ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))?;
-    let token = req
-        .uri()
-        .query()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "t").map(|(_, v)| v.into_owned()));
+pub async fn download<B>(
+    state: &AppState,
+    name: &str,
+    addr: &ProviderAddress,
+    digest: &Digest,
+    req: &Request<B>,
+    is_head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let m = state
+        .mirrors
+        .get(name)
+        .ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))?;
+    let token = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "t")
+            .map(|(_, v)| v.into_owned())
+    });
     let etag = format!("\"{digest}\"");
     let mut headers = HeaderMap::new();
-    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("digest is ASCII"));
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("digest is ASCII"),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     // The URL names the content, so it never changes; but a mirror that needs authorization
     // must not have shared caches keep it for others.
     headers.insert(
@@ -35,24 +52,33 @@ pub async fn download<B>(state: &AppState, name: &str, addr: &ProviderAddress, d
         }),
     );
 
-    let header_str = |h| req.headers().get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header_str = |h| {
+        req.headers()
+            .get(h)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if none_match(header_str(header::IF_NONE_MATCH), &etag) {
         // Still only for clients allowed to have it.
         m.download_credential(addr, digest, token.as_deref())?;
         return Ok(respond(StatusCode::NOT_MODIFIED, headers, empty()));
     }
-    let range = header_str(header::RANGE).filter(|_| if_range_allows(header_str(header::IF_RANGE), &etag));
+    let range =
+        header_str(header::RANGE).filter(|_| if_range_allows(header_str(header::IF_RANGE), &etag));
 
     match m.package(addr, digest, token.as_deref()).await? {
         PackageBody::Cached(blob) => {
             let size = blob.meta.size;
             let file = blob.file;
-            Ok(ranged(size, range, headers, is_head, move |start, end| streaming(file_range(file, start, end))))
+            Ok(ranged(size, range, headers, is_head, move |start, end| {
+                streaming(file_range(file, start, end))
+            }))
         }
         PackageBody::Filling(fill) if range.is_some() => {
             // A part of a blob is only served once the whole blob is verified.
             let size = fill.finished().await.map_err(ApiError::Fill)?;
-            Ok(ranged(size, range, headers, is_head, move |start, end| streaming(fill.stream(start, Some(end)))))
+            Ok(ranged(size, range, headers, is_head, move |start, end| {
+                streaming(fill.stream(start, Some(end)))
+            }))
         }
         PackageBody::Filling(fill) => {
             let total = fill.started().await.map_err(ApiError::Fill)?;
@@ -75,7 +101,13 @@ pub async fn download<B>(state: &AppState, name: &str, addr: &ProviderAddress, d
 }
 
 /// A 200, 206 or 416 for a representation of `size` bytes; `body(start, end_exclusive)`.
-fn ranged(size: u64, range: Option<&str>, mut headers: HeaderMap, is_head: bool, body: impl FnOnce(u64, u64) -> Body) -> Response<Body> {
+fn ranged(
+    size: u64,
+    range: Option<&str>,
+    mut headers: HeaderMap,
+    is_head: bool,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Response<Body> {
     let (status, start, end) = match choose_range(range, size) {
         RangeChoice::Full => (StatusCode::OK, 0, size),
         RangeChoice::Partial { start, end } => {
@@ -95,7 +127,11 @@ fn ranged(size: u64, range: Option<&str>, mut headers: HeaderMap, is_head: bool,
         }
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    let body = if is_head || start == end { empty() } else { body(start, end) };
+    let body = if is_head || start == end {
+        empty()
+    } else {
+        body(start, end)
+    };
     respond(status, headers, body)
 }
 

@@ -5,7 +5,10 @@
 pub enum RangeChoice {
     Full,
     /// Inclusive byte positions.
-    Partial { start: u64, end: u64 },
+    Partial {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
 }
 
@@ -22,7 +25,11 @@ pub fn choose_range(range: Option<&str>, size: u64) -> RangeChoice {
         return RangeChoice::Full;
     };
     let (first, last) = (first.trim(), last.trim());
-    let num = |s: &str| -> Option<u64> { (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten() };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
     match (first.is_empty(), last.is_empty()) {
         // bytes=-N: the last N bytes.
         (true, false) => match num(last) {
@@ -37,13 +44,19 @@ pub fn choose_range(range: Option<&str>, size: u64) -> RangeChoice {
         // bytes=N-: from N to the end.
         (false, true) => match num(first) {
             Some(s) if s >= size => RangeChoice::Unsatisfiable,
-            Some(s) => RangeChoice::Partial { start: s, end: size - 1 },
+            Some(s) => RangeChoice::Partial {
+                start: s,
+                end: size - 1,
+            },
             None => RangeChoice::Full,
         },
         (false, false) => match (num(first), num(last)) {
             (Some(s), Some(e)) if s > e => RangeChoice::Full,
             (Some(s), Some(_)) if s >= size => RangeChoice::Unsatisfiable,
-            (Some(s), Some(e)) => RangeChoice::Partial { start: s, end: e.min(size - 1) },
+            (Some(s), Some(e)) => RangeChoice::Partial {
+                start: s,
+                end: e.min(size - 1),
+            },
             _ => RangeChoice::Full,
         },
         (true, true) => RangeChoice::Full,
@@ -74,11 +87,26 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(choose_range(None, 10), Full);
-        assert_eq!(choose_range(Some("bytes=0-4"), 10), Partial { start: 0, end: 4 });
-        assert_eq!(choose_range(Some("bytes=5-"), 10), Partial { start: 5, end: 9 });
-        assert_eq!(choose_range(Some("bytes=-3"), 10), Partial { start: 7, end: 9 });
-        assert_eq!(choose_range(Some("bytes=-30"), 10), Partial { start: 0, end: 9 });
-        assert_eq!(choose_range(Some("bytes=5-100"), 10), Partial { start: 5, end: 9 });
+        assert_eq!(
+            choose_range(Some("bytes=0-4"), 10),
+            Partial { start: 0, end: 4 }
+        );
+        assert_eq!(
+            choose_range(Some("bytes=5-"), 10),
+            Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            choose_range(Some("bytes=-3"), 10),
+            Partial { start: 7, end: 9 }
+        );
+        assert_eq!(
+            choose_range(Some("bytes=-30"), 10),
+            Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            choose_range(Some("bytes=5-100"), 10),
+            Partial { start: 5, end: 9 }
+        );
         assert_eq!(choose_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(choose_range(Some("bytes=10-12"), 10), Unsatisfiable);
         assert_eq!(choose_range(Some("bytes=-0"), 10), Unsatisfiable);
@@ -100,6 +128,9 @@ mod tests {
         assert!(!none_match(None, etag));
         assert!(if_range_allows(None, etag));
         assert!(if_range_allows(Some("\"sha256:ab\""), etag));
-        assert!(!if_range_allows(Some("Wed, 21 Oct 2015 07:28:00 GMT"), etag));
+        assert!(!if_range_allows(
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            etag
+        ));
     }
 }

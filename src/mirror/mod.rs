@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::config::ProviderMirrorConfig;
 use crate::oci::{Credential, Digest, Manifest, OciClient, OciError, Registry};
-use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
 use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
 use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
+use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
 use sealed_url::{Binding, SealError, UrlSealer};
 
 /// How many per-platform manifests of one OpenTofu-layout version are fetched at once.
@@ -211,7 +211,12 @@ impl MirrorService {
                 url.push_str(&token);
             }
             // h1 only when we computed it ourselves from the verified bytes in the cache.
-            let mut hashes: Vec<String> = self.store.meta(&p.digest).and_then(|m| m.h1).into_iter().collect();
+            let mut hashes: Vec<String> = self
+                .store
+                .meta(&p.digest)
+                .and_then(|m| m.h1)
+                .into_iter()
+                .collect();
             hashes.push(hash::zh_from_sha256_hex(p.digest.hex()));
             archives.insert(p.platform.to_string(), Archive { url, hashes });
         }
@@ -251,7 +256,12 @@ impl MirrorService {
     /// verified as it flows. A cached copy is only handed out on the terms it would be from
     /// the origin: with a sealed URL (issued after the origin accepted the client's
     /// credential), or for an anonymous mirror, once the origin has served it anonymously.
-    pub async fn package(&self, addr: &ProviderAddress, digest: &Digest, token: Option<&str>) -> Result<PackageBody, MirrorError> {
+    pub async fn package(
+        &self,
+        addr: &ProviderAddress,
+        digest: &Digest,
+        token: Option<&str>,
+    ) -> Result<PackageBody, MirrorError> {
         let cred = self.download_credential(addr, digest, token)?;
         let repo = self.repository(addr);
         let source = BlobSource {
@@ -264,16 +274,20 @@ impl MirrorService {
             if !vouched {
                 // Seen elsewhere (another mirror, or fetched with other credentials): ask
                 // the origin whether this client may have it before serving our copy.
-                self.client.head_blob(&self.registry, &repo, digest, &cred).await?;
+                self.client
+                    .head_blob(&self.registry, &repo, digest, &cred)
+                    .await?;
                 self.store.add_source(digest, &source);
             }
         }
         let client = self.client.clone();
         let registry = self.registry.clone();
         let d = digest.clone();
-        let lookup = self.store.get_or_fill(digest, source, "application/zip", move || {
-            Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
-        });
+        let lookup = self
+            .store
+            .get_or_fill(digest, source, "application/zip", move || {
+                Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
+            });
         Ok(match lookup {
             Lookup::Hit(blob) => PackageBody::Cached(blob),
             Lookup::Fill { fill, .. } => PackageBody::Filling(fill),

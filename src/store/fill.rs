@@ -39,11 +39,10 @@ pub(super) enum FillState {
         written: u64,
         on_disk: u64,
     },
-    /// All bytes received and verified. `final_path` is where the file now lives if it was kept.
+    /// All bytes received and verified (and, if kept, renamed to the fill's `final_path`).
     Done {
         size: u64,
         on_disk: u64,
-        final_path: Option<PathBuf>,
     },
     Failed(FillError),
 }
@@ -75,6 +74,8 @@ impl MemTail {
 pub struct Fill {
     pub digest: Digest,
     pub(super) temp_path: PathBuf,
+    /// Where the blob lives once verified and kept.
+    pub(super) final_path: PathBuf,
     pub(super) state: watch::Receiver<FillState>,
     pub(super) mem: Mutex<MemTail>,
 }
@@ -168,23 +169,19 @@ impl Reader {
     async fn next_chunk(&mut self) -> Result<Option<Bytes>, FillError> {
         loop {
             let st = self.rx.borrow_and_update().clone();
-            let (limit, done, on_disk, final_path) = match st {
-                FillState::Connecting => (0, false, 0, None),
+            let (limit, done, on_disk) = match st {
+                FillState::Connecting => (0, false, 0),
                 FillState::Running {
                     written, on_disk, ..
-                } => (written.saturating_sub(1), false, on_disk, None),
-                FillState::Done {
-                    size,
-                    on_disk,
-                    final_path,
-                } => (size, true, on_disk, final_path),
+                } => (written.saturating_sub(1), false, on_disk),
+                FillState::Done { size, on_disk } => (size, true, on_disk),
                 FillState::Failed(e) => return Err(e),
             };
             let limit = self.end.map_or(limit, |e| e.min(limit));
             if self.pos < limit {
                 let want = (limit - self.pos).min(CHUNK);
                 let bytes = if self.pos < on_disk {
-                    let file = self.open(final_path).await?;
+                    let file = self.open().await?;
                     read_chunk(file, self.pos, want.min(on_disk - self.pos))
                         .await
                         .map_err(|e| FillError::Local(Arc::new(e)))?
@@ -207,17 +204,15 @@ impl Reader {
         }
     }
 
-    async fn open(&mut self, final_path: Option<PathBuf>) -> Result<Arc<File>, FillError> {
+    async fn open(&mut self) -> Result<Arc<File>, FillError> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
         }
         let temp = self.fill.temp_path.clone();
+        let kept = self.fill.final_path.clone();
         let file = tokio::task::spawn_blocking(move || match File::open(&temp) {
-            // Finished and renamed before we got here: read the kept file instead.
-            Err(e) if e.kind() == ErrorKind::NotFound => match final_path {
-                Some(p) => File::open(p),
-                None => Err(e),
-            },
+            // Already verified and renamed into place: read the kept file instead.
+            Err(e) if e.kind() == ErrorKind::NotFound => File::open(kept),
             other => other,
         })
         .await

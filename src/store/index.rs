@@ -29,7 +29,7 @@ pub struct BlobSource {
 pub struct BlobMeta {
     pub size: u64,
     pub media_type: String,
-    /// Seconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch (fine enough to order accesses for eviction).
     pub stored_at: u64,
     pub last_access: u64,
     /// Terraform's `h1:` hash of the package, when it is a zip.

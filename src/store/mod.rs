@@ -30,7 +30,7 @@ pub use lock::{DirLock, LockError};
 pub use read::file_range;
 
 /// Last-access times are written to the index at most this often per blob.
-const ACCESS_TOUCH_INTERVAL: u64 = 60;
+const ACCESS_TOUCH_INTERVAL_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,6 +104,13 @@ pub struct BlobStore {
     pub counters: Counters,
     repair: RepairReport,
     _lock: DirLock,
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub fn now_secs() -> u64 {
@@ -224,7 +231,7 @@ impl BlobStore {
                 }) {
                     Some(_) if hash_file(&path).ok().as_deref() == Some(name.as_str()) => {
                         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                        let now = now_secs();
+                        let now = now_millis();
                         let meta = BlobMeta {
                             size,
                             media_type: "application/octet-stream".into(),
@@ -258,8 +265,8 @@ impl BlobStore {
         let mut meta = self.meta(digest)?;
         match File::open(self.blob_path(digest.hex())) {
             Ok(f) => {
-                let now = now_secs();
-                if now.saturating_sub(meta.last_access) >= ACCESS_TOUCH_INTERVAL {
+                let now = now_millis();
+                if now.saturating_sub(meta.last_access) >= ACCESS_TOUCH_INTERVAL_MS {
                     meta.last_access = now;
                     let _ = self.index.put_blob(digest.hex(), &meta);
                 }
@@ -324,6 +331,7 @@ impl BlobStore {
                 digest.hex(),
                 rand::random::<u64>()
             )),
+            final_path: self.blob_path(digest.hex()),
             state: rx,
             mem: Mutex::new(MemTail::default()),
         });
@@ -453,11 +461,11 @@ impl BlobStore {
         self.counters
             .bytes_from_origin
             .fetch_add(written, Ordering::Relaxed);
-        let mut final_path = None;
+        let mut kept = false;
         match file {
             Some(f) if written <= self.max_size => {
                 match self.keep(fill, f, written, &media_type, source).await {
-                    Ok(p) => final_path = Some(p),
+                    Ok(()) => kept = true,
                     Err(e) => {
                         tracing::warn!(digest = %fill.digest, error = %e, "could not keep the verified package in the cache")
                     }
@@ -471,9 +479,8 @@ impl BlobStore {
         tx.send_replace(FillState::Done {
             size: written,
             on_disk,
-            final_path: final_path.clone(),
         });
-        if final_path.is_some() {
+        if kept {
             let store = self.clone();
             tokio::task::spawn_blocking(move || store.evict_if_needed());
         }
@@ -489,9 +496,9 @@ impl BlobStore {
         size: u64,
         media_type: &str,
         source: BlobSource,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<(), StoreError> {
         let hex = fill.digest.hex().to_owned();
-        let dest = self.blob_path(&hex);
+        let dest = fill.final_path.clone();
         let temp = fill.temp_path.clone();
         let dest2 = dest.clone();
         let h1 = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
@@ -508,7 +515,7 @@ impl BlobStore {
             source: std::io::Error::other(e),
         })?
         .map_err(io_err(&dest))?;
-        let now = now_secs();
+        let now = now_millis();
         let meta = BlobMeta {
             size,
             media_type: media_type.to_owned(),
@@ -519,7 +526,7 @@ impl BlobStore {
         };
         self.index.put_blob(&hex, &meta)?;
         self.total.fetch_add(size, Ordering::Relaxed);
-        Ok(dest)
+        Ok(())
     }
 
     /// Evicts least-recently-used blobs until the total is within `max_size`. Readers keep
@@ -532,7 +539,7 @@ impl BlobStore {
     }
 
     /// Removes blobs (least recently used first) until at most `max_size` bytes remain, and
-    /// every blob not used since `unused_since` (Unix seconds). Returns (count, bytes).
+    /// every blob not used since `unused_since` (Unix milliseconds). Returns (count, bytes).
     pub fn evict_to(
         &self,
         max_size: u64,
@@ -669,7 +676,7 @@ impl BlobStore {
             entries: entries.len(),
             bytes: self.total_bytes(),
             max_size: self.max_size,
-            oldest_stored_at: entries.iter().map(|(_, m)| m.stored_at).min(),
+            oldest_stored_at: entries.iter().map(|(_, m)| m.stored_at / 1000).min(),
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             joins: c.joins.load(Ordering::Relaxed),
@@ -696,4 +703,274 @@ impl BlobStore {
 pub fn read_stats_file(dir: &Path) -> Option<StatsSnapshot> {
     let data = std::fs::read(dir.join("stats.json")).ok()?;
     serde_json::from_slice(&data).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::AtomicUsize;
+
+    fn source() -> BlobSource {
+        BlobSource {
+            mirror: "m".into(),
+            repository: "r".into(),
+            anonymous: true,
+        }
+    }
+
+    /// A blob arriving in `parts` chunks, slowly enough that readers overlap the fill.
+    fn origin(
+        data: Vec<u8>,
+        parts: usize,
+        calls: Arc<AtomicUsize>,
+    ) -> impl FnOnce() -> BoxFuture<'static, Result<BlobStream, OciError>> {
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let len = data.len() as u64;
+                let chunk = data.len().div_ceil(parts);
+                let chunks: Vec<Bytes> = data.chunks(chunk).map(Bytes::copy_from_slice).collect();
+                let stream = futures::stream::iter(chunks).then(|c| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    Ok::<_, OciError>(c)
+                });
+                Ok(BlobStream {
+                    content_length: Some(len),
+                    stream: Box::pin(stream),
+                })
+            })
+        }
+    }
+
+    async fn read_all(fill: Arc<Fill>) -> Result<Vec<u8>, FillError> {
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(fill.stream(0, None));
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    fn open(dir: &Path, max: u64) -> Arc<BlobStore> {
+        BlobStore::open(&StoreConfig {
+            directory: dir.to_owned(),
+            max_size: max,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_cold_requests_share_one_fetch_and_the_blob_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of_bytes(&data);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut readers = Vec::new();
+        for _ in 0..20 {
+            let lookup = store.get_or_fill(
+                &digest,
+                source(),
+                "application/zip",
+                origin(data.clone(), 50, calls.clone()),
+            );
+            let Lookup::Fill { fill, .. } = lookup else {
+                panic!("cold blob reported as cached")
+            };
+            readers.push(tokio::spawn(read_all(fill)));
+        }
+        for r in readers {
+            assert_eq!(r.await.unwrap().unwrap(), data);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Now it is a hit, with the bytes on disk and no temp files left.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Lookup::Hit(hit) = store.get_or_fill(
+            &digest,
+            source(),
+            "application/zip",
+            origin(data.clone(), 1, calls.clone()),
+        ) else {
+            panic!("expected a hit")
+        };
+        assert_eq!(hit.meta.size, data.len() as u64);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_bytes_are_never_delivered_whole_nor_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let good: Vec<u8> = vec![7; 1_000_000];
+        let mut bad = good.clone();
+        bad[999_999] = 8;
+        let digest = Digest::of_bytes(&good);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let Lookup::Fill { fill, .. } = store.get_or_fill(
+            &digest,
+            source(),
+            "application/zip",
+            origin(bad, 20, calls.clone()),
+        ) else {
+            panic!()
+        };
+        let mut got = 0;
+        let mut s = std::pin::pin!(fill.clone().stream(0, None));
+        let mut failed = false;
+        while let Some(c) = s.next().await {
+            match c {
+                Ok(b) => got += b.len(),
+                Err(FillError::Origin(e)) => {
+                    assert!(matches!(*e, OciError::DigestMismatch { .. }));
+                    failed = true;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(
+            failed && got < good.len(),
+            "got {got} bytes, failed={failed}"
+        );
+        drop(s);
+        drop(fill);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(store.meta(&digest).is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        // The next request tries the origin again.
+        let Lookup::Fill { fill, started } = store.get_or_fill(
+            &digest,
+            source(),
+            "application/zip",
+            origin(good.clone(), 3, calls.clone()),
+        ) else {
+            panic!()
+        };
+        assert!(started);
+        assert_eq!(read_all(fill).await.unwrap(), good);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn eviction_keeps_the_total_under_max_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2500);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut digests = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 1000];
+            let d = Digest::of_bytes(&data);
+            let Lookup::Fill { fill, .. } = store.get_or_fill(
+                &d,
+                source(),
+                "application/zip",
+                origin(data, 2, calls.clone()),
+            ) else {
+                panic!()
+            };
+            read_all(fill).await.unwrap();
+            digests.push(d);
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(store.total_bytes() <= 2500, "{}", store.total_bytes());
+        assert!(
+            store.meta(&digests[4]).is_some(),
+            "the newest blob must stay"
+        );
+        assert!(store.meta(&digests[0]).is_none(), "the oldest blob must go");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_larger_than_the_cache_stream_through_unkept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 100);
+        let data = vec![1u8; 5000];
+        let d = Digest::of_bytes(&data);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let Lookup::Fill { fill, .. } = store.get_or_fill(
+            &d,
+            source(),
+            "application/zip",
+            origin(data.clone(), 5, calls.clone()),
+        ) else {
+            panic!()
+        };
+        assert_eq!(read_all(fill).await.unwrap(), data);
+        assert!(store.meta(&d).is_none());
+    }
+
+    #[test]
+    fn restart_repairs_what_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = b"good blob".to_vec();
+        let good_hex = hex::encode(Sha256::digest(&good));
+        {
+            let store = open(dir.path(), 1 << 20);
+            // An indexed entry whose file vanished.
+            store
+                .index
+                .put_blob(
+                    &"ab".repeat(32),
+                    &BlobMeta {
+                        size: 3,
+                        media_type: "x".into(),
+                        stored_at: 0,
+                        last_access: 0,
+                        h1: None,
+                        sources: vec![],
+                    },
+                )
+                .unwrap();
+            store.flush().unwrap();
+        }
+        // A temp file, a good unindexed file, and a corrupt unindexed file.
+        std::fs::write(dir.path().join("tmp").join("partial"), b"half").unwrap();
+        let p = dir.path().join("blobs/sha256").join(&good_hex[..2]);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join(&good_hex), &good).unwrap();
+        let bad_hex = "cd".repeat(32);
+        let q = dir.path().join("blobs/sha256/cd");
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::write(q.join(&bad_hex), b"not what the name says").unwrap();
+
+        let store = open(dir.path(), 1 << 20);
+        let r = store.repair_report().clone();
+        assert_eq!(r.temp_files_removed, 1);
+        assert_eq!(r.entries_without_file, 1);
+        assert_eq!(r.files_reindexed, 1);
+        assert_eq!(r.bad_files_removed, 1);
+        assert_eq!(store.total_bytes(), good.len() as u64);
+        assert!(store
+            .meta(&Digest::from_sha256_hex(&good_hex).unwrap())
+            .is_some());
+        assert!(!q.join(&bad_hex).exists());
+    }
+
+    #[test]
+    fn an_unreadable_index_is_rebuilt_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"payload".to_vec();
+        let hex = hex::encode(Sha256::digest(&data));
+        drop(open(dir.path(), 1 << 20));
+        let p = dir.path().join("blobs/sha256").join(&hex[..2]);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join(&hex), &data).unwrap();
+        // Wreck the index.
+        let index = dir.path().join("index");
+        std::fs::remove_dir_all(&index).unwrap();
+        std::fs::write(&index, b"garbage, not a directory").unwrap();
+        let store = open(dir.path(), 1 << 20);
+        assert!(store.repair_report().index_rebuilt);
+        assert!(store
+            .meta(&Digest::from_sha256_hex(&hex).unwrap())
+            .is_some());
+    }
 }
