@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metadata;
 pub mod mirror;
 pub mod oci;
 pub mod provider;

@@ -30,7 +30,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (provider network mirrors over HTTPS).
-    Server,
+    Server {
+        /// Never contact any origin; serve only what the cache holds (same as
+        /// `offline = true` in the server block).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Inspect and look after the package cache.
     #[command(subcommand)]
     Cache(odtr::cli::cache::CacheCommand),
@@ -72,9 +77,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Server => odtr::cli::server::run(config)
-                .await
-                .map_err(|e| e.to_string()),
+            Command::Server { offline } => {
+                let mut config = config;
+                config.server.offline |= offline;
+                odtr::cli::server::run(config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Command::Cache(c) => odtr::cli::cache::run(&config, c).map_err(|e| e.to_string()),
             Command::Push(_) => unreachable!("push runs before the configuration is loaded"),
         }

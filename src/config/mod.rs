@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub query_string_secret: Option<QueryStringSecret>,
     pub download_url_ttl: Duration,
     pub tls: Option<TlsConfig>,
+    /// Never contact any origin; serve only what the cache holds.
+    pub offline: bool,
 }
 
 /// The 32-byte key that seals credentials into download URLs.
@@ -78,6 +80,35 @@ pub struct ProviderMirrorConfig {
     /// Repository path prefix, without leading or trailing `/` (may be empty).
     pub name_prefix: String,
     pub proxy_packages: bool,
+    pub freshness: FreshnessPolicy,
+}
+
+/// How long cached origin metadata (tag lists, tag → manifest) is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshnessPolicy {
+    /// Served with no origin contact while younger than this.
+    pub index_max_age: Duration,
+    /// After `index_max_age`, served at once for this long while one background refresh runs.
+    pub stale_while_revalidate: Duration,
+    /// Served when the origin is down or failing, up to this age; `None` means forever.
+    pub stale_if_error: Option<Duration>,
+    /// How long a "not found" from the origin is remembered.
+    pub negative_ttl: Duration,
+    /// How long the origin's acceptance of a client credential for a repository is trusted
+    /// before cached data is served to that credential again without asking the origin.
+    pub auth_ttl: Duration,
+}
+
+impl Default for FreshnessPolicy {
+    fn default() -> Self {
+        FreshnessPolicy {
+            index_max_age: Duration::from_secs(300),
+            stale_while_revalidate: Duration::from_secs(3600),
+            stale_if_error: Some(Duration::from_secs(30 * 86400)),
+            negative_ttl: Duration::from_secs(60),
+            auth_ttl: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,9 @@ use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
 use hcl_edit::Span;
 
 use super::{
-    units, CacheConfig, Config, Diagnostic, ProviderMirrorConfig, QueryStringSecret, ServerConfig,
-    TlsConfig, DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR,
+    units, CacheConfig, Config, Diagnostic, FreshnessPolicy, ProviderMirrorConfig,
+    QueryStringSecret, ServerConfig, TlsConfig, DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL,
+    DEFAULT_LISTEN_ADDR,
 };
 
 /// Mirror names we keep for our own endpoints, so a mirror can never shadow them.
@@ -187,10 +188,12 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         &body,
         "the configuration file",
         &[],
-        &["server", "cache", "provider_mirror"],
+        &["server", "cache", "metadata_cache", "provider_mirror"],
     );
 
     let mut cache: Option<CacheConfig> = None;
+    let mut freshness_defaults: Option<FreshnessOverrides> = None;
+    let mut mirror_freshness: Vec<FreshnessOverrides> = Vec::new();
     let mut server = None;
     let mut mirrors: Vec<ProviderMirrorConfig> = Vec::new();
     for block in blocks {
@@ -215,8 +218,18 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                 }
                 cache = Some(parse_cache(&mut ctx, block));
             }
+            "metadata_cache" => {
+                if freshness_defaults.is_some() {
+                    ctx.error(
+                        block.ident.span(),
+                        "only one \"metadata_cache\" block is allowed",
+                    );
+                    continue;
+                }
+                freshness_defaults = Some(parse_metadata_cache(&mut ctx, block));
+            }
             "provider_mirror" => {
-                if let Some(m) = parse_provider_mirror(&mut ctx, block) {
+                if let Some((m, overrides)) = parse_provider_mirror(&mut ctx, block) {
                     if mirrors.iter().any(|o| o.name == m.name) {
                         ctx.error(
                             block.labels.first().and_then(|l| l.span()),
@@ -224,18 +237,19 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                         );
                     } else {
                         mirrors.push(m);
+                        mirror_freshness.push(overrides);
                     }
                 }
             }
             _ => unreachable!("members() only returns allowed blocks"),
         }
     }
-    let server = server.unwrap_or_else(|| ServerConfig {
-        listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
-        query_string_secret: None,
-        download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
-        tls: None,
-    });
+    let server = server.unwrap_or_else(default_server);
+    // Mirrors take the global metadata_cache settings for what they do not set themselves.
+    let defaults = freshness_defaults.unwrap_or_default();
+    for (m, overrides) in mirrors.iter_mut().zip(&mirror_freshness) {
+        m.freshness = overrides.apply(defaults.apply(FreshnessPolicy::default()));
+    }
     if mirrors.is_empty() && ctx.diags.is_empty() {
         ctx.error(
             None,
@@ -258,17 +272,22 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
     let (attrs, blocks) = ctx.members(
         &block.body,
         "the server block",
-        &["listen_addr", "query_string_secret", "download_url_ttl"],
+        &[
+            "listen_addr",
+            "query_string_secret",
+            "download_url_ttl",
+            "offline",
+        ],
         &["tls"],
     );
-    let mut server = ServerConfig {
-        listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
-        query_string_secret: None,
-        download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
-        tls: None,
-    };
+    let mut server = default_server();
     for attr in attrs {
         match attr.key.as_str() {
+            "offline" => {
+                if let Some(b) = ctx.bool(attr) {
+                    server.offline = b;
+                }
+            }
             "listen_addr" => {
                 if let Some(s) = ctx.string(attr) {
                     match s.parse::<SocketAddr>() {
@@ -316,6 +335,98 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
         server.tls = parse_tls(ctx, tls);
     }
     server
+}
+
+fn default_server() -> ServerConfig {
+    ServerConfig {
+        listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
+        query_string_secret: None,
+        download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
+        tls: None,
+        offline: false,
+    }
+}
+
+const FRESHNESS_ATTRS: [&str; 5] = [
+    "index_max_age",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "negative_ttl",
+    "auth_ttl",
+];
+
+/// Freshness attributes given in one block; unset ones fall back to the next level.
+#[derive(Debug, Default, Clone)]
+struct FreshnessOverrides {
+    index_max_age: Option<Duration>,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Option<Duration>>,
+    negative_ttl: Option<Duration>,
+    auth_ttl: Option<Duration>,
+}
+
+impl FreshnessOverrides {
+    fn apply(&self, base: FreshnessPolicy) -> FreshnessPolicy {
+        FreshnessPolicy {
+            index_max_age: self.index_max_age.unwrap_or(base.index_max_age),
+            stale_while_revalidate: self
+                .stale_while_revalidate
+                .unwrap_or(base.stale_while_revalidate),
+            stale_if_error: self.stale_if_error.unwrap_or(base.stale_if_error),
+            negative_ttl: self.negative_ttl.unwrap_or(base.negative_ttl),
+            auth_ttl: self.auth_ttl.unwrap_or(base.auth_ttl),
+        }
+    }
+
+    /// Reads one freshness attribute; false if `attr` is not one.
+    fn read(&mut self, ctx: &mut Ctx, attr: &Attribute) -> bool {
+        let key = attr.key.as_str();
+        if !FRESHNESS_ATTRS.contains(&key) {
+            return false;
+        }
+        let Some(s) = ctx.string(attr) else {
+            return true;
+        };
+        if key == "stale_if_error" && s == "forever" {
+            self.stale_if_error = Some(None);
+            return true;
+        }
+        let d = match units::parse_duration(&s) {
+            Ok(d) => d,
+            Err(e) => {
+                let hint = if key == "stale_if_error" {
+                    " (or \"forever\")"
+                } else {
+                    ""
+                };
+                ctx.error(attr.value.span(), format!("{key}: {e}{hint}"));
+                return true;
+            }
+        };
+        match key {
+            "index_max_age" => self.index_max_age = Some(d),
+            "stale_while_revalidate" => self.stale_while_revalidate = Some(d),
+            "stale_if_error" => self.stale_if_error = Some(Some(d)),
+            "negative_ttl" => self.negative_ttl = Some(d),
+            "auth_ttl" => self.auth_ttl = Some(d),
+            _ => unreachable!(),
+        }
+        true
+    }
+}
+
+fn parse_metadata_cache(ctx: &mut Ctx, block: &Block) -> FreshnessOverrides {
+    let (attrs, _) = ctx.members(
+        &block.body,
+        "the metadata_cache block",
+        &FRESHNESS_ATTRS,
+        &[],
+    );
+    let mut o = FreshnessOverrides::default();
+    for attr in attrs {
+        o.read(ctx, attr);
+    }
+    o
 }
 
 fn default_cache() -> CacheConfig {
@@ -404,7 +515,10 @@ fn parse_tls(ctx: &mut Ctx, block: &Block) -> Option<TlsConfig> {
     })
 }
 
-fn parse_provider_mirror(ctx: &mut Ctx, block: &Block) -> Option<ProviderMirrorConfig> {
+fn parse_provider_mirror(
+    ctx: &mut Ctx,
+    block: &Block,
+) -> Option<(ProviderMirrorConfig, FreshnessOverrides)> {
     let labels = labels(block);
     let name = match labels.as_slice() {
         [(name, span)] => {
@@ -425,9 +539,19 @@ fn parse_provider_mirror(ctx: &mut Ctx, block: &Block) -> Option<ProviderMirrorC
     let (attrs, _) = ctx.members(
         &block.body,
         &where_,
-        &["origin_url", "name_prefix", "proxy_packages"],
+        &[
+            "origin_url",
+            "name_prefix",
+            "proxy_packages",
+            "index_max_age",
+            "stale_while_revalidate",
+            "stale_if_error",
+            "negative_ttl",
+            "auth_ttl",
+        ],
         &[],
     );
+    let mut freshness = FreshnessOverrides::default();
     let mut origin_url = None;
     let mut name_prefix = String::new();
     let mut proxy_packages = false;
@@ -458,7 +582,10 @@ fn parse_provider_mirror(ctx: &mut Ctx, block: &Block) -> Option<ProviderMirrorC
                     proxy_packages = b;
                 }
             }
-            _ => unreachable!(),
+            _ => {
+                let known = freshness.read(ctx, attr);
+                debug_assert!(known, "members() only returns allowed attributes");
+            }
         }
     }
     let Some(origin_url) = origin_url else {
@@ -474,12 +601,16 @@ fn parse_provider_mirror(ctx: &mut Ctx, block: &Block) -> Option<ProviderMirrorC
         }
         return None;
     };
-    Some(ProviderMirrorConfig {
-        name,
-        origin_url,
-        name_prefix,
-        proxy_packages,
-    })
+    Some((
+        ProviderMirrorConfig {
+            name,
+            origin_url,
+            name_prefix,
+            proxy_packages,
+            freshness: FreshnessPolicy::default(),
+        },
+        freshness,
+    ))
 }
 
 /// The mirror's name becomes one URL path segment (`https://HOST/NAME/`).
@@ -529,6 +660,44 @@ fn check_origin_url(s: &str) -> Result<url::Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freshness_defaults_and_overrides() {
+        let c = parse(
+            r#"
+metadata_cache {
+  index_max_age  = "1m"
+  stale_if_error = "forever"
+}
+provider_mirror "a" {
+  origin_url = "http://x/"
+}
+provider_mirror "b" {
+  origin_url    = "http://x/"
+  index_max_age = "10s"
+  auth_ttl      = "2m"
+}
+server {
+  offline = true
+}
+"#,
+        )
+        .unwrap();
+        let a = c.mirror("a").unwrap().freshness;
+        assert_eq!(a.index_max_age, Duration::from_secs(60));
+        assert_eq!(a.stale_if_error, None);
+        assert_eq!(a.negative_ttl, FreshnessPolicy::default().negative_ttl);
+        let b = c.mirror("b").unwrap().freshness;
+        assert_eq!(b.index_max_age, Duration::from_secs(10));
+        assert_eq!(b.stale_if_error, None);
+        assert_eq!(b.auth_ttl, Duration::from_secs(120));
+        assert!(c.server.offline);
+        let e = errors("provider_mirror \"a\" {\n  origin_url = \"http://x/\"\n  stale_if_error = \"always\"\n}\n");
+        assert!(
+            e.contains(":3:20: stale_if_error:") && e.contains("forever"),
+            "{e}"
+        );
+    }
 
     fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
         parse_config(Path::new("/etc/x/config.hcl"), text)

@@ -52,6 +52,7 @@ impl ApiError {
                 MirrorError::MissingDownloadToken => StatusCode::UNAUTHORIZED,
                 MirrorError::BadDownloadToken(_) => StatusCode::FORBIDDEN,
                 MirrorError::Origin(o) => origin_status(o),
+                MirrorError::Offline { .. } => StatusCode::NOT_FOUND,
             },
             ApiError::Fill(f) => match f {
                 FillError::Origin(o) => origin_status(o),

@@ -1,6 +1,7 @@
 //! Request handlers: the home page and the three network-mirror endpoints.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
@@ -49,7 +50,14 @@ fn client_credential<B>(req: &Request<B>) -> Credential {
     }
 }
 
-fn json_response(value: &impl serde::Serialize) -> Response<Body> {
+/// A mirror JSON document with the cache's view of it: `Age`, a `Cache-Control` that
+/// states the mirror's freshness policy, and a `Warning` when it is served stale.
+fn json_response(
+    m: &MirrorService,
+    value: &impl serde::Serialize,
+    age: Duration,
+    stale: bool,
+) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("documents always serialise");
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
@@ -57,11 +65,28 @@ fn json_response(value: &impl serde::Serialize) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    // Answers depend on the client's credentials and on the origin's current state.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
+    let f = &m.config.freshness;
+    // Answers depend on the client's credentials when the mirror needs authorization.
+    let scope = if m.needs_authorization() {
+        "private"
+    } else {
+        "public"
+    };
+    let cache_control = format!(
+        "{scope}, max-age={}, stale-while-revalidate={}",
+        f.index_max_age.as_secs(),
+        f.stale_while_revalidate.as_secs()
     );
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    if stale {
+        h.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+    }
     resp
 }
 
@@ -73,7 +98,7 @@ async fn index<B>(
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
     let doc = m.index(addr, &client_credential(req)).await?;
-    Ok(json_response(&doc))
+    Ok(json_response(m, &doc.value, doc.age, doc.stale))
 }
 
 async fn version_json<B>(
@@ -86,8 +111,8 @@ async fn version_json<B>(
     let m = mirror(state, name)?;
     let cred = client_credential(req);
     let packages = m.packages(addr, version, &cred).await?;
-    let doc = m.version_document(addr, version, &packages, &cred)?;
-    Ok(json_response(&doc))
+    let doc = m.version_document(addr, version, &packages.value, &cred)?;
+    Ok(json_response(m, &doc, packages.age, packages.stale))
 }
 
 fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {

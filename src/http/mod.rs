@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::metadata::MetadataCache;
 use crate::mirror::sealed_url::UrlSealer;
 use crate::mirror::MirrorService;
 use crate::oci::{ClientOptions, OciClient, OciError};
@@ -39,6 +40,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub mirrors: HashMap<String, Arc<MirrorService>>,
     pub store: Arc<BlobStore>,
+    pub meta: Arc<MetadataCache>,
     pub tls: bool,
 }
 
@@ -65,6 +67,12 @@ impl AppState {
         })?;
         tracing::info!(directory = %store.root().display(), entries = store.entries().len(), bytes = store.total_bytes(), max_size = store.max_size(), "package cache open");
         let client = Arc::new(OciClient::new(ClientOptions::default())?);
+        let meta = MetadataCache::new(client, store.index().clone(), config.server.offline);
+        if config.server.offline {
+            tracing::info!(
+                "offline mode: no origin will be contacted; serving only what the cache holds"
+            );
+        }
         let ttl = config.server.download_url_ttl;
         let sealer = Arc::new(match &config.server.query_string_secret {
             Some(secret) => UrlSealer::new(&secret.0, ttl),
@@ -83,7 +91,7 @@ impl AppState {
                     m.name.clone(),
                     Arc::new(MirrorService::new(
                         m.clone(),
-                        client.clone(),
+                        meta.clone(),
                         sealer.clone(),
                         store.clone(),
                     )),
@@ -93,6 +101,7 @@ impl AppState {
         Ok(AppState {
             mirrors,
             store,
+            meta,
             tls: config.server.tls.is_some(),
         })
     }
@@ -123,6 +132,7 @@ pub async fn serve(
         tracing::warn!("no tls block configured: serving plain HTTP; Terraform only uses https mirrors, so put a TLS-terminating proxy in front");
     }
     on_ready(local, acceptor.is_some());
+    let refresher = crate::metadata::spawn_hot_set_refresher(state.meta.clone());
     let stats_writer = {
         let store = state.store.clone();
         tokio::spawn(async move {
@@ -220,6 +230,9 @@ pub async fn serve(
         );
     }
     stats_writer.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     let _ = state.store.write_stats_file();
     if let Err(e) = state.store.flush() {
         tracing::warn!(error = %e, "flushing the cache index failed");

@@ -3,14 +3,15 @@
 
 pub mod sealed_url;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::config::ProviderMirrorConfig;
-use crate::oci::{Credential, Digest, Manifest, OciClient, OciError, Registry};
+use crate::metadata::{Cached, MetadataCache, MetadataError};
+use crate::oci::{Credential, Digest, Manifest, OciError, Registry};
 use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
 use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
 use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
@@ -22,7 +23,10 @@ const TARGET_FETCH_CONCURRENCY: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error(transparent)]
-    Origin(#[from] OciError),
+    Origin(Arc<OciError>),
+    /// Offline mode, or nothing cached: says what is missing and how to fetch it.
+    #[error("this mirror is offline and its cache does not hold {what}; to add it, run on a host that can reach the registry: {warm_command}")]
+    Offline { what: String, warm_command: String },
     #[error("provider {0} is not available from this mirror")]
     UnknownProvider(ProviderAddress),
     #[error("provider {0} has no version {1} in this mirror")]
@@ -33,6 +37,12 @@ pub enum MirrorError {
     MissingDownloadToken,
     #[error("this download URL is invalid or has expired; get a fresh URL from the version's JSON document")]
     BadDownloadToken(SealError),
+}
+
+impl From<OciError> for MirrorError {
+    fn from(e: OciError) -> Self {
+        MirrorError::Origin(Arc::new(e))
+    }
 }
 
 /// A package on its way to the client: from the cache, or from the fetch filling it.
@@ -66,24 +76,54 @@ pub struct Archive {
 pub struct MirrorService {
     pub config: ProviderMirrorConfig,
     registry: Registry,
-    client: Arc<OciClient>,
+    meta: Arc<MetadataCache>,
     sealer: Arc<UrlSealer>,
     store: Arc<BlobStore>,
+    /// Packages per manifest digest: manifests never change, so neither does this.
+    resolved: Mutex<HashMap<Digest, Arc<Vec<Package>>>>,
 }
+
+/// Bound on remembered manifest resolutions.
+const MAX_RESOLVED: usize = 10_000;
 
 impl MirrorService {
     pub fn new(
         config: ProviderMirrorConfig,
-        client: Arc<OciClient>,
+        meta: Arc<MetadataCache>,
         sealer: Arc<UrlSealer>,
         store: Arc<BlobStore>,
     ) -> MirrorService {
         MirrorService {
             registry: Registry::new(config.origin_url.clone()),
             config,
-            client,
+            meta,
             sealer,
             store,
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The command that would put what is missing into the cache.
+    fn warm_command(&self, what: &str) -> String {
+        format!(
+            "oci-distribution-terraform-registry warm --mirror {} {what}",
+            self.name()
+        )
+    }
+
+    fn metadata_error(
+        &self,
+        e: MetadataError,
+        not_found: impl FnOnce() -> MirrorError,
+        warm: &str,
+    ) -> MirrorError {
+        match e {
+            MetadataError::NotFound(_) => not_found(),
+            MetadataError::Origin(o) => MirrorError::Origin(o),
+            MetadataError::Offline(what) => MirrorError::Offline {
+                what,
+                warm_command: self.warm_command(warm),
+            },
         }
     }
 
@@ -105,22 +145,30 @@ impl MirrorService {
         &self,
         addr: &ProviderAddress,
         cred: &Credential,
-    ) -> Result<IndexDocument, MirrorError> {
+    ) -> Result<Cached<IndexDocument>, MirrorError> {
         let repo = self.repository(addr);
         let tags = self
-            .client
-            .list_tags(&self.registry, &repo, cred)
+            .meta
+            .tags(&self.registry, &repo, cred, &self.config.freshness)
             .await
-            .map_err(|e| match e {
-                OciError::NotFound { .. } => MirrorError::UnknownProvider(addr.clone()),
-                e => e.into(),
+            .map_err(|e| {
+                self.metadata_error(
+                    e,
+                    || MirrorError::UnknownProvider(addr.clone()),
+                    &addr.to_string(),
+                )
             })?;
         let versions = tags
+            .value
             .iter()
             .filter_map(|t| version_from_tag(t))
             .map(|v| (v.to_string(), EmptyObject {}))
             .collect();
-        Ok(IndexDocument { versions })
+        Ok(Cached {
+            value: IndexDocument { versions },
+            age: tags.age,
+            stale: tags.stale,
+        })
     }
 
     /// The packages of one version, whichever layout it is stored in.
@@ -129,43 +177,97 @@ impl MirrorService {
         addr: &ProviderAddress,
         version: &semver::Version,
         cred: &Credential,
-    ) -> Result<Vec<Package>, MirrorError> {
+    ) -> Result<Cached<Arc<Vec<Package>>>, MirrorError> {
         let repo = self.repository(addr);
         let tag = tag_for_version(version);
-        let fetched = self
-            .client
-            .get_manifest(&self.registry, &repo, &tag, cred)
+        let policy = &self.config.freshness;
+        let warm = format!("{addr}@{version}");
+        let unknown = || MirrorError::UnknownVersion(addr.clone(), version.clone());
+        let m = self
+            .meta
+            .manifest_for_tag(&self.registry, &repo, &tag, cred, policy)
             .await
-            .map_err(|e| match e {
-                OciError::NotFound { .. } => {
-                    MirrorError::UnknownVersion(addr.clone(), version.clone())
+            .map_err(|e| self.metadata_error(e, unknown, &warm))?;
+        let (digest, manifest) = &m.value;
+        let cached = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned();
+        let packages = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(
+                    self.resolve(addr, version, &repo, manifest, cred, &warm)
+                        .await?,
+                );
+                let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= MAX_RESOLVED {
+                    map.clear();
                 }
-                e => e.into(),
-            })?;
+                map.insert(digest.clone(), p.clone());
+                p
+            }
+        };
+        Ok(Cached {
+            value: packages,
+            age: m.age,
+            stale: m.stale,
+        })
+    }
+
+    async fn resolve(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        repo: &str,
+        manifest: &Manifest,
+        cred: &Credential,
+        warm: &str,
+    ) -> Result<Vec<Package>, MirrorError> {
         let what = format!("{addr} {version}");
         let not_a_provider = |reason| MirrorError::NotAProvider {
             what: what.clone(),
             reason,
         };
-        match layout::classify(&fetched.manifest).map_err(not_a_provider)? {
+        match layout::classify(manifest).map_err(not_a_provider)? {
             VersionLayout::Seed(packages) => Ok(packages),
             VersionLayout::OpenTofu(targets) => {
+                let what = &what;
+                let not_a_provider = &not_a_provider;
                 futures::stream::iter(targets)
-                    .map(|(platform, desc)| {
-                        let repo = repo.clone();
-                        async move {
-                            let m = self
-                                .client
-                                .get_manifest(&self.registry, &repo, desc.digest.as_str(), cred)
-                                .await?;
-                            match m.manifest {
-                                Manifest::Image(im) => {
-                                    layout::opentofu_package(platform, &im).map_err(not_a_provider)
-                                }
-                                Manifest::Index(_) => Err(not_a_provider(LayoutError(format!(
-                                    "the {platform} entry is an index, not an image manifest"
-                                )))),
+                    .map(|(platform, desc)| async move {
+                        let m = self
+                            .meta
+                            .manifest(
+                                &self.registry,
+                                repo,
+                                &desc.digest,
+                                cred,
+                                &self.config.freshness,
+                            )
+                            .await
+                            .map_err(|e| {
+                                self.metadata_error(
+                                    e,
+                                    || MirrorError::NotAProvider {
+                                        what: what.clone(),
+                                        reason: LayoutError(format!(
+                                            "the {platform} manifest {} is missing",
+                                            desc.digest
+                                        )),
+                                    },
+                                    warm,
+                                )
+                            })?;
+                        match &*m.value {
+                            Manifest::Image(im) => {
+                                layout::opentofu_package(platform, im).map_err(not_a_provider)
                             }
+                            Manifest::Index(_) => Err(not_a_provider(LayoutError(format!(
+                                "the {platform} entry is an index, not an image manifest"
+                            )))),
                         }
                     })
                     .buffered(TARGET_FETCH_CONCURRENCY)
@@ -264,6 +366,15 @@ impl MirrorService {
     ) -> Result<PackageBody, MirrorError> {
         let cred = self.download_credential(addr, digest, token)?;
         let repo = self.repository(addr);
+        if self.meta.is_offline() {
+            return match self.store.cached(digest) {
+                Some(blob) => Ok(PackageBody::Cached(blob)),
+                None => Err(MirrorError::Offline {
+                    what: format!("package {digest} of {addr}"),
+                    warm_command: self.warm_command(&addr.to_string()),
+                }),
+            };
+        }
         let source = BlobSource {
             mirror: self.name().to_owned(),
             repository: repo.clone(),
@@ -274,13 +385,14 @@ impl MirrorService {
             if !vouched {
                 // Seen elsewhere (another mirror, or fetched with other credentials): ask
                 // the origin whether this client may have it before serving our copy.
-                self.client
+                self.meta
+                    .client()
                     .head_blob(&self.registry, &repo, digest, &cred)
                     .await?;
                 self.store.add_source(digest, &source);
             }
         }
-        let client = self.client.clone();
+        let client = self.meta.client().clone();
         let registry = self.registry.clone();
         let d = digest.clone();
         let lookup = self

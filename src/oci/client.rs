@@ -270,11 +270,42 @@ impl OciClient {
         })
     }
 
+    /// The digest a tag points at, by `HEAD` (no body): a cheap way to revalidate a tag.
+    /// `None` when the registry does not say (`Docker-Content-Digest` missing).
+    pub async fn manifest_digest(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        reference: &str,
+        cred: &Credential,
+    ) -> Result<Option<Digest>, OciError> {
+        let url = reg.api(&format!("v2/{repo}/manifests/{reference}"))?;
+        let resp = self
+            .send(reg, repo, cred, RequestKind::Metadata, |c| {
+                c.head(url.clone()).header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        let resp = check_status(resp, repo, || format!("manifest {repo}:{reference}"))?;
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Digest::parse))
+    }
+
     /// Whether the registry lets `cred` read this blob (a `HEAD`, no body transferred).
-    pub async fn head_blob(&self, reg: &Registry, repo: &str, digest: &Digest, cred: &Credential) -> Result<(), OciError> {
+    pub async fn head_blob(
+        &self,
+        reg: &Registry,
+        repo: &str,
+        digest: &Digest,
+        cred: &Credential,
+    ) -> Result<(), OciError> {
         let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
         let resp = self
-            .send(reg, repo, cred, RequestKind::Metadata, |c| c.head(url.clone()))
+            .send(reg, repo, cred, RequestKind::Metadata, |c| {
+                c.head(url.clone())
+            })
             .await?;
         check_status(resp, repo, || format!("blob {digest} in {repo}")).map(|_| ())
     }

@@ -42,6 +42,8 @@ pub struct BlobMeta {
 pub struct Index {
     db: sled::Db,
     blobs: sled::Tree,
+    /// Cached origin metadata (tag lists, tag → digest, manifests), opaque bytes to us.
+    metadata: sled::Tree,
 }
 
 impl Index {
@@ -51,7 +53,12 @@ impl Index {
             .mode(sled::Mode::LowSpace)
             .open()?;
         let blobs = db.open_tree("blobs")?;
-        Ok(Index { db, blobs })
+        let metadata = db.open_tree("metadata")?;
+        Ok(Index {
+            db,
+            blobs,
+            metadata,
+        })
     }
 
     pub fn get_blob(&self, hex: &str) -> Result<Option<BlobMeta>, IndexError> {
@@ -88,6 +95,20 @@ impl Index {
             });
             Some((key, meta))
         })
+    }
+
+    pub fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self.metadata.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    pub fn put_metadata(&self, key: &str, value: &[u8]) -> Result<(), IndexError> {
+        self.metadata.insert(key.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Number of metadata entries, for stats.
+    pub fn metadata_len(&self) -> usize {
+        self.metadata.len()
     }
 
     pub fn flush(&self) -> Result<(), IndexError> {

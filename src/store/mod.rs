@@ -25,7 +25,7 @@ use crate::oci::{BlobStream, Digest, OciError};
 pub use fill::{Fill, FillError};
 use fill::{FillState, MemTail};
 pub use index::{BlobMeta, BlobSource};
-use index::{Index, IndexError};
+pub use index::{Index, IndexError};
 pub use lock::{DirLock, LockError};
 pub use read::file_range;
 
@@ -163,6 +163,11 @@ impl BlobStore {
         let store = Arc::new(store);
         store.evict_if_needed();
         Ok(store)
+    }
+
+    /// The index, shared with the metadata cache (which keeps its own tree in it).
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     pub fn root(&self) -> &Path {

@@ -1,0 +1,639 @@
+//! Cached origin metadata — tag lists, tag → manifest digest, manifests by digest — kept in
+//! the index (so they survive restarts and outages) and in memory (so the hot path never
+//! touches the disk), with a freshness policy: fresh, stale-while-revalidate, stale-if-error,
+//! negative caching, and one refresh per key at a time however many clients ask.
+//!
+//! Cached data fetched with a credential is only served to a credential the origin accepted
+//! for that repository within `auth_ttl`; data fetched anonymously is served to anyone.
+
+mod refresh;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::FreshnessPolicy;
+use crate::oci::{Credential, Digest, FetchedManifest, Manifest, OciClient, OciError, Registry};
+use crate::store::{now_millis, Index};
+
+pub use refresh::spawn_hot_set_refresher;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetadataError {
+    #[error(transparent)]
+    Origin(Arc<OciError>),
+    /// The origin said (now or recently) that this does not exist.
+    #[error("{0} was not found in the registry")]
+    NotFound(String),
+    #[error("the mirror is offline and has no cached copy of {0}")]
+    Offline(String),
+}
+
+impl From<OciError> for MetadataError {
+    fn from(e: OciError) -> Self {
+        match e {
+            OciError::NotFound { what } => MetadataError::NotFound(what),
+            e => MetadataError::Origin(Arc::new(e)),
+        }
+    }
+}
+
+/// A value with how old it is.
+#[derive(Debug, Clone)]
+pub struct Cached<T> {
+    pub value: T,
+    pub age: Duration,
+    /// Served past `index_max_age` (while revalidating, or because the origin failed).
+    pub stale: bool,
+}
+
+/// What is kept per key. `value: None` records a "not found".
+struct Entry<T> {
+    fetched_at: u64,
+    anonymous: bool,
+    value: Option<Arc<T>>,
+}
+
+/// [`Entry`] as written to the index.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry<S> {
+    fetched_at: u64,
+    anonymous: bool,
+    value: Option<S>,
+}
+
+/// One cacheable question to the origin.
+#[derive(Clone)]
+pub(crate) struct Query {
+    pub registry: Registry,
+    pub repository: String,
+    pub kind: QueryKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum QueryKind {
+    Tags,
+    TagDigest(String),
+    Manifest(Digest),
+}
+
+impl Query {
+    fn key(&self) -> String {
+        let reg = self.registry.base().as_str();
+        let repo = &self.repository;
+        match &self.kind {
+            QueryKind::Tags => format!("tags|{reg}|{repo}"),
+            QueryKind::TagDigest(t) => format!("tag|{reg}|{repo}|{t}"),
+            QueryKind::Manifest(d) => format!("manifest|{reg}|{repo}|{d}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.kind {
+            QueryKind::Tags => format!("repository {}", self.repository),
+            QueryKind::TagDigest(t) => format!("tag {}:{t}", self.repository),
+            QueryKind::Manifest(d) => format!("manifest {}@{d}", self.repository),
+        }
+    }
+
+    /// Manifests by digest never change; only authorization is ever re-checked.
+    fn is_immutable(&self) -> bool {
+        matches!(self.kind, QueryKind::Manifest(_))
+    }
+}
+
+type FlightResult = Result<Arc<dyn Any + Send + Sync>, MetadataError>;
+type Flight = Shared<BoxFuture<'static, FlightResult>>;
+
+pub struct MetadataCache {
+    client: Arc<OciClient>,
+    index: Index,
+    offline: bool,
+    /// Decoded entries, so the hot path neither reads the disk nor parses JSON.
+    memory: RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    /// One origin request per (key, credential) at a time.
+    flights: Mutex<HashMap<(String, [u8; 32]), Flight>>,
+    /// When the origin last accepted a credential for a repository, by keyed credential hash.
+    accepted: Mutex<HashMap<(String, [u8; 32]), u64>>,
+    /// Random per process: credential hashes mean nothing outside it.
+    hash_key: [u8; 32],
+    pub(crate) hot: refresh::HotSet,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub fresh: std::sync::atomic::AtomicU64,
+    pub stale_served: std::sync::atomic::AtomicU64,
+    pub origin_requests: std::sync::atomic::AtomicU64,
+    pub revalidations_changed: std::sync::atomic::AtomicU64,
+    pub revalidations_unchanged: std::sync::atomic::AtomicU64,
+    pub revalidations_failed: std::sync::atomic::AtomicU64,
+}
+
+/// Bound on decoded entries kept in memory; past it the map is cleared (entries stay on disk).
+const MAX_MEMORY_ENTRIES: usize = 100_000;
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl MetadataCache {
+    pub fn new(client: Arc<OciClient>, index: Index, offline: bool) -> Arc<MetadataCache> {
+        Arc::new(MetadataCache {
+            client,
+            index,
+            offline,
+            memory: RwLock::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(HashMap::new()),
+            hash_key: rand::random(),
+            hot: refresh::HotSet::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    pub fn client(&self) -> &Arc<OciClient> {
+        &self.client
+    }
+
+    /// The tags of a repository.
+    pub async fn tags(
+        self: &Arc<Self>,
+        registry: &Registry,
+        repository: &str,
+        cred: &Credential,
+        policy: &FreshnessPolicy,
+    ) -> Result<Cached<Arc<Vec<String>>>, MetadataError> {
+        let q = Query {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            kind: QueryKind::Tags,
+        };
+        self.lookup::<Vec<String>>(q, cred, policy).await
+    }
+
+    /// The manifest a tag points at now (digest, then the manifest itself by digest).
+    pub async fn manifest_for_tag(
+        self: &Arc<Self>,
+        registry: &Registry,
+        repository: &str,
+        tag: &str,
+        cred: &Credential,
+        policy: &FreshnessPolicy,
+    ) -> Result<Cached<(Digest, Arc<Manifest>)>, MetadataError> {
+        let q = Query {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            kind: QueryKind::TagDigest(tag.to_owned()),
+        };
+        let digest = self.lookup::<Digest>(q, cred, policy).await?;
+        let manifest = self
+            .manifest(registry, repository, &digest.value, cred, policy)
+            .await?;
+        Ok(Cached {
+            value: ((*digest.value).clone(), manifest.value),
+            age: digest.age,
+            stale: digest.stale,
+        })
+    }
+
+    /// A manifest by digest (immutable, verified against its digest when fetched).
+    pub async fn manifest(
+        self: &Arc<Self>,
+        registry: &Registry,
+        repository: &str,
+        digest: &Digest,
+        cred: &Credential,
+        policy: &FreshnessPolicy,
+    ) -> Result<Cached<Arc<Manifest>>, MetadataError> {
+        let q = Query {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            kind: QueryKind::Manifest(digest.clone()),
+        };
+        let body = self.lookup::<ManifestBody>(q, cred, policy).await?;
+        Ok(Cached {
+            value: body.value.parsed.clone(),
+            age: body.age,
+            stale: false,
+        })
+    }
+
+    fn credential_hash(&self, cred: &Credential) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.hash_key);
+        h.update(cred.fingerprint());
+        h.finalize().into()
+    }
+
+    fn accepted_recently(&self, q: &Query, cred: &Credential, within: Duration) -> bool {
+        let key = (
+            format!("{}|{}", q.registry.base(), q.repository),
+            self.credential_hash(cred),
+        );
+        let map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key)
+            .is_some_and(|t| now_millis().saturating_sub(*t) < within.as_millis() as u64)
+    }
+
+    fn record_acceptance(&self, q: &Query, cred: &Credential, accepted: bool) {
+        let key = (
+            format!("{}|{}", q.registry.base(), q.repository),
+            self.credential_hash(cred),
+        );
+        let mut map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        if accepted {
+            if map.len() > MAX_MEMORY_ENTRIES {
+                map.clear();
+            }
+            map.insert(key, now_millis());
+        } else {
+            map.remove(&key);
+        }
+    }
+
+    fn load<T: Cacheable>(&self, key: &str) -> Option<Arc<Entry<T>>> {
+        if let Some(v) = self
+            .memory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return v.clone().downcast::<Entry<T>>().ok();
+        }
+        let bytes = self.index.get_metadata(key).ok().flatten()?;
+        let stored: StoredEntry<T::Stored> = serde_json::from_slice(&bytes).ok()?;
+        let entry = Arc::new(Entry {
+            fetched_at: stored.fetched_at,
+            anonymous: stored.anonymous,
+            value: match stored.value {
+                Some(s) => Some(T::from_stored(s)?),
+                None => None,
+            },
+        });
+        self.remember(key, entry.clone());
+        Some(entry)
+    }
+
+    fn remember<T: Cacheable>(&self, key: &str, entry: Arc<Entry<T>>) {
+        let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
+        if mem.len() >= MAX_MEMORY_ENTRIES {
+            mem.clear();
+        }
+        mem.insert(key.to_owned(), entry);
+    }
+
+    fn store<T: Cacheable>(&self, key: &str, entry: Entry<T>) -> Arc<Entry<T>> {
+        let stored = StoredEntry {
+            fetched_at: entry.fetched_at,
+            anonymous: entry.anonymous,
+            value: entry.value.as_ref().map(T::to_stored),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&stored) {
+            if let Err(e) = self.index.put_metadata(key, &bytes) {
+                tracing::warn!(error = %e, "cannot persist cached metadata");
+            }
+        }
+        let entry = Arc::new(entry);
+        self.remember(key, entry.clone());
+        entry
+    }
+
+    /// The core policy: fresh → serve; stale within stale-while-revalidate → serve and
+    /// refresh in the background; otherwise refresh now, falling back to stale-if-error.
+    async fn lookup<T: Cacheable>(
+        self: &Arc<Self>,
+        q: Query,
+        cred: &Credential,
+        policy: &FreshnessPolicy,
+    ) -> Result<Cached<Arc<T>>, MetadataError> {
+        let key = q.key();
+        let entry = self.load::<T>(&key);
+        if self.offline {
+            return match entry {
+                Some(e) => entry_result(&q, &e, false),
+                None => Err(MetadataError::Offline(q.describe())),
+            };
+        }
+        if !q.is_immutable() {
+            self.hot.touch(self, &q, policy);
+        }
+        if let Some(e) = &entry {
+            let age_ms = now_millis().saturating_sub(e.fetched_at);
+            let authorized = e.anonymous || self.accepted_recently(&q, cred, policy.auth_ttl);
+            let fresh_for = if e.value.is_none() {
+                policy.negative_ttl
+            } else if q.is_immutable() {
+                Duration::MAX
+            } else {
+                policy.index_max_age
+            };
+            if authorized && u128::from(age_ms) < fresh_for.as_millis() {
+                bump(&self.counters.fresh);
+                return entry_result(&q, e, false);
+            }
+            let swr_until = fresh_for.saturating_add(policy.stale_while_revalidate);
+            if authorized && e.value.is_some() && u128::from(age_ms) < swr_until.as_millis() {
+                bump(&self.counters.stale_served);
+                let me = self.clone();
+                let (q2, cred2, prev) = (q.clone(), cred.clone(), e.clone());
+                tokio::spawn(async move {
+                    let _ = me.refresh::<T>(q2, cred2, Some(prev)).await;
+                });
+                return entry_result(&q, e, true);
+            }
+        }
+        match self
+            .refresh::<T>(q.clone(), cred.clone(), entry.clone())
+            .await
+        {
+            Ok(new) => entry_result(&q, &new, false),
+            Err(err) => {
+                let Some(e) = entry.filter(|e| e.value.is_some()) else {
+                    return Err(err);
+                };
+                let age = Duration::from_millis(now_millis().saturating_sub(e.fetched_at));
+                let within = policy.stale_if_error.is_none_or(|limit| age < limit);
+                // Stale data only to whoever may see it: anyone for anonymous data, else a
+                // credential the origin accepted within auth_ttl.
+                let authorized = e.anonymous || self.accepted_recently(&q, cred, policy.auth_ttl);
+                if within && authorized && is_origin_failure(&err) {
+                    bump(&self.counters.stale_served);
+                    tracing::warn!(what = %q.describe(), error = %err, age_secs = age.as_secs(), "origin failing; serving stale metadata");
+                    return entry_result(&q, &e, true);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Asks the origin (once per key and credential at a time) and stores the answer.
+    fn refresh<T: Cacheable>(
+        self: &Arc<Self>,
+        q: Query,
+        cred: Credential,
+        prev: Option<Arc<Entry<T>>>,
+    ) -> impl Future<Output = Result<Arc<Entry<T>>, MetadataError>> + Send + 'static {
+        let flight_key = (q.key(), cred.fingerprint());
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(&flight_key) {
+                Some(f) => f.clone(),
+                None => {
+                    let me = self.clone();
+                    let fk = flight_key.clone();
+                    let fut = async move {
+                        let r = me.fetch_and_store::<T>(&q, &cred, prev).await;
+                        me.flights
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&fk);
+                        r.map(|e| e as Arc<dyn Any + Send + Sync>)
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(flight_key, fut.clone());
+                    fut
+                }
+            }
+        };
+        async move {
+            let any = flight.await?;
+            any.downcast::<Entry<T>>().map_err(|_| {
+                MetadataError::Origin(Arc::new(OciError::Protocol("cache type confusion".into())))
+            })
+        }
+    }
+
+    async fn fetch_and_store<T: Cacheable>(
+        &self,
+        q: &Query,
+        cred: &Credential,
+        prev: Option<Arc<Entry<T>>>,
+    ) -> Result<Arc<Entry<T>>, MetadataError> {
+        bump(&self.counters.origin_requests);
+        let key = q.key();
+        let anonymous = matches!(cred, Credential::Anonymous);
+        let prev_value = prev.as_ref().and_then(|p| p.value.clone());
+        let result = T::fetch(&self.client, q, cred, prev_value.as_deref()).await;
+        match result {
+            Ok(Fetched::Unchanged) => {
+                bump(&self.counters.revalidations_unchanged);
+                self.record_acceptance(q, cred, true);
+                let prev = prev.expect("Unchanged only with a previous value");
+                Ok(self.store(
+                    &key,
+                    Entry {
+                        fetched_at: now_millis(),
+                        anonymous: anonymous || prev.anonymous,
+                        value: prev.value.clone(),
+                    },
+                ))
+            }
+            Ok(Fetched::New(v)) => {
+                if prev_value.is_some() {
+                    bump(&self.counters.revalidations_changed);
+                }
+                self.record_acceptance(q, cred, true);
+                Ok(self.store(
+                    &key,
+                    Entry {
+                        fetched_at: now_millis(),
+                        anonymous,
+                        value: Some(Arc::new(v)),
+                    },
+                ))
+            }
+            Err(OciError::NotFound { what }) => {
+                self.record_acceptance(q, cred, true);
+                self.store::<T>(
+                    &key,
+                    Entry {
+                        fetched_at: now_millis(),
+                        anonymous,
+                        value: None,
+                    },
+                );
+                Err(MetadataError::NotFound(what))
+            }
+            Err(e) => {
+                if prev.is_some() {
+                    bump(&self.counters.revalidations_failed);
+                }
+                if matches!(
+                    e,
+                    OciError::Unauthorized { .. } | OciError::Forbidden { .. }
+                ) {
+                    self.record_acceptance(q, cred, false);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn entry_result<T>(q: &Query, e: &Entry<T>, stale: bool) -> Result<Cached<Arc<T>>, MetadataError> {
+    let age = Duration::from_millis(now_millis().saturating_sub(e.fetched_at));
+    match &e.value {
+        Some(v) => Ok(Cached {
+            value: v.clone(),
+            age,
+            stale,
+        }),
+        None => Err(MetadataError::NotFound(q.describe())),
+    }
+}
+
+/// Failures that stale-if-error covers: the origin unreachable, slow or broken — not a
+/// refusal of the client's credential, nor a "not found".
+fn is_origin_failure(e: &MetadataError) -> bool {
+    match e {
+        MetadataError::Origin(o) => match &**o {
+            OciError::Unreachable { .. }
+            | OciError::Timeout { .. }
+            | OciError::Protocol(_)
+            | OciError::TooLarge { .. }
+            | OciError::InvalidManifest { .. }
+            | OciError::DigestMismatch { .. } => true,
+            OciError::UnexpectedStatus { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+pub(crate) enum Fetched<T> {
+    New(T),
+    Unchanged,
+}
+
+/// A kind of cached metadata: how to fetch it and how to keep it.
+pub(crate) trait Cacheable: Sized + Send + Sync + 'static {
+    type Stored: Serialize + DeserializeOwned;
+    fn to_stored(v: &Arc<Self>) -> Self::Stored;
+    fn from_stored(s: Self::Stored) -> Option<Arc<Self>>;
+    fn fetch<'a>(
+        client: &'a OciClient,
+        q: &'a Query,
+        cred: &'a Credential,
+        prev: Option<&'a Self>,
+    ) -> BoxFuture<'a, Result<Fetched<Self>, OciError>>;
+}
+
+impl Cacheable for Vec<String> {
+    type Stored = Vec<String>;
+    fn to_stored(v: &Arc<Self>) -> Self::Stored {
+        (**v).clone()
+    }
+    fn from_stored(s: Self::Stored) -> Option<Arc<Self>> {
+        Some(Arc::new(s))
+    }
+    fn fetch<'a>(
+        client: &'a OciClient,
+        q: &'a Query,
+        cred: &'a Credential,
+        prev: Option<&'a Self>,
+    ) -> BoxFuture<'a, Result<Fetched<Self>, OciError>> {
+        async move {
+            let tags = client.list_tags(&q.registry, &q.repository, cred).await?;
+            Ok(if prev == Some(&tags) {
+                Fetched::Unchanged
+            } else {
+                Fetched::New(tags)
+            })
+        }
+        .boxed()
+    }
+}
+
+impl Cacheable for Digest {
+    type Stored = Digest;
+    fn to_stored(v: &Arc<Self>) -> Self::Stored {
+        (**v).clone()
+    }
+    fn from_stored(s: Self::Stored) -> Option<Arc<Self>> {
+        Some(Arc::new(s))
+    }
+    /// Revalidation is a `HEAD` comparing `Docker-Content-Digest`: an unchanged tag costs
+    /// one small request. A first fetch (or a registry that does not say) is a `GET`.
+    fn fetch<'a>(
+        client: &'a OciClient,
+        q: &'a Query,
+        cred: &'a Credential,
+        prev: Option<&'a Self>,
+    ) -> BoxFuture<'a, Result<Fetched<Self>, OciError>> {
+        async move {
+            let QueryKind::TagDigest(tag) = &q.kind else {
+                unreachable!("Digest entries are tag lookups")
+            };
+            if let Some(now) = client
+                .manifest_digest(&q.registry, &q.repository, tag, cred)
+                .await?
+            {
+                return Ok(if prev == Some(&now) {
+                    Fetched::Unchanged
+                } else {
+                    Fetched::New(now)
+                });
+            }
+            let m = client
+                .get_manifest(&q.registry, &q.repository, tag, cred)
+                .await?;
+            Ok(Fetched::New(m.digest))
+        }
+        .boxed()
+    }
+}
+
+/// A manifest document as fetched (verified), with its parse.
+pub(crate) struct ManifestBody {
+    raw: Vec<u8>,
+    parsed: Arc<Manifest>,
+}
+
+impl Cacheable for ManifestBody {
+    type Stored = String;
+    fn to_stored(v: &Arc<Self>) -> Self::Stored {
+        // Manifests are JSON text; keep them as they came.
+        String::from_utf8_lossy(&v.raw).into_owned()
+    }
+    fn from_stored(s: Self::Stored) -> Option<Arc<Self>> {
+        let parsed = Manifest::parse(None, s.as_bytes()).ok()?;
+        Some(Arc::new(ManifestBody {
+            raw: s.into_bytes(),
+            parsed: Arc::new(parsed),
+        }))
+    }
+    fn fetch<'a>(
+        client: &'a OciClient,
+        q: &'a Query,
+        cred: &'a Credential,
+        _prev: Option<&'a Self>,
+    ) -> BoxFuture<'a, Result<Fetched<Self>, OciError>> {
+        async move {
+            let QueryKind::Manifest(d) = &q.kind else {
+                unreachable!("ManifestBody entries are digests")
+            };
+            let FetchedManifest { body, manifest, .. } = client
+                .get_manifest(&q.registry, &q.repository, d.as_str(), cred)
+                .await?;
+            Ok(Fetched::New(ManifestBody {
+                raw: body.to_vec(),
+                parsed: Arc::new(manifest),
+            }))
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,142 @@
+//! The background revalidator: entries asked for recently (the hot set) are refreshed before
+//! they go stale, so clients keep getting fresh answers without waiting on the origin.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{MetadataCache, Query, QueryKind};
+use crate::config::FreshnessPolicy;
+use crate::oci::{Credential, Digest};
+use crate::store::now_millis;
+
+/// How often the hot set is scanned.
+const TICK: Duration = Duration::from_secs(2);
+/// Entries not asked for within this long leave the hot set.
+const HOT_WINDOW: Duration = Duration::from_secs(3600);
+/// Refreshes running at once.
+const CONCURRENCY: usize = 4;
+/// Entries are refreshed once this fraction of `index_max_age` has passed.
+const REFRESH_AT: f64 = 0.75;
+
+struct HotEntry {
+    query: Query,
+    policy: FreshnessPolicy,
+    last_asked: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct HotSet {
+    entries: Mutex<HashMap<String, HotEntry>>,
+}
+
+impl HotSet {
+    pub(crate) fn touch(&self, _cache: &MetadataCache, q: &Query, policy: &FreshnessPolicy) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_millis();
+        match map.get_mut(&q.key()) {
+            Some(e) => {
+                e.last_asked = now;
+                e.policy = *policy;
+            }
+            None => {
+                if map.len() >= super::MAX_MEMORY_ENTRIES {
+                    return;
+                }
+                map.insert(
+                    q.key(),
+                    HotEntry {
+                        query: q.clone(),
+                        policy: *policy,
+                        last_asked: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Queries due for a refresh, forgetting those no longer asked for.
+    fn due(&self, cache: &MetadataCache) -> Vec<Query> {
+        let now = now_millis();
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, e| now.saturating_sub(e.last_asked) < HOT_WINDOW.as_millis() as u64);
+        map.values()
+            .filter(|e| {
+                let threshold = (e.policy.index_max_age.as_millis() as f64 * REFRESH_AT) as u64;
+                match cache.entry_meta(&e.query) {
+                    // Only what the background credential may fetch: anonymous data, since
+                    // data fetched with a client's credential is refreshed on that client's
+                    // next request.
+                    Some((fetched_at, anonymous)) => {
+                        anonymous && now.saturating_sub(fetched_at) >= threshold
+                    }
+                    None => false,
+                }
+            })
+            .map(|e| e.query.clone())
+            .collect()
+    }
+}
+
+impl MetadataCache {
+    /// (fetched_at, anonymous) of a cached entry.
+    fn entry_meta(&self, q: &Query) -> Option<(u64, bool)> {
+        let key = q.key();
+        match &q.kind {
+            QueryKind::Tags => self
+                .load::<Vec<String>>(&key)
+                .map(|e| (e.fetched_at, e.anonymous)),
+            QueryKind::TagDigest(_) => self
+                .load::<Digest>(&key)
+                .map(|e| (e.fetched_at, e.anonymous)),
+            QueryKind::Manifest(_) => None,
+        }
+    }
+
+    async fn refresh_query(self: &Arc<Self>, q: Query) {
+        let key = q.key();
+        let cred = Credential::Anonymous;
+        let _ = match &q.kind {
+            QueryKind::Tags => {
+                let prev = self.load::<Vec<String>>(&key);
+                self.refresh::<Vec<String>>(q, cred, prev).await.map(|_| ())
+            }
+            QueryKind::TagDigest(_) => {
+                let prev = self.load::<Digest>(&key);
+                self.refresh::<Digest>(q, cred, prev).await.map(|_| ())
+            }
+            QueryKind::Manifest(_) => Ok(()),
+        };
+    }
+}
+
+/// Starts the background revalidator (not in offline mode: it would contact origins).
+pub fn spawn_hot_set_refresher(cache: Arc<MetadataCache>) -> Option<tokio::task::JoinHandle<()>> {
+    if cache.is_offline() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due = cache.hot.due(&cache);
+            if due.is_empty() {
+                continue;
+            }
+            futures::stream::iter(due)
+                .for_each_concurrent(CONCURRENCY, |q| {
+                    let cache = cache.clone();
+                    async move {
+                        // Jitter, so many entries due at once do not hit the origin together.
+                        let jitter = rand::random::<u64>() % 500;
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                        cache.refresh_query(q).await;
+                    }
+                })
+                .await;
+        }
+    }))
+}
