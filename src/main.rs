@@ -36,6 +36,8 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Prefetch providers into the cache (from ADDR[@CONSTRAINTS], lock files or configurations).
+    Warm(odtr::cli::warm::WarmArgs),
     /// Inspect and look after the package cache.
     #[command(subcommand)]
     Cache(odtr::cli::cache::CacheCommand),
@@ -84,6 +86,9 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             }
+            Command::Warm(args) => odtr::cli::warm::run(config, args)
+                .await
+                .map_err(|e| e.to_string()),
             Command::Cache(c) => odtr::cli::cache::run(&config, c).map_err(|e| e.to_string()),
             Command::Push(_) => unreachable!("push runs before the configuration is loaded"),
         }

@@ -3,3 +3,4 @@
 pub mod cache;
 pub mod push;
 pub mod server;
+pub mod warm;

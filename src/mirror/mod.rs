@@ -354,6 +354,33 @@ impl MirrorService {
         Ok(Credential::PassThrough(header))
     }
 
+    /// For `warm`: the package from the cache, or a fill started with `cred` (a server-side
+    /// credential, no sealed URL involved).
+    pub fn warm_package(
+        &self,
+        addr: &ProviderAddress,
+        digest: &Digest,
+        cred: &Credential,
+    ) -> Lookup {
+        let repo = self.repository(addr);
+        let source = BlobSource {
+            mirror: self.name().to_owned(),
+            repository: repo.clone(),
+            anonymous: matches!(cred, Credential::Anonymous),
+        };
+        let client = self.meta.client().clone();
+        let registry = self.registry.clone();
+        let (d, cred) = (digest.clone(), cred.clone());
+        self.store
+            .get_or_fill(digest, source, "application/zip", move || {
+                Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
+            })
+    }
+
+    pub fn store(&self) -> &Arc<BlobStore> {
+        &self.store
+    }
+
     /// The package with this digest, from the cache or from one shared origin fetch that is
     /// verified as it flows. A cached copy is only handed out on the terms it would be from
     /// the origin: with a sealed URL (issued after the origin accepted the client's
@@ -368,7 +395,13 @@ impl MirrorService {
         let repo = self.repository(addr);
         if self.meta.is_offline() {
             return match self.store.cached(digest) {
-                Some(blob) => Ok(PackageBody::Cached(blob)),
+                Some(blob) => {
+                    self.store
+                        .counters
+                        .hits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(PackageBody::Cached(blob))
+                }
                 None => Err(MirrorError::Offline {
                     what: format!("package {digest} of {addr}"),
                     warm_command: self.warm_command(&addr.to_string()),

@@ -1,8 +1,12 @@
 //! Terraform's vocabulary: provider addresses, versions, platforms, package hashes, and how
 //! the two OCI layouts describe one provider version.
 
+pub mod constraints;
 pub mod hash;
 pub mod layout;
+pub mod publish;
+pub mod requirements;
+pub mod sources;
 
 use std::fmt;
 

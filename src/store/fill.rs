@@ -109,6 +109,15 @@ impl Fill {
         }
     }
 
+    /// Bytes received so far, and the total when the origin said.
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        match &*self.state.borrow() {
+            FillState::Running { written, total, .. } => (*written, *total),
+            FillState::Done { size, .. } => (*size, Some(*size)),
+            FillState::Connecting | FillState::Failed(_) => (0, None),
+        }
+    }
+
     /// Waits until every byte is in and verified; returns the size.
     pub async fn finished(&self) -> Result<u64, FillError> {
         let mut rx = self.state.clone();

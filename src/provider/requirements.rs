@@ -1,0 +1,261 @@
+//! Which provider versions a user needs: from command-line specs (`ADDR[@CONSTRAINTS]`),
+//! from `.terraform.lock.hcl` files, and from the `required_providers` of a configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hcl_edit::expr::{Expression, ObjectKey};
+use hcl_edit::structure::{Block, BlockLabel, Body, Structure};
+
+use super::constraints::{ConstraintError, Constraints};
+use super::ProviderAddress;
+
+/// Terraform's default provider registry hostname.
+pub const DEFAULT_HOSTNAME: &str = "registry.terraform.io";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequirementsError {
+    #[error("{0:?} is not a provider address (HOSTNAME/NAMESPACE/TYPE or NAMESPACE/TYPE)")]
+    Address(String),
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+}
+
+/// What to fetch for one provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub address: ProviderAddress,
+    pub constraints: Constraints,
+    /// Hashes a lock file recorded (checked against what is cached).
+    pub locked_hashes: Vec<String>,
+}
+
+/// `registry.terraform.io/hashicorp/aws`, or the short `hashicorp/aws`.
+pub fn parse_address(s: &str) -> Result<ProviderAddress, RequirementsError> {
+    let bad = || RequirementsError::Address(s.to_owned());
+    let parts: Vec<&str> = s.trim().split('/').collect();
+    match parts.as_slice() {
+        [ns, ty] => ProviderAddress::new(DEFAULT_HOSTNAME, ns, ty).map_err(|_| bad()),
+        [host, ns, ty] => ProviderAddress::new(host, ns, ty).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// `ADDR` or `ADDR@CONSTRAINTS`.
+pub fn parse_spec(s: &str) -> Result<Requirement, RequirementsError> {
+    let (addr, constraints) = match s.split_once('@') {
+        Some((a, c)) => (a, Constraints::parse(c)?),
+        None => (s, Constraints::any()),
+    };
+    Ok(Requirement {
+        address: parse_address(addr)?,
+        constraints,
+        locked_hashes: Vec::new(),
+    })
+}
+
+fn parse_hcl(path: &Path) -> Result<Body, RequirementsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RequirementsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    hcl_edit::parser::parse_body(&text).map_err(|e| RequirementsError::Syntax {
+        path: path.to_owned(),
+        message: format!("line {}: {}", e.location().line(), e.message()),
+    })
+}
+
+fn string_value(e: &Expression) -> Option<String> {
+    match e {
+        Expression::String(s) => Some(s.value().clone()),
+        _ => None,
+    }
+}
+
+fn blocks<'a>(body: &'a Body, ident: &'a str) -> impl Iterator<Item = &'a Block> + 'a {
+    body.iter().filter_map(move |s| match s {
+        Structure::Block(b) if b.ident.as_str() == ident => Some(b),
+        _ => None,
+    })
+}
+
+/// The providers of a `.terraform.lock.hcl`, each pinned to its exact version.
+pub fn from_lock_file(path: &Path) -> Result<Vec<Requirement>, RequirementsError> {
+    let body = parse_hcl(path)?;
+    let syntax = |message: String| RequirementsError::Syntax {
+        path: path.to_owned(),
+        message,
+    };
+    let mut out = Vec::new();
+    for block in blocks(&body, "provider") {
+        let addr = match block.labels.first() {
+            Some(BlockLabel::String(s)) => parse_address(s.value())?,
+            _ => return Err(syntax("a provider block without its address label".into())),
+        };
+        let mut version = None;
+        let mut hashes = Vec::new();
+        for s in block.body.iter() {
+            let Structure::Attribute(a) = s else { continue };
+            match a.key.as_str() {
+                "version" => version = string_value(&a.value),
+                "hashes" => {
+                    if let Expression::Array(arr) = &a.value {
+                        hashes.extend(arr.iter().filter_map(string_value));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let version = version.ok_or_else(|| syntax(format!("provider {addr} has no version")))?;
+        out.push(Requirement {
+            address: addr,
+            constraints: Constraints::parse(&format!("= {version}"))?,
+            locked_hashes: hashes,
+        });
+    }
+    Ok(out)
+}
+
+/// The `required_providers` of every `.tf` file in a configuration directory, with the
+/// constraints of all files combined per provider.
+pub fn from_config_dir(dir: &Path) -> Result<Vec<Requirement>, RequirementsError> {
+    let read_err = |source| RequirementsError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "tf"))
+        .collect();
+    files.sort();
+    let mut found: BTreeMap<ProviderAddress, Constraints> = BTreeMap::new();
+    for file in files {
+        let body = parse_hcl(&file)?;
+        for tf in blocks(&body, "terraform") {
+            for rp in blocks(&tf.body, "required_providers") {
+                for s in rp.body.iter() {
+                    let Structure::Attribute(a) = s else { continue };
+                    let local_name = a.key.as_str();
+                    let (source, version) = match &a.value {
+                        // Legacy form: `aws = "~> 5.0"`.
+                        Expression::String(v) => (None, Some(v.value().clone())),
+                        Expression::Object(obj) => {
+                            let mut source = None;
+                            let mut version = None;
+                            for (k, v) in obj.iter() {
+                                let key = match k {
+                                    ObjectKey::Ident(i) => i.as_str().to_owned(),
+                                    ObjectKey::Expression(e) => string_value(e).unwrap_or_default(),
+                                };
+                                match key.as_str() {
+                                    "source" => source = string_value(v.expr()),
+                                    "version" => version = string_value(v.expr()),
+                                    _ => {}
+                                }
+                            }
+                            (source, version)
+                        }
+                        _ => continue,
+                    };
+                    // Without a source, Terraform assumes hashicorp/<local name>.
+                    let addr = match source {
+                        Some(s) => parse_address(&s)?,
+                        None => parse_address(&format!("hashicorp/{local_name}"))?,
+                    };
+                    let c = match version {
+                        Some(v) => Constraints::parse(&v)?,
+                        None => Constraints::any(),
+                    };
+                    let entry = found.entry(addr).or_default();
+                    *entry = std::mem::take(entry).and(&c);
+                }
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(address, constraints)| Requirement {
+            address,
+            constraints,
+            locked_hashes: Vec::new(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        let r = parse_spec("hashicorp/aws@~> 5.0").unwrap();
+        assert_eq!(r.address.to_string(), "registry.terraform.io/hashicorp/aws");
+        assert_eq!(r.constraints.to_string(), "~> 5.0");
+        let r = parse_spec("example.com/acme/foo").unwrap();
+        assert!(r.constraints.is_any());
+        assert!(parse_spec("aws").is_err());
+        assert!(parse_spec("a/b/c/d").is_err());
+        assert!(parse_spec("a/b@>= x").is_err());
+    }
+
+    #[test]
+    fn lock_files_and_config_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".terraform.lock.hcl");
+        std::fs::write(
+            &lock,
+            r#"# This file is maintained automatically by "terraform init".
+provider "registry.terraform.io/acme/foo" {
+  version     = "1.0.0"
+  constraints = "1.0.0"
+  hashes = [
+    "h1:abc=",
+    "zh:0123",
+  ]
+}
+"#,
+        )
+        .unwrap();
+        let locked = from_lock_file(&lock).unwrap();
+        assert_eq!(locked.len(), 1);
+        assert_eq!(
+            locked[0].address.to_string(),
+            "registry.terraform.io/acme/foo"
+        );
+        assert!(locked[0].constraints.allows(&semver::Version::new(1, 0, 0)));
+        assert!(!locked[0].constraints.allows(&semver::Version::new(1, 0, 1)));
+        assert_eq!(locked[0].locked_hashes, ["h1:abc=", "zh:0123"]);
+
+        std::fs::write(
+            dir.path().join("main.tf"),
+            r#"terraform {
+  required_providers {
+    foo = { source = "acme/foo", version = ">= 1.0" }
+    aws = "~> 5.0"
+  }
+}
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("versions.tf"),
+            "terraform {\n  required_providers {\n    foo = {\n      source  = \"registry.terraform.io/acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        let reqs = from_config_dir(dir.path()).unwrap();
+        let by: BTreeMap<String, String> = reqs
+            .iter()
+            .map(|r| (r.address.to_string(), r.constraints.to_string()))
+            .collect();
+        assert_eq!(by["registry.terraform.io/acme/foo"], ">= 1.0, < 2.0");
+        assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
+    }
+}
