@@ -33,7 +33,7 @@ pub use error::ApiError;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the cache figures are written for `cache stats`.
-const STATS_INTERVAL: Duration = Duration::from_secs(5);
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
