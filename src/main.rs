@@ -38,6 +38,10 @@ enum Command {
     },
     /// Prefetch providers into the cache (from ADDR[@CONSTRAINTS], lock files or configurations).
     Warm(odtr::cli::warm::WarmArgs),
+    /// Write a static network mirror (index.json, VERSION.json, zips) from the cache.
+    Export(odtr::cli::export::ExportArgs),
+    /// Write or complete .terraform.lock.hcl with h1: and zh: hashes for every platform, from the cache.
+    Lock(odtr::cli::lock::LockArgs),
     /// Inspect and look after the package cache.
     #[command(subcommand)]
     Cache(odtr::cli::cache::CacheCommand),
@@ -87,6 +91,12 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             Command::Warm(args) => odtr::cli::warm::run(config, args)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Export(args) => odtr::cli::export::run(config, args)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Lock(args) => odtr::cli::lock::run(config, args)
                 .await
                 .map_err(|e| e.to_string()),
             Command::Cache(c) => odtr::cli::cache::run(&config, c).map_err(|e| e.to_string()),

@@ -23,29 +23,36 @@ use crate::provider::requirements::{self, Requirement};
 use crate::provider::{ProviderAddress, TargetPlatform};
 use crate::store::{DirLock, Lookup};
 
-#[derive(Debug, clap::Args)]
-pub struct WarmArgs {
-    /// The provider_mirror to fill (default: the only one configured).
+/// Which providers, versions and platforms: shared by `warm`, `export` and `lock`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Selection {
+    /// The provider_mirror to use (default: the only one configured).
     #[arg(long)]
     pub mirror: Option<String>,
-    /// OS_ARCH to fetch (repeatable); `all` for every platform the origin has. Default: this host's.
+    /// OS_ARCH (repeatable); `all` for every platform there is. Default: this host's.
     #[arg(long = "platform", value_name = "OS_ARCH")]
     pub platforms: Vec<String>,
-    /// Packages fetched at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
     /// Exact versions (and hashes to check) from a .terraform.lock.hcl (repeatable).
     #[arg(long = "lock-file", value_name = "PATH")]
     pub lock_files: Vec<PathBuf>,
     /// The required_providers of the .tf files in a configuration directory (repeatable).
     #[arg(long = "dir", value_name = "PATH")]
     pub dirs: Vec<PathBuf>,
-    /// Fetch every version matching the constraints, not only the newest.
+    /// Every version matching the constraints, not only the newest.
     #[arg(long)]
     pub all_matching: bool,
     /// Providers as ADDR or ADDR@CONSTRAINTS, e.g. hashicorp/aws@"~> 5.0".
     #[arg(value_name = "ADDR[@CONSTRAINTS]")]
     pub specs: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Packages fetched at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +69,14 @@ pub enum WarmError {
 
 /// One package to bring into the cache.
 #[derive(Debug, Clone)]
-struct Job {
-    address: ProviderAddress,
-    version: Version,
-    platform: TargetPlatform,
-    digest: Digest,
+pub(crate) struct Job {
+    pub address: ProviderAddress,
+    pub version: Version,
+    pub platform: TargetPlatform,
+    pub digest: Digest,
     /// The archive URL (server mode), relative to the VERSION.json URL.
     url: Option<String>,
-    locked_hashes: Vec<String>,
+    pub locked_hashes: Vec<String>,
 }
 
 impl Job {
@@ -84,7 +91,7 @@ enum Outcome {
 }
 
 /// How warm reaches the cache.
-enum Backend {
+pub(crate) enum Backend {
     Direct {
         mirror: Arc<MirrorService>,
         cred: Credential,
@@ -92,30 +99,33 @@ enum Backend {
     Server(ServerClient),
 }
 
-pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
-    let started = Instant::now();
-    let mirror_name = match (&args.mirror, config.provider_mirrors.as_slice()) {
+/// The mirror the selection names (or the only one).
+pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, WarmError> {
+    match (&sel.mirror, config.provider_mirrors.as_slice()) {
         (Some(m), _) => config.mirror(m).map(|m| m.name.clone()).ok_or_else(|| {
             WarmError::Usage(format!(
                 "no provider_mirror named {m:?} in {}",
                 config.source.display()
             ))
-        })?,
-        (None, [only]) => only.name.clone(),
-        (None, _) => {
-            return Err(WarmError::Usage(
-                "several provider_mirror blocks are configured: choose one with --mirror NAME"
-                    .into(),
-            ))
-        }
-    };
-    let reqs = gather_requirements(&args)?;
+        }),
+        (None, [only]) => Ok(only.name.clone()),
+        (None, _) => Err(WarmError::Usage(
+            "several provider_mirror blocks are configured: choose one with --mirror NAME".into(),
+        )),
+    }
+}
+
+pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
+    let started = Instant::now();
+    let sel = &args.selection;
+    let mirror_name = mirror_name(&config, sel)?;
+    let reqs = gather_requirements(sel)?;
     if reqs.is_empty() {
         return Err(WarmError::Usage(
             "nothing to warm: give ADDR[@CONSTRAINTS] arguments, --lock-file or --dir".into(),
         ));
     }
-    let platforms = platform_selection(&args.platforms)?;
+    let platforms = platform_selection(&sel.platforms)?;
     let mirror_config = config.mirror(&mirror_name).expect("checked above").clone();
     let cred = crate::oci::credentials::credential_for(&mirror_config.origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
@@ -144,7 +154,7 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     let mut failures = Vec::new();
     let mut jobs = Vec::new();
     for req in &reqs {
-        match plan(&backend, req, &platforms, args.all_matching).await {
+        match plan(&backend, req, &platforms, sel.all_matching).await {
             Ok(mut j) => jobs.append(&mut j),
             Err(e) => failures.push(e),
         }
@@ -206,7 +216,7 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
 }
 
 /// All requirements, one per provider (constraints combined, lock-file hashes kept).
-fn gather_requirements(args: &WarmArgs) -> Result<Vec<Requirement>, WarmError> {
+pub(crate) fn gather_requirements(args: &Selection) -> Result<Vec<Requirement>, WarmError> {
     let mut all = Vec::new();
     for s in &args.specs {
         all.push(requirements::parse_spec(s)?);
@@ -233,7 +243,9 @@ fn gather_requirements(args: &WarmArgs) -> Result<Vec<Requirement>, WarmError> {
 }
 
 /// `None` means every platform the origin has.
-fn platform_selection(given: &[String]) -> Result<Option<Vec<TargetPlatform>>, WarmError> {
+pub(crate) fn platform_selection(
+    given: &[String],
+) -> Result<Option<Vec<TargetPlatform>>, WarmError> {
     if given.iter().any(|p| p == "all") {
         return Ok(None);
     }
@@ -266,7 +278,7 @@ pub fn host_platform() -> TargetPlatform {
     }
 }
 
-async fn plan(
+pub(crate) async fn plan(
     backend: &Backend,
     req: &Requirement,
     platforms: &Option<Vec<TargetPlatform>>,
@@ -355,6 +367,32 @@ async fn fetch(backend: &Backend, job: &Job, bar: &ProgressBar) -> Result<Outcom
 }
 
 impl Backend {
+    /// The cache opened by this process, in offline mode: answers come from the cache only.
+    pub(crate) fn offline(config: &Config, mirror: &str) -> Result<Backend, WarmError> {
+        let mut config = config.clone();
+        config.server.offline = true;
+        if let Some(owner) = DirLock::owner(&config.cache.directory) {
+            return Err(WarmError::Setup(format!(
+                "the cache {} is in use by the server ({owner}); stop it first",
+                config.cache.directory.display()
+            )));
+        }
+        let state = AppState::from_config(&config).map_err(|e| WarmError::Setup(e.to_string()))?;
+        let mirror = state.mirrors.get(mirror).cloned().expect("mirror exists");
+        Ok(Backend::Direct {
+            mirror,
+            cred: Credential::Anonymous,
+        })
+    }
+
+    /// The stored package file and its metadata (direct backends only).
+    pub(crate) fn cached(&self, digest: &Digest) -> Option<crate::store::CachedBlob> {
+        match self {
+            Backend::Direct { mirror, .. } => mirror.store().cached(digest),
+            Backend::Server(_) => None,
+        }
+    }
+
     async fn versions(&self, addr: &ProviderAddress) -> Result<Vec<Version>, String> {
         match self {
             Backend::Direct { mirror, cred } => {
@@ -431,7 +469,7 @@ impl Backend {
 }
 
 /// Talks to the running server that owns the cache, over its mirror endpoints on loopback.
-struct ServerClient {
+pub(crate) struct ServerClient {
     http: reqwest::Client,
     base: url::Url,
     authorization: Option<String>,

@@ -1,0 +1,190 @@
+//! `export DIR`: write a static network mirror from the cache — the layout `terraform
+//! providers mirror` produces (`HOST/NS/TYPE/index.json`, `VERSION.json`, the zips) — for
+//! any static web server or a `filesystem_mirror`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::warm::{
+    gather_requirements, mirror_name, plan, platform_selection, Backend, Selection, WarmError,
+};
+use crate::config::Config;
+use crate::provider::hash::zh_from_sha256_hex;
+use crate::provider::ProviderAddress;
+use crate::store::hash_file;
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The directory to write the static mirror into (created if needed).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
+    let sel = &args.selection;
+    let mirror = mirror_name(&config, sel)?;
+    let reqs = gather_requirements(sel)?;
+    if reqs.is_empty() {
+        return Err(WarmError::Usage(
+            "nothing to export: give ADDR[@CONSTRAINTS] arguments, --lock-file or --dir".into(),
+        ));
+    }
+    let platforms = platform_selection(&sel.platforms)?;
+    let backend = Backend::offline(&config, &mirror)?;
+    let mut failures = Vec::new();
+    // (address, version) → platform → (file name, hashes)
+    let mut docs: BTreeMap<
+        (ProviderAddress, semver::Version),
+        BTreeMap<String, (String, Vec<String>)>,
+    > = BTreeMap::new();
+    let mut written = 0;
+    for req in &reqs {
+        let jobs = match plan(&backend, req, &platforms, sel.all_matching).await {
+            Ok(j) => j,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for job in jobs {
+            let Some(blob) = backend.cached(&job.digest) else {
+                failures.push(format!(
+                    "{} {} {}: not in the cache; run `oci-distribution-terraform-registry warm --mirror {mirror} --platform {} {}@{}` first",
+                    job.address, job.version, job.platform, job.platform, job.address, job.version
+                ));
+                continue;
+            };
+            let a = &job.address;
+            let file_name = format!(
+                "terraform-provider-{}_{}_{}.zip",
+                a.type_name, job.version, job.platform
+            );
+            let dir = args
+                .dir
+                .join(&a.hostname)
+                .join(&a.namespace)
+                .join(&a.type_name);
+            match copy_if_absent(&blob.file, &dir, &file_name, job.digest.hex()) {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            }
+            let mut hashes: Vec<String> = blob.meta.h1.clone().into_iter().collect();
+            hashes.push(zh_from_sha256_hex(job.digest.hex()));
+            docs.entry((a.clone(), job.version.clone()))
+                .or_default()
+                .insert(job.platform.to_string(), (file_name, hashes));
+        }
+    }
+    for ((addr, version), archives) in &docs {
+        let dir = args
+            .dir
+            .join(&addr.hostname)
+            .join(&addr.namespace)
+            .join(&addr.type_name);
+        if let Err(e) = write_version_docs(&dir, version, archives) {
+            failures.push(format!("{addr} {version}: {e}"));
+        }
+    }
+    println!(
+        "Exported {} package(s) ({written} written, {} already there) into {}.",
+        docs.values().map(|a| a.len()).sum::<usize>(),
+        docs.values().map(|a| a.len()).sum::<usize>() - written,
+        args.dir.display()
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        let total = failures.len();
+        Err(WarmError::Failed { failures, total })
+    }
+}
+
+/// Copies the stored package unless `dir/name` already holds it; refuses different content.
+fn copy_if_absent(src: &std::fs::File, dir: &Path, name: &str, hex: &str) -> Result<bool, String> {
+    let dest = dir.join(name);
+    if dest.exists() {
+        return match hash_file(&dest) {
+            Ok(h) if h == hex => Ok(false),
+            Ok(_) => Err(format!(
+                "{} exists with different content; refusing to overwrite it",
+                dest.display()
+            )),
+            Err(e) => Err(format!("{}: {e}", dest.display())),
+        };
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.partial"));
+    let result = (|| -> std::io::Result<()> {
+        let mut out = std::fs::File::create(&tmp)?;
+        let mut input = src.try_clone()?;
+        std::io::Seek::rewind(&mut input)?;
+        std::io::copy(&mut input, &mut out)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &dest)
+    })();
+    result.map(|_| true).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", dest.display())
+    })
+}
+
+/// Writes (or extends) `VERSION.json` and `index.json`, never changing what is there.
+fn write_version_docs(
+    dir: &Path,
+    version: &semver::Version,
+    archives: &BTreeMap<String, (String, Vec<String>)>,
+) -> Result<(), String> {
+    let version_path = dir.join(format!("{version}.json"));
+    let mut doc =
+        read_json(&version_path)?.unwrap_or_else(|| serde_json::json!({ "archives": {} }));
+    let existing = doc["archives"]
+        .as_object_mut()
+        .ok_or_else(|| format!("{} has no archives object", version_path.display()))?;
+    for (platform, (url, hashes)) in archives {
+        let entry = serde_json::json!({ "url": url, "hashes": hashes });
+        match existing.get(platform) {
+            Some(old) if old["url"] != entry["url"] => {
+                return Err(format!(
+                    "{} already lists a different {platform} package; refusing to overwrite it",
+                    version_path.display()
+                ))
+            }
+            _ => {
+                existing.insert(platform.clone(), entry);
+            }
+        }
+    }
+    write_json(&version_path, &doc)?;
+    let index_path = dir.join("index.json");
+    let mut index =
+        read_json(&index_path)?.unwrap_or_else(|| serde_json::json!({ "versions": {} }));
+    index["versions"]
+        .as_object_mut()
+        .ok_or_else(|| format!("{} has no versions object", index_path.display()))?
+        .insert(version.to_string(), serde_json::json!({}));
+    write_json(&index_path, &index)
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), String> {
+    let tmp = path.with_extension("json.partial");
+    let body = serde_json::to_vec_pretty(value).expect("JSON values serialise");
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,211 @@
+//! `lock`: write or complete a `.terraform.lock.hcl` with `h1:` and `zh:` hashes for every
+//! requested platform, from the cache. Terraform itself records only the local platform's
+//! hash when installing from a mirror, which breaks lock files on mixed-OS teams and CI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::warm::{mirror_name, plan, platform_selection, Backend, Selection, WarmError};
+use crate::config::Config;
+use crate::provider::constraints::Constraints;
+use crate::provider::hash::zh_from_sha256_hex;
+use crate::provider::requirements::{self, Requirement};
+use crate::provider::ProviderAddress;
+
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// The provider_mirror whose cache to read (default: the only one configured).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// OS_ARCH to record hashes for (repeatable); `all` for every cached platform. Default: this host's.
+    #[arg(long = "platform", value_name = "OS_ARCH")]
+    pub platforms: Vec<String>,
+    /// The configuration directory whose required_providers to lock and whose
+    /// .terraform.lock.hcl to write (default: the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Lock these instead of the configuration's providers: ADDR@VERSION.
+    #[arg(value_name = "ADDR@VERSION")]
+    pub specs: Vec<String>,
+}
+
+struct Locked {
+    version: semver::Version,
+    constraints: Option<String>,
+    hashes: BTreeSet<String>,
+}
+
+pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let lock_path = dir.join(".terraform.lock.hcl");
+    let sel = Selection {
+        mirror: args.mirror.clone(),
+        platforms: args.platforms.clone(),
+        lock_files: Vec::new(),
+        dirs: Vec::new(),
+        all_matching: false,
+        specs: args.specs.clone(),
+    };
+    let mirror = mirror_name(&config, &sel)?;
+    let platforms = platform_selection(&args.platforms)?;
+
+    // What is locked already: kept, and its versions preferred.
+    let mut locked: BTreeMap<ProviderAddress, Locked> = BTreeMap::new();
+    if lock_path.exists() {
+        for r in requirements::from_lock_file(&lock_path)? {
+            locked.insert(
+                r.address.clone(),
+                Locked {
+                    version: exact_version(&r).ok_or_else(|| {
+                        WarmError::Usage(format!(
+                            "{}: cannot read the version of {}",
+                            lock_path.display(),
+                            r.address
+                        ))
+                    })?,
+                    constraints: existing_constraints(&lock_path, &r.address),
+                    hashes: r.locked_hashes.into_iter().collect(),
+                },
+            );
+        }
+    }
+    let reqs: Vec<(Requirement, Option<String>)> = if args.specs.is_empty() {
+        requirements::from_config_dir(&dir)?
+            .into_iter()
+            .map(|r| {
+                let text = (!r.constraints.is_any()).then(|| r.constraints.to_string());
+                (r, text)
+            })
+            .collect()
+    } else {
+        args.specs
+            .iter()
+            .map(|s| requirements::parse_spec(s).map(|r| (r, None)))
+            .collect::<Result<_, _>>()?
+    };
+    if reqs.is_empty() {
+        return Err(WarmError::Usage(format!(
+            "no providers to lock: {} declares no required_providers; name them as ADDR@VERSION",
+            dir.display()
+        )));
+    }
+
+    let backend = Backend::offline(&config, &mirror)?;
+    let mut failures = Vec::new();
+    for (mut req, constraints_text) in reqs {
+        // Keep a locked version that still satisfies the constraints, as terraform init does.
+        if let Some(l) = locked.get(&req.address) {
+            if req.constraints.allows(&l.version) {
+                req.constraints = Constraints::parse(&format!("= {}", l.version))
+                    .expect("a version is a constraint");
+            }
+        }
+        let jobs = match plan(&backend, &req, &platforms, false).await {
+            Ok(j) => j,
+            Err(e) => {
+                failures.push(format!("{e} (in this mirror's cache; run `oci-distribution-terraform-registry warm` first)"));
+                continue;
+            }
+        };
+        let Some(version) = jobs.first().map(|j| j.version.clone()) else {
+            continue;
+        };
+        let entry = locked.entry(req.address.clone()).or_insert_with(|| Locked {
+            version: version.clone(),
+            constraints: None,
+            hashes: BTreeSet::new(),
+        });
+        if entry.version != version {
+            // A new version: the old hashes are for the old one.
+            entry.version = version.clone();
+            entry.hashes.clear();
+        }
+        if constraints_text.is_some() {
+            entry.constraints = constraints_text;
+        }
+        for job in jobs {
+            match backend.cached(&job.digest) {
+                Some(blob) => {
+                    if let Some(h1) = blob.meta.h1 {
+                        entry.hashes.insert(h1);
+                    }
+                    entry.hashes.insert(zh_from_sha256_hex(job.digest.hex()));
+                }
+                None => failures.push(format!(
+                    "{} {} {}: not in the cache; run `oci-distribution-terraform-registry warm --mirror {mirror} --platform {} {}@{}` first",
+                    job.address, job.version, job.platform, job.platform, job.address, job.version
+                )),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        let total = failures.len();
+        return Err(WarmError::Failed { failures, total });
+    }
+    let text = render(&locked);
+    let tmp = lock_path.with_extension("hcl.partial");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &lock_path))
+        .map_err(|e| WarmError::Setup(format!("{}: {e}", lock_path.display())))?;
+    println!(
+        "Wrote {} ({} provider(s)).",
+        lock_path.display(),
+        locked.len()
+    );
+    Ok(())
+}
+
+fn exact_version(r: &Requirement) -> Option<semver::Version> {
+    // from_lock_file turns `version = "X"` into the constraint `= X`.
+    let text = r.constraints.to_string();
+    semver::Version::parse(text.trim_start_matches('=').trim()).ok()
+}
+
+/// The `constraints` attribute of a provider in an existing lock file.
+fn existing_constraints(path: &std::path::Path, addr: &ProviderAddress) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let body = hcl_edit::parser::parse_body(&text).ok()?;
+    let found = body.iter().find_map(|s| {
+        let hcl_edit::structure::Structure::Block(b) = s else {
+            return None;
+        };
+        let label = match b.labels.first()? {
+            hcl_edit::structure::BlockLabel::String(s) => s.value().clone(),
+            _ => return None,
+        };
+        if b.ident.as_str() != "provider" || requirements::parse_address(&label).ok()? != *addr {
+            return None;
+        }
+        b.body.iter().find_map(|s| match s {
+            hcl_edit::structure::Structure::Attribute(a) if a.key.as_str() == "constraints" => {
+                match &a.value {
+                    hcl_edit::expr::Expression::String(s) => Some(s.value().clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    });
+    found
+}
+
+/// The lock file exactly as Terraform formats it.
+fn render(locked: &BTreeMap<ProviderAddress, Locked>) -> String {
+    let mut out = String::from("# This file is maintained automatically by \"terraform init\".\n# Manual edits may be lost in future updates.\n");
+    for (addr, l) in locked {
+        out.push_str(&format!("\nprovider \"{addr}\" {{\n"));
+        match &l.constraints {
+            Some(c) => {
+                out.push_str(&format!("  version     = \"{}\"\n", l.version));
+                out.push_str(&format!("  constraints = \"{}\"\n", c));
+            }
+            None => out.push_str(&format!("  version = \"{}\"\n", l.version)),
+        }
+        out.push_str("  hashes = [\n");
+        for h in &l.hashes {
+            out.push_str(&format!("    \"{h}\",\n"));
+        }
+        out.push_str("  ]\n}\n");
+    }
+    out
+}
