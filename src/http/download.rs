@@ -6,6 +6,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 use super::body::{empty, streaming, Body};
 use super::error::ApiError;
+use super::metrics::CacheOutcome;
 use super::range::{choose_range, if_range_allows, none_match, RangeChoice};
 use super::AppState;
 use crate::mirror::PackageBody;
@@ -69,18 +70,24 @@ pub async fn download<B>(
         PackageBody::Cached(blob) => {
             let size = blob.meta.size;
             let file = blob.file;
-            Ok(ranged(size, range, headers, is_head, move |start, end| {
-                streaming(file_range(file, start, end))
-            }))
+            Ok(with_outcome(
+                CacheOutcome::Hit,
+                ranged(size, range, headers, is_head, move |start, end| {
+                    streaming(file_range(file, start, end))
+                }),
+            ))
         }
-        PackageBody::Filling(fill) if range.is_some() => {
+        PackageBody::Filling { fill, started } if range.is_some() => {
             // A part of a blob is only served once the whole blob is verified.
             let size = fill.finished().await.map_err(ApiError::Fill)?;
-            Ok(ranged(size, range, headers, is_head, move |start, end| {
-                streaming(fill.stream(start, Some(end)))
-            }))
+            Ok(with_outcome(
+                fill_outcome(started),
+                ranged(size, range, headers, is_head, move |start, end| {
+                    streaming(fill.stream(start, Some(end)))
+                }),
+            ))
         }
-        PackageBody::Filling(fill) => {
+        PackageBody::Filling { fill, started } => {
             let total = fill.started().await.map_err(ApiError::Fill)?;
             if let Some(len) = total {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -95,9 +102,25 @@ pub async fn download<B>(
                     }
                 }))
             };
-            Ok(respond(StatusCode::OK, headers, body))
+            Ok(with_outcome(
+                fill_outcome(started),
+                respond(StatusCode::OK, headers, body),
+            ))
         }
     }
+}
+
+fn fill_outcome(started: bool) -> CacheOutcome {
+    if started {
+        CacheOutcome::Miss
+    } else {
+        CacheOutcome::Join
+    }
+}
+
+fn with_outcome(outcome: CacheOutcome, mut resp: Response<Body>) -> Response<Body> {
+    resp.extensions_mut().insert(outcome);
+    resp
 }
 
 /// A 200, 206 or 416 for a representation of `size` bytes; `body(start, end_exclusive)`.

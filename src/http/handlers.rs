@@ -7,20 +7,29 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::body::{full, Body};
 use super::error::ApiError;
+use super::metrics::{self, CacheOutcome};
 use super::router::{route, Route};
 use super::AppState;
 use crate::mirror::MirrorService;
 use crate::oci::Credential;
 use crate::provider::ProviderAddress;
 
+/// Handles one request; the response carries its route's metrics label as an extension.
 pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {
     let is_head = req.method() == Method::HEAD;
+    let routed = route(req.uri().path());
+    let label = RouteLabel(routed.as_ref().map(Route::label).unwrap_or("other"));
     if req.method() != Method::GET && !is_head {
-        return ApiError::MethodNotAllowed.into_response();
+        let mut resp = ApiError::MethodNotAllowed.into_response();
+        resp.extensions_mut().insert(label);
+        return resp;
     }
-    let result = match route(req.uri().path()) {
+    let result = match routed {
         Err(e) => Err(e.into()),
         Ok(Route::Home) => Ok(home(&state, &req)),
+        Ok(Route::Metrics) => Ok(metrics::metrics_response(&state)),
+        Ok(Route::Healthz) => Ok(metrics::healthz()),
+        Ok(Route::Readyz) => Ok(metrics::readyz(&state)),
         Ok(Route::MirrorIndex { mirror, addr }) => index(&state, &mirror, &addr, &req).await,
         Ok(Route::MirrorVersion {
             mirror,
@@ -33,8 +42,14 @@ pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> 
             digest,
         }) => super::download::download(&state, &mirror, &addr, &digest, &req, is_head).await,
     };
-    result.unwrap_or_else(ApiError::into_response)
+    let mut resp = result.unwrap_or_else(ApiError::into_response);
+    resp.extensions_mut().insert(label);
+    resp
 }
+
+/// The route's name in metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
 
 fn mirror<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<MirrorService>, ApiError> {
     state
@@ -81,6 +96,12 @@ fn json_response(
         h.insert(header::CACHE_CONTROL, v);
     }
     h.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    resp.extensions_mut().insert(if stale {
+        CacheOutcome::Stale
+    } else {
+        CacheOutcome::Hit
+    });
+    let h = resp.headers_mut();
     if stale {
         h.insert(
             header::WARNING,

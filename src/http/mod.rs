@@ -5,6 +5,7 @@ mod body;
 mod download;
 mod error;
 mod handlers;
+mod metrics;
 mod range;
 pub mod router;
 
@@ -38,6 +39,7 @@ const STATS_INTERVAL: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub struct AppState {
+    pub metrics: Arc<metrics::Metrics>,
     pub mirrors: HashMap<String, Arc<MirrorService>>,
     pub store: Arc<BlobStore>,
     pub meta: Arc<MetadataCache>,
@@ -99,6 +101,7 @@ impl AppState {
             })
             .collect();
         Ok(AppState {
+            metrics: Arc::new(metrics::Metrics::new()),
             mirrors,
             store,
             meta,
@@ -181,15 +184,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move {
-                    let start = Instant::now();
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_owned();
-                    let resp = handlers::handle(state, req).await;
-                    // The path only: query strings can hold sealed credentials.
-                    tracing::info!(%peer, %method, %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
-                    Ok::<_, Infallible>(resp)
-                }
+                async move { Ok::<_, Infallible>(serve_one(state, peer, req).await) }
             });
             match acceptor {
                 Some(acceptor) => {
@@ -238,6 +233,44 @@ pub async fn serve(
         tracing::warn!(error = %e, "flushing the cache index failed");
     }
     Ok(())
+}
+
+/// One request: handle it, count it, and arrange for its access-log line.
+async fn serve_one<B>(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: http::Request<B>,
+) -> http::Response<body::Body> {
+    let started = Instant::now();
+    let id = state.metrics.next_request_id();
+    let method = req.method().clone();
+    // The path only: query strings can hold sealed credentials.
+    let path = req.uri().path().to_owned();
+    let mut resp = handlers::handle(state.clone(), req).await;
+    let route = resp
+        .extensions()
+        .get::<handlers::RouteLabel>()
+        .map_or("other", |l| l.0);
+    let status = resp.status().as_u16();
+    state.metrics.record(route, status, started);
+    if let Ok(v) = http::HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let entry = metrics::AccessEntry {
+        id,
+        peer,
+        method,
+        path,
+        status,
+        outcome: resp.extensions().get::<metrics::CacheOutcome>().copied(),
+        started,
+        is_download: route == "download",
+    };
+    let (parts, body) = resp.into_parts();
+    http::Response::from_parts(
+        parts,
+        metrics::LoggedBody::wrap(body, entry, state.metrics.clone()),
+    )
 }
 
 async fn shutdown_signal() {

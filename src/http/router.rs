@@ -10,6 +10,9 @@ pub const MAX_PATH_LEN: usize = 2048;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Home,
+    Metrics,
+    Healthz,
+    Readyz,
     MirrorIndex {
         mirror: String,
         addr: ProviderAddress,
@@ -42,6 +45,21 @@ pub enum RouteError {
     Digest(String),
 }
 
+impl Route {
+    /// A short name for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Home => "home",
+            Route::Metrics => "metrics",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::MirrorIndex { .. } => "index",
+            Route::MirrorVersion { .. } => "version",
+            Route::MirrorDownload { .. } => "download",
+        }
+    }
+}
+
 pub fn route(path: &str) -> Result<Route, RouteError> {
     if path.len() > MAX_PATH_LEN {
         return Err(RouteError::TooLong);
@@ -58,6 +76,9 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         .collect::<Result<Vec<_>, _>>()?;
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     match seg.as_slice() {
+        ["metrics"] => Ok(Route::Metrics),
+        ["healthz"] => Ok(Route::Healthz),
+        ["readyz"] => Ok(Route::Readyz),
         [_mirror] | [_mirror, ""] => Ok(Route::Home),
         [mirror, host, ns, ty, file] => {
             let addr = ProviderAddress::new(host, ns, ty)?;

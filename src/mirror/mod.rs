@@ -48,7 +48,11 @@ impl From<OciError> for MirrorError {
 /// A package on its way to the client: from the cache, or from the fetch filling it.
 pub enum PackageBody {
     Cached(CachedBlob),
-    Filling(Arc<Fill>),
+    /// `started`: this request started the origin fetch (else it joined one).
+    Filling {
+        fill: Arc<Fill>,
+        started: bool,
+    },
 }
 
 /// `index.json`: `{"versions":{"1.0.0":{}}}`.
@@ -435,7 +439,7 @@ impl MirrorService {
             });
         Ok(match lookup {
             Lookup::Hit(blob) => PackageBody::Cached(blob),
-            Lookup::Fill { fill, .. } => PackageBody::Filling(fill),
+            Lookup::Fill { fill, started } => PackageBody::Filling { fill, started },
         })
     }
 }
