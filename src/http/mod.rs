@@ -75,6 +75,21 @@ impl AppState {
                 "offline mode: no origin will be contacted; serving only what the cache holds"
             );
         }
+        Ok(AppState::with_config(
+            config,
+            store,
+            meta,
+            Arc::new(metrics::Metrics::new()),
+        ))
+    }
+
+    /// The state for `config` around an already open cache (used again on reload).
+    fn with_config(
+        config: &Config,
+        store: Arc<BlobStore>,
+        meta: Arc<MetadataCache>,
+        metrics: Arc<metrics::Metrics>,
+    ) -> AppState {
         let ttl = config.server.download_url_ttl;
         let sealer = Arc::new(match &config.server.query_string_secret {
             Some(secret) => UrlSealer::new(&secret.0, ttl),
@@ -100,13 +115,13 @@ impl AppState {
                 )
             })
             .collect();
-        Ok(AppState {
-            metrics: Arc::new(metrics::Metrics::new()),
+        AppState {
+            metrics,
             mirrors,
             store,
             meta,
             tls: config.server.tls.is_some(),
-        })
+        }
     }
 }
 
@@ -117,13 +132,7 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr, bool),
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState::from_config(config)?);
-    let acceptor = match &config.server.tls {
-        Some(t) => Some(TlsAcceptor::from(Arc::new(crate::tls::load_server_config(
-            &t.certificate_file,
-            &t.private_key_file,
-        )?))),
-        None => None,
-    };
+    let acceptor = load_acceptor(config)?;
     let addr = config.server.listen_addr;
     let listener = TcpListener::bind(addr)
         .await
@@ -162,6 +171,11 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let live = Arc::new(std::sync::RwLock::new(Live {
+        state: state.clone(),
+        acceptor: acceptor.clone(),
+    }));
+    let reloader = spawn_reloader(config.clone(), live.clone());
 
     loop {
         let (tcp, peer) = tokio::select! {
@@ -177,9 +191,12 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let state = state.clone();
+        // What a connection starts with; a reload affects connections accepted after it.
+        let (state, acceptor) = {
+            let l = live.read().unwrap_or_else(|p| p.into_inner());
+            (l.state.clone(), l.acceptor.clone())
+        };
         let builder = builder.clone();
-        let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -225,6 +242,7 @@ pub async fn serve(
         );
     }
     stats_writer.abort();
+    reloader.abort();
     if let Some(r) = refresher {
         r.abort();
     }
@@ -233,6 +251,87 @@ pub async fn serve(
         tracing::warn!(error = %e, "flushing the cache index failed");
     }
     Ok(())
+}
+
+fn load_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ServerError> {
+    Ok(match &config.server.tls {
+        Some(t) => Some(TlsAcceptor::from(Arc::new(crate::tls::load_server_config(
+            &t.certificate_file,
+            &t.private_key_file,
+        )?))),
+        None => None,
+    })
+}
+
+/// What new connections are served with; replaced on SIGHUP.
+struct Live {
+    state: Arc<AppState>,
+    acceptor: Option<TlsAcceptor>,
+}
+
+/// On SIGHUP, re-reads the configuration file and the TLS certificate. An invalid new
+/// configuration keeps the old one (and says why); settings that need a restart (listen
+/// address, cache, offline mode, TLS on/off) are reported and left as they were.
+fn spawn_reloader(
+    initial: Config,
+    live: Arc<std::sync::RwLock<Live>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let path = initial.source.clone();
+                let mut new = match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reload: the configuration is invalid; keeping the running one");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                // `server --offline` on the command line outlives reloads.
+                new.server.offline |= initial.server.offline;
+                let restart_needed = new.server.listen_addr != initial.server.listen_addr
+                    || new.cache.directory != initial.cache.directory
+                    || new.cache.max_size != initial.cache.max_size
+                    || new.server.offline != initial.server.offline
+                    || new.server.tls.is_some() != initial.server.tls.is_some();
+                if restart_needed {
+                    tracing::warn!("reload: listen_addr, cache, offline and turning TLS on or off take effect only after a restart; those settings keep their running values");
+                }
+                let acceptor = match load_acceptor(&new) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload: cannot load the TLS certificate; keeping the running configuration");
+                        continue;
+                    }
+                };
+                let mut l = live.write().unwrap_or_else(|p| p.into_inner());
+                let old = l.state.clone();
+                let mut effective = new.clone();
+                effective.server.offline = initial.server.offline;
+                l.state = Arc::new(AppState::with_config(
+                    &effective,
+                    old.store.clone(),
+                    old.meta.clone(),
+                    old.metrics.clone(),
+                ));
+                if acceptor.is_some() == l.acceptor.is_some() {
+                    l.acceptor = acceptor;
+                }
+                tracing::info!(mirrors = ?new.provider_mirrors.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), "configuration reloaded");
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (initial, live);
+        }
+    })
 }
 
 /// One request: handle it, count it, and arrange for its access-log line.
