@@ -75,7 +75,17 @@ fn normalize_hostname(s: &str) -> Option<String> {
         }
         None => (s, None),
     };
-    let ascii = url::Host::parse(host).ok()?;
+    // Already normalised (what Terraform sends): skip the IDNA machinery on the hot path.
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !host.split('.').any(|l| l.starts_with("xn--"))
+        && host.bytes().any(|b| b.is_ascii_lowercase());
+    let ascii = if plain {
+        url::Host::Domain(host.to_owned())
+    } else {
+        url::Host::parse(host).ok()?
+    };
     let host = match ascii {
         url::Host::Domain(d) => d,
         // Terraform provider hostnames are DNS names; IP literals are not valid in addresses.
