@@ -29,6 +29,11 @@ pub use index::{Index, IndexError};
 pub use lock::{DirLock, LockError};
 pub use read::file_range;
 
+/// No provider package is this large; a body that goes on longer is refused.
+const MAX_PACKAGE_BYTES: u64 = 4 << 30;
+/// How much of a package may be held in memory when the disk cannot take it.
+const MAX_MEMORY_TAIL_BYTES: u64 = 256 << 20;
+
 /// Last-access times are written to the index at most this often per blob.
 const ACCESS_TOUCH_INTERVAL_MS: u64 = 60_000;
 
@@ -418,6 +423,13 @@ impl BlobStore {
                     fill.digest
                 ))));
             }
+            if written + len > MAX_PACKAGE_BYTES {
+                // An endless body from a hostile origin must not fill the disk.
+                return Err(origin(OciError::TooLarge {
+                    what: format!("package {}", fill.digest),
+                    limit: MAX_PACKAGE_BYTES,
+                }));
+            }
             let to_disk = match &file {
                 Some(f) => {
                     let f = f.clone();
@@ -440,6 +452,13 @@ impl BlobStore {
                 let mut mem = fill.mem.lock().unwrap_or_else(|p| p.into_inner());
                 if mem.chunks.is_empty() {
                     mem.start = on_disk;
+                }
+                if written + len - mem.start > MAX_MEMORY_TAIL_BYTES {
+                    // Disk full and the package still coming: better to fail this download
+                    // than to exhaust memory.
+                    return Err(FillError::Local(Arc::new(std::io::Error::other(
+                        "the cache disk is full and the package is too large to pass through memory",
+                    ))));
                 }
                 mem.chunks.push(chunk);
             }
