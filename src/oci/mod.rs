@@ -14,6 +14,7 @@ pub use client::{
 };
 pub use error::OciError;
 pub use types::*;
+pub(crate) use upload::with_retries;
 pub use upload::{
     is_transient, BlobSource, BlobUpload, ManifestHead, UploadOptions, UploadOutcome,
 };

@@ -245,6 +245,7 @@ impl OciClient {
 
     /// `PUT /v2/<repo>/manifests/<reference>`; returns the manifest's digest, checked against
     /// the one the registry reports.
+    #[allow(clippy::too_many_arguments)] // the request's parts, as for the other calls
     pub async fn put_manifest(
         &self,
         reg: &Registry,
@@ -319,7 +320,7 @@ impl OciClient {
 }
 
 /// Runs `op` until it succeeds, fails for good, or `opts.max_attempts` are used up.
-async fn with_retries<T, F, Fut>(opts: &UploadOptions, mut op: F) -> Result<T, OciError>
+pub(crate) async fn with_retries<T, F, Fut>(opts: &UploadOptions, mut op: F) -> Result<T, OciError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, OciError>>,
@@ -392,7 +393,9 @@ async fn read_all(source: &BlobSource, expected: u64) -> Result<Bytes, OciError>
             Ok(b.clone())
         }
         BlobSource::File(path) => {
-            let data = tokio::fs::read(path).await.map_err(|e| io_error(source, e))?;
+            let data = tokio::fs::read(path)
+                .await
+                .map_err(|e| io_error(source, e))?;
             check_size(source, data.len() as u64, expected)?;
             Ok(Bytes::from(data))
         }
@@ -548,6 +551,195 @@ mod tests {
         })
         .await;
         assert_eq!(r.unwrap(), 1);
+    }
+
+    /// A scripted registry: answers the first upload POST with 503, hands out relative
+    /// Locations, checks every chunk's Content-Range against what it has, and verifies the
+    /// digest on the final PUT. Records "METHOD path" of every request.
+    mod fake {
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+
+        use http_body_util::{BodyExt, Full};
+        use hyper::{Request, Response};
+        use hyper_util::rt::TokioIo;
+
+        #[derive(Default)]
+        pub struct State {
+            pub log: Vec<String>,
+            pub received: Vec<u8>,
+            pub stored: Option<Vec<u8>>,
+            posts: usize,
+        }
+
+        fn reply(status: u16, headers: &[(&str, String)]) -> Response<Full<bytes::Bytes>> {
+            let mut r = Response::builder().status(status);
+            for (k, v) in headers {
+                r = r.header(*k, v);
+            }
+            r.body(Full::new(bytes::Bytes::new())).unwrap()
+        }
+
+        async fn handle(
+            state: Arc<Mutex<State>>,
+            req: Request<hyper::body::Incoming>,
+        ) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let range = req
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let mut st = state.lock().unwrap();
+            st.log.push(format!("{method} {path}"));
+            let resp = match (method.as_str(), path.as_str()) {
+                ("HEAD", p) if p.contains("/blobs/sha256:") => match &st.stored {
+                    Some(_) => reply(200, &[]),
+                    None => reply(404, &[]),
+                },
+                ("POST", "/v2/r/blobs/uploads/") => {
+                    st.posts += 1;
+                    if st.posts == 1 {
+                        reply(503, &[])
+                    } else {
+                        st.received.clear();
+                        reply(202, &[("location", "/v2/r/blobs/uploads/u?n=0".into())])
+                    }
+                }
+                ("PATCH", "/v2/r/blobs/uploads/u") => {
+                    let start = st.received.len();
+                    let want = format!("{}-{}", start, start + body.len() - 1);
+                    if range.as_deref() != Some(want.as_str()) {
+                        reply(416, &[])
+                    } else {
+                        st.received.extend_from_slice(&body);
+                        let next = format!("/v2/r/blobs/uploads/u?n={}", st.received.len());
+                        reply(202, &[("location", next)])
+                    }
+                }
+                ("PUT", "/v2/r/blobs/uploads/u") => {
+                    let mut all = st.received.clone();
+                    all.extend_from_slice(&body);
+                    let digest = crate::oci::Digest::of_bytes(&all);
+                    let given = url::form_urlencoded::parse(query.as_bytes())
+                        .find(|(k, _)| k == "digest")
+                        .map(|(_, v)| v.into_owned());
+                    if given.as_deref() == Some(digest.as_str()) {
+                        st.stored = Some(all);
+                        reply(201, &[])
+                    } else {
+                        reply(400, &[])
+                    }
+                }
+                ("PUT", p) if p.starts_with("/v2/r/manifests/") => reply(
+                    201,
+                    &[(
+                        "docker-content-digest",
+                        crate::oci::Digest::of_bytes(&body).to_string(),
+                    )],
+                ),
+                _ => reply(404, &[]),
+            };
+            Ok(resp)
+        }
+
+        /// Serves on 127.0.0.1 until the test's runtime ends; returns the base URL.
+        pub async fn start(state: Arc<Mutex<State>>) -> String {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), svc)
+                            .await;
+                    });
+                }
+            });
+            format!("http://{addr}/")
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_upload_with_a_retry_and_relative_locations() {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(fake::State::default()));
+        let base = fake::start(state.clone()).await;
+        let client = OciClient::new(super::super::ClientOptions::default()).unwrap();
+        let registry = reg(&base);
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let digest = Digest::of_bytes(&data);
+        let source = BlobSource::Memory(Bytes::from(data.clone()));
+        let opts = UploadOptions {
+            monolithic_limit: 64,
+            chunk_size: 100,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |n: u64| seen.lock().unwrap().push(n);
+        let blob = BlobUpload {
+            digest: &digest,
+            size: data.len() as u64,
+            source: &source,
+            mount_from: None,
+        };
+        let outcome = client
+            .upload_blob(
+                &registry,
+                "r",
+                blob,
+                &Credential::Anonymous,
+                &opts,
+                &progress,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, UploadOutcome::Uploaded);
+        assert_eq!(state.lock().unwrap().stored.as_deref(), Some(&data[..]));
+        let log = state.lock().unwrap().log.clone();
+        let count = |m: &str| log.iter().filter(|l| l.starts_with(m)).count();
+        assert_eq!(count("POST"), 2, "the 503 was retried: {log:?}");
+        assert_eq!(count("PATCH"), 3, "{log:?}");
+        assert_eq!(*seen.lock().unwrap().last().unwrap(), 250);
+
+        // Present now: HEAD only, nothing sent.
+        let before = log.len();
+        let outcome = client
+            .upload_blob(
+                &registry,
+                "r",
+                blob,
+                &Credential::Anonymous,
+                &opts,
+                &progress,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, UploadOutcome::AlreadyPresent);
+        assert_eq!(state.lock().unwrap().log.len(), before + 1);
+
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = client
+            .put_manifest(
+                &registry,
+                "r",
+                "1.0.0",
+                "application/vnd.oci.image.manifest.v1+json",
+                body.clone(),
+                &Credential::Anonymous,
+                &opts,
+            )
+            .await
+            .unwrap();
+        assert_eq!(d, Digest::of_bytes(&body));
     }
 
     #[tokio::test]

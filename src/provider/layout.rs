@@ -20,6 +20,12 @@ pub const TOFU_INDEX_ARTIFACT_TYPE: &str = "application/vnd.opentofu.provider";
 pub const TOFU_TARGET_ARTIFACT_TYPE: &str = "application/vnd.opentofu.provider-target";
 pub const TOFU_LAYER_MEDIA_TYPE: &str = "archive/zip";
 
+/// On each package layer (both layouts, written by `push`): the package's `h1:` hash, so a
+/// mirror can list `h1:` for every platform without downloading the packages.
+pub const H1_ANNOTATION: &str = "io.terraform.package-h1";
+/// The standard OCI annotation naming a layer's file; ORAS uses it when pulling.
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+
 /// One downloadable provider package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
