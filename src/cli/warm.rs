@@ -545,7 +545,10 @@ impl ServerClient {
     }
 
     async fn get(&self, url: url::Url) -> Result<reqwest::Response, String> {
-        let mut req = self.http.get(url);
+        self.request(self.http.get(url)).await
+    }
+
+    async fn request(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
         if let Some(a) = &self.authorization {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
@@ -629,8 +632,12 @@ impl ServerClient {
     }
 
     async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
-        // The server lists an h1 only for packages it holds: those are already cached.
-        if self.h1(job).await.is_some() {
+        let url = job.url.as_deref().ok_or("no archive URL")?;
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        // A HEAD says whether the server holds it (X-Cache: HIT); on a miss it has started
+        // the fetch, which the GET below joins.
+        let head = self.request(self.http.head(parsed.clone())).await?;
+        if head.headers().get("x-cache").is_some_and(|v| v == "HIT") {
             return Ok(Outcome::AlreadyCached);
         }
         let url = job.url.as_deref().ok_or("no archive URL")?;

@@ -118,7 +118,16 @@ fn fill_outcome(started: bool) -> CacheOutcome {
     }
 }
 
+/// Records where the package came from, for metrics and logs, and tells the client in
+/// `X-Cache` (`HIT`, `MISS`, `JOIN`), which `warm` uses and operators find handy.
 fn with_outcome(outcome: CacheOutcome, mut resp: Response<Body>) -> Response<Body> {
+    let label = match outcome {
+        CacheOutcome::Hit | CacheOutcome::Stale => "HIT",
+        CacheOutcome::Miss => "MISS",
+        CacheOutcome::Join => "JOIN",
+    };
+    resp.headers_mut()
+        .insert("x-cache", HeaderValue::from_static(label));
     resp.extensions_mut().insert(outcome);
     resp
 }

@@ -316,11 +316,17 @@ impl MirrorService {
                 url.push_str("?t=");
                 url.push_str(&token);
             }
-            // h1 only when we computed it ourselves from the verified bytes in the cache.
-            let mut hashes: Vec<String> = self
-                .store
-                .meta(&p.digest)
-                .and_then(|m| m.h1)
+            // h1: ours, computed from the verified bytes in the cache, when we have it;
+            // else the publisher's annotation (push records it), so clients can lock every
+            // platform without the mirror downloading them all first.
+            let computed = self.store.meta(&p.digest).and_then(|m| m.h1);
+            if let (Some(ours), Some(theirs)) = (&computed, &p.annotated_h1) {
+                if ours != theirs {
+                    tracing::warn!(package = %p.digest, annotated = %theirs, computed = %ours, "the layer's h1 annotation does not match the package; listing the computed one");
+                }
+            }
+            let mut hashes: Vec<String> = computed
+                .or_else(|| p.annotated_h1.clone())
                 .into_iter()
                 .collect();
             hashes.push(hash::zh_from_sha256_hex(p.digest.hex()));

@@ -32,6 +32,21 @@ pub struct Package {
     pub platform: TargetPlatform,
     pub digest: Digest,
     pub size: u64,
+    /// The `h1:` hash the publisher recorded in the layer's annotation, if well-formed.
+    pub annotated_h1: Option<String>,
+}
+
+/// A layer's `io.terraform.package-h1` annotation, if it looks like an `h1:` hash
+/// (`h1:` + base64 of 32 bytes); anything else is ignored rather than passed to clients.
+fn annotated_h1(layer: &Descriptor) -> Option<String> {
+    let v = layer.annotations.get(H1_ANNOTATION)?;
+    let b64 = v.strip_prefix("h1:")?;
+    let ok = b64.len() == 44
+        && b64.ends_with('=')
+        && b64[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    ok.then(|| v.clone())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +108,7 @@ fn seed_packages(m: &ImageManifest) -> Result<Vec<Package>, LayoutError> {
                 platform: platform.clone(),
                 digest: layer.digest.clone(),
                 size: layer.size,
+                annotated_h1: annotated_h1(layer),
             };
             if let Some(prev) = by_platform.insert(platform.clone(), pkg) {
                 if prev.digest != layer.digest {
@@ -179,6 +195,7 @@ pub fn opentofu_package(
             platform,
             digest: one.digest.clone(),
             size: one.size,
+            annotated_h1: annotated_h1(one),
         }),
         [] => Err(LayoutError(format!(
             "{platform} manifest has no {TOFU_LAYER_MEDIA_TYPE:?} layer"
@@ -205,7 +222,7 @@ mod tests {
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[
               {{"mediaType":"{SEED_LAYER_MEDIA_TYPE}","digest":"sha256:{}","size":10,"annotations":{{"{SEED_PLATFORMS_ANNOTATION}":"linux_amd64, linux_arm64"}}}},
-              {{"mediaType":"{SEED_LAYER_MEDIA_TYPE}","digest":"sha256:{}","size":11,"annotations":{{"{SEED_PLATFORMS_ANNOTATION}":"darwin_arm64"}}}}]}}"#,
+              {{"mediaType":"{SEED_LAYER_MEDIA_TYPE}","digest":"sha256:{}","size":11,"annotations":{{"{SEED_PLATFORMS_ANNOTATION}":"darwin_arm64","{H1_ANNOTATION}":"h1:FqpvIzt3j8H/WFgI/DLsi9lYd4gg82/RuwFAIv3QbHA="}}}}]}}"#,
             d(SEED_CONFIG_MEDIA_TYPE, 1),
             "aa".repeat(32),
             "bb".repeat(32)
@@ -221,6 +238,11 @@ mod tests {
         let names: Vec<String> = pkgs.iter().map(|p| p.platform.to_string()).collect();
         assert_eq!(names, ["darwin_arm64", "linux_amd64", "linux_arm64"]);
         assert_eq!(pkgs[1].digest.hex(), "aa".repeat(32));
+        assert_eq!(
+            pkgs[0].annotated_h1.as_deref(),
+            Some("h1:FqpvIzt3j8H/WFgI/DLsi9lYd4gg82/RuwFAIv3QbHA=")
+        );
+        assert_eq!(pkgs[1].annotated_h1, None);
     }
 
     #[test]
@@ -269,5 +291,6 @@ mod tests {
         };
         let p = opentofu_package(targets[0].0.clone(), &tm).unwrap();
         assert_eq!(p.size, 7);
+        assert_eq!(p.annotated_h1, None);
     }
 }
