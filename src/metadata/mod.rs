@@ -138,6 +138,10 @@ pub struct Counters {
     pub revalidations_failed: std::sync::atomic::AtomicU64,
 }
 
+/// An entry refreshed by another request this recently, with this credential accepted this
+/// recently, is used instead of asking the origin again.
+const JUST_REFRESHED: Duration = Duration::from_secs(10);
+
 /// Bound on decoded entries kept in memory; past it the map is cleared (entries stay on disk).
 const MAX_MEMORY_ENTRIES: usize = 100_000;
 
@@ -323,7 +327,11 @@ impl MetadataCache {
         let entry = self.load::<T>(&key);
         if self.offline {
             return match entry {
-                Some(e) => entry_result(&q, &e, false),
+                Some(e) => {
+                    let age = Duration::from_millis(now_millis().saturating_sub(e.fetched_at));
+                    let stale = !q.is_immutable() && age >= policy.index_max_age;
+                    entry_result(&q, &e, stale)
+                }
                 None => Err(MetadataError::Offline(q.describe())),
             };
         }
@@ -386,30 +394,47 @@ impl MetadataCache {
         cred: Credential,
         prev: Option<Arc<Entry<T>>>,
     ) -> impl Future<Output = Result<Arc<Entry<T>>, MetadataError>> + Send + 'static {
-        let flight_key = (q.key(), cred.fingerprint());
+        let key = q.key();
+        let flight_key = (key.clone(), cred.fingerprint());
+        let prev_fetched_at = prev.as_ref().map_or(0, |p| p.fetched_at);
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(&flight_key) {
-                Some(f) => f.clone(),
+                Some(f) => Ok(f.clone()),
                 None => {
-                    let me = self.clone();
-                    let fk = flight_key.clone();
-                    let fut = async move {
-                        let r = me.fetch_and_store::<T>(&q, &cred, prev).await;
-                        me.flights
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&fk);
-                        r.map(|e| e as Arc<dyn Any + Send + Sync>)
+                    // A refresh may have finished between our look at the entry and now: then
+                    // its answer is the one to give, if this credential may see it.
+                    let newer = self.load::<T>(&key).filter(|cur| {
+                        cur.fetched_at > prev_fetched_at
+                            && (cur.anonymous || self.accepted_recently(&q, &cred, JUST_REFRESHED))
+                    });
+                    match newer {
+                        Some(cur) => Err(cur),
+                        None => {
+                            let me = self.clone();
+                            let fk = flight_key.clone();
+                            let fut = async move {
+                                let r = me.fetch_and_store::<T>(&q, &cred, prev).await;
+                                me.flights
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .remove(&fk);
+                                r.map(|e| e as Arc<dyn Any + Send + Sync>)
+                            }
+                            .boxed()
+                            .shared();
+                            flights.insert(flight_key, fut.clone());
+                            Ok(fut)
+                        }
                     }
-                    .boxed()
-                    .shared();
-                    flights.insert(flight_key, fut.clone());
-                    fut
                 }
             }
         };
         async move {
+            let flight = match flight {
+                Ok(f) => f,
+                Err(already) => return Ok(already),
+            };
             let any = flight.await?;
             any.downcast::<Entry<T>>().map_err(|_| {
                 MetadataError::Origin(Arc::new(OciError::Protocol("cache type confusion".into())))

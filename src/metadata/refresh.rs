@@ -1,5 +1,6 @@
-//! The background revalidator: entries asked for recently (the hot set) are refreshed before
-//! they go stale, so clients keep getting fresh answers without waiting on the origin.
+//! The background revalidator: entries asked for recently (the hot set) are refreshed as
+//! they expire, so clients keep getting fresh answers without waiting on the origin, and
+//! each key costs at most one origin request per `index_max_age`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,13 +14,11 @@ use crate::oci::{Credential, Digest};
 use crate::store::now_millis;
 
 /// How often the hot set is scanned.
-const TICK: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_millis(500);
 /// Entries not asked for within this long leave the hot set.
 const HOT_WINDOW: Duration = Duration::from_secs(3600);
 /// Refreshes running at once.
 const CONCURRENCY: usize = 4;
-/// Entries are refreshed once this fraction of `index_max_age` has passed.
-const REFRESH_AT: f64 = 0.75;
 
 struct HotEntry {
     query: Query,
@@ -64,13 +63,18 @@ impl HotSet {
         map.retain(|_, e| now.saturating_sub(e.last_asked) < HOT_WINDOW.as_millis() as u64);
         map.values()
             .filter(|e| {
-                let threshold = (e.policy.index_max_age.as_millis() as f64 * REFRESH_AT) as u64;
                 match cache.entry_meta(&e.query) {
                     // Only what the background credential may fetch: anonymous data, since
                     // data fetched with a client's credential is refreshed on that client's
-                    // next request.
-                    Some((fetched_at, anonymous)) => {
-                        anonymous && now.saturating_sub(fetched_at) >= threshold
+                    // next request. Due when it expires, so a key costs at most one origin
+                    // request per lifetime; the short tick keeps the stale window small.
+                    Some((fetched_at, anonymous, negative)) => {
+                        let lifetime = if negative {
+                            e.policy.negative_ttl
+                        } else {
+                            e.policy.index_max_age
+                        };
+                        anonymous && now.saturating_sub(fetched_at) >= lifetime.as_millis() as u64
                     }
                     None => false,
                 }
@@ -81,16 +85,16 @@ impl HotSet {
 }
 
 impl MetadataCache {
-    /// (fetched_at, anonymous) of a cached entry.
-    fn entry_meta(&self, q: &Query) -> Option<(u64, bool)> {
+    /// (fetched_at, anonymous, is a "not found") of a cached entry.
+    fn entry_meta(&self, q: &Query) -> Option<(u64, bool, bool)> {
         let key = q.key();
         match &q.kind {
             QueryKind::Tags => self
                 .load::<Vec<String>>(&key)
-                .map(|e| (e.fetched_at, e.anonymous)),
+                .map(|e| (e.fetched_at, e.anonymous, e.value.is_none())),
             QueryKind::TagDigest(_) => self
                 .load::<Digest>(&key)
-                .map(|e| (e.fetched_at, e.anonymous)),
+                .map(|e| (e.fetched_at, e.anonymous, e.value.is_none())),
             QueryKind::Manifest(_) => None,
         }
     }
@@ -131,7 +135,7 @@ pub fn spawn_hot_set_refresher(cache: Arc<MetadataCache>) -> Option<tokio::task:
                     let cache = cache.clone();
                     async move {
                         // Jitter, so many entries due at once do not hit the origin together.
-                        let jitter = rand::random::<u64>() % 500;
+                        let jitter = rand::random::<u64>() % 100;
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                         cache.refresh_query(q).await;
                     }
