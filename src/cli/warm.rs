@@ -421,6 +421,7 @@ impl Backend {
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(p.value
+                    .1
                     .iter()
                     .map(|p| (p.platform.clone(), p.digest.clone(), None))
                     .collect())

@@ -69,30 +69,17 @@ fn client_credential<B>(req: &Request<B>) -> Credential {
 /// states the mirror's freshness policy, and a `Warning` when it is served stale.
 fn json_response(
     m: &MirrorService,
-    value: &impl serde::Serialize,
+    body: bytes::Bytes,
     age: Duration,
     stale: bool,
 ) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("documents always serialise");
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let f = &m.config.freshness;
-    // Answers depend on the client's credentials when the mirror needs authorization.
-    let scope = if m.needs_authorization() {
-        "private"
-    } else {
-        "public"
-    };
-    let cache_control = format!(
-        "{scope}, max-age={}, stale-while-revalidate={}",
-        f.index_max_age.as_secs(),
-        f.stale_while_revalidate.as_secs()
-    );
-    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(m.json_cache_control()) {
         h.insert(header::CACHE_CONTROL, v);
     }
     h.insert(header::AGE, HeaderValue::from(age.as_secs()));
@@ -119,7 +106,8 @@ async fn index<B>(
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
     let doc = m.index(addr, &client_credential(req)).await?;
-    Ok(json_response(m, &doc.value, doc.age, doc.stale))
+    let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
+    Ok(json_response(m, body.into(), doc.age, doc.stale))
 }
 
 async fn version_json<B>(
@@ -131,9 +119,8 @@ async fn version_json<B>(
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
     let cred = client_credential(req);
-    let packages = m.packages(addr, version, &cred).await?;
-    let doc = m.version_document(addr, version, &packages.value, &cred)?;
-    Ok(json_response(m, &doc, packages.age, packages.stale))
+    let body = m.version_json(addr, version, &cred).await?;
+    Ok(json_response(m, body.value, body.age, body.stale))
 }
 
 fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {

@@ -85,6 +85,10 @@ pub struct MirrorService {
     store: Arc<BlobStore>,
     /// Packages per manifest digest: manifests never change, so neither does this.
     resolved: Mutex<HashMap<Digest, Arc<Vec<Package>>>>,
+    /// Serialised `VERSION.json` bodies of mirrors without sealed URLs (which are the same
+    /// for every client), valid for one manifest digest and one store generation.
+    version_bodies: Mutex<HashMap<(ProviderAddress, semver::Version), (Digest, u64, bytes::Bytes)>>,
+    json_cache_control: bytes::Bytes,
 }
 
 /// Bound on remembered manifest resolutions.
@@ -99,12 +103,29 @@ impl MirrorService {
     ) -> MirrorService {
         MirrorService {
             registry: Registry::new(config.origin_url.clone()),
-            config,
             meta,
             sealer,
             store,
             resolved: Mutex::new(HashMap::new()),
+            version_bodies: Mutex::new(HashMap::new()),
+            json_cache_control: bytes::Bytes::from(format!(
+                // Answers depend on the client's credentials when packages need authorization.
+                "{}, max-age={}, stale-while-revalidate={}",
+                if config.proxy_packages {
+                    "private"
+                } else {
+                    "public"
+                },
+                config.freshness.index_max_age.as_secs(),
+                config.freshness.stale_while_revalidate.as_secs()
+            )),
+            config,
         }
+    }
+
+    /// The `Cache-Control` of this mirror's JSON documents, stating its freshness policy.
+    pub fn json_cache_control(&self) -> bytes::Bytes {
+        self.json_cache_control.clone()
     }
 
     /// The command that would put what is missing into the cache.
@@ -181,7 +202,7 @@ impl MirrorService {
         addr: &ProviderAddress,
         version: &semver::Version,
         cred: &Credential,
-    ) -> Result<Cached<Arc<Vec<Package>>>, MirrorError> {
+    ) -> Result<Cached<(Digest, Arc<Vec<Package>>)>, MirrorError> {
         let repo = self.repository(addr);
         let tag = tag_for_version(version);
         let policy = &self.config.freshness;
@@ -215,9 +236,57 @@ impl MirrorService {
             }
         };
         Ok(Cached {
-            value: packages,
+            value: (digest.clone(), packages),
             age: m.age,
             stale: m.stale,
+        })
+    }
+
+    /// `VERSION.json` as bytes. For mirrors without sealed URLs the body is the same for
+    /// every client, so it is built once per manifest and cache state.
+    pub async fn version_json(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        cred: &Credential,
+    ) -> Result<Cached<bytes::Bytes>, MirrorError> {
+        let p = self.packages(addr, version, cred).await?;
+        let (digest, packages) = &p.value;
+        let cacheable = !self.config.proxy_packages;
+        let generation = self.store.generation();
+        let key = (addr.clone(), version.clone());
+        if cacheable {
+            let bodies = self
+                .version_bodies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some((d, g, body)) = bodies.get(&key) {
+                if d == digest && *g == generation {
+                    return Ok(Cached {
+                        value: body.clone(),
+                        age: p.age,
+                        stale: p.stale,
+                    });
+                }
+            }
+        }
+        let doc = self.version_document(addr, version, packages, cred)?;
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&doc).expect("documents always serialise"));
+        if cacheable {
+            let mut bodies = self
+                .version_bodies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if bodies.len() >= MAX_RESOLVED {
+                bodies.clear();
+            }
+            bodies.insert(key, (digest.clone(), generation, body.clone()));
+        }
+        Ok(Cached {
+            value: body,
+            age: p.age,
+            stale: p.stale,
         })
     }
 

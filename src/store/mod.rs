@@ -106,6 +106,9 @@ pub struct BlobStore {
     index: Index,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     total: AtomicU64,
+    /// Bumped whenever a blob is kept or removed, so derived answers (like `h1:` lists) can
+    /// be cached until the store changes.
+    generation: AtomicU64,
     pub counters: Counters,
     repair: RepairReport,
     _lock: DirLock,
@@ -155,6 +158,7 @@ impl BlobStore {
             index,
             inflight: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             counters: Counters::default(),
             repair: RepairReport::default(),
             _lock: lock,
@@ -181,6 +185,26 @@ impl BlobStore {
 
     pub fn repair_report(&self) -> &RepairReport {
         &self.repair
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops a blob's index entry and accounts for its bytes (the file is the caller's).
+    fn forget(&self, hex: &str, size: u64) -> Result<(), StoreError> {
+        self.index.remove_blob(hex)?;
+        let _ = self
+            .total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(size))
+            });
+        self.bump_generation();
+        Ok(())
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -287,10 +311,7 @@ impl BlobStore {
             }
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "indexed blob file missing; dropping the entry");
-                if self.index.remove_blob(digest.hex()).is_ok() {
-                    self.total
-                        .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
-                }
+                let _ = self.forget(digest.hex(), meta.size);
                 None
             }
         }
@@ -550,6 +571,7 @@ impl BlobStore {
         };
         self.index.put_blob(&hex, &meta)?;
         self.total.fetch_add(size, Ordering::Relaxed);
+        self.bump_generation();
         Ok(())
     }
 
@@ -590,9 +612,7 @@ impl BlobStore {
                     continue;
                 }
             }
-            self.index.remove_blob(&hex)?;
-            self.total
-                .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+            self.forget(&hex, meta.size)?;
             self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             count += 1;
             bytes += meta.size;
@@ -624,9 +644,7 @@ impl BlobStore {
             progress(&hex, ok);
             if !ok {
                 let _ = std::fs::remove_file(&path);
-                self.index.remove_blob(&hex)?;
-                self.total
-                    .fetch_sub(meta.size.min(self.total_bytes()), Ordering::Relaxed);
+                self.forget(&hex, meta.size)?;
                 bad.push(hex);
             }
         }
