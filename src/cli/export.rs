@@ -35,10 +35,7 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
     let backend = Backend::offline(&config, &mirror)?;
     let mut failures = Vec::new();
     // (address, version) → platform → (file name, hashes)
-    let mut docs: BTreeMap<
-        (ProviderAddress, semver::Version),
-        BTreeMap<String, (String, Vec<String>)>,
-    > = BTreeMap::new();
+    let mut docs: BTreeMap<(ProviderAddress, semver::Version), Archives> = BTreeMap::new();
     let mut written = 0;
     for req in &reqs {
         let jobs = match plan(&backend, req, &platforms, sel.all_matching).await {
@@ -105,6 +102,9 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
     }
 }
 
+/// platform → (file name, hashes) of one version.
+type Archives = BTreeMap<String, (String, Vec<String>)>;
+
 /// Copies the stored package unless `dir/name` already holds it; refuses different content.
 fn copy_if_absent(src: &std::fs::File, dir: &Path, name: &str, hex: &str) -> Result<bool, String> {
     let dest = dir.join(name);
@@ -138,7 +138,7 @@ fn copy_if_absent(src: &std::fs::File, dir: &Path, name: &str, hex: &str) -> Res
 fn write_version_docs(
     dir: &Path,
     version: &semver::Version,
-    archives: &BTreeMap<String, (String, Vec<String>)>,
+    archives: &Archives,
 ) -> Result<(), String> {
     let version_path = dir.join(format!("{version}.json"));
     let mut doc =

@@ -87,9 +87,12 @@ pub struct MirrorService {
     resolved: Mutex<HashMap<Digest, Arc<Vec<Package>>>>,
     /// Serialised `VERSION.json` bodies of mirrors without sealed URLs (which are the same
     /// for every client), valid for one manifest digest and one store generation.
-    version_bodies: Mutex<HashMap<(ProviderAddress, semver::Version), (Digest, u64, bytes::Bytes)>>,
+    version_bodies: Mutex<HashMap<(ProviderAddress, semver::Version), VersionBody>>,
     json_cache_control: bytes::Bytes,
 }
+
+/// A serialised `VERSION.json`: for which manifest digest and store generation it was built.
+type VersionBody = (Digest, u64, bytes::Bytes);
 
 /// Bound on remembered manifest resolutions.
 const MAX_RESOLVED: usize = 10_000;

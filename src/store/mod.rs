@@ -862,7 +862,7 @@ mod tests {
             panic!()
         };
         let mut got = 0;
-        let mut s = std::pin::pin!(fill.clone().stream(0, None));
+        let mut s = Box::pin(fill.clone().stream(0, None));
         let mut failed = false;
         while let Some(c) = s.next().await {
             match c {
