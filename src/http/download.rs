@@ -7,7 +7,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use super::body::{empty, streaming, Body};
 use super::error::ApiError;
 use super::metrics::CacheOutcome;
-use super::range::{choose_range, if_range_allows, none_match, RangeChoice};
+use super::range::{choose_range, if_range_allows, none_match, NoneMatch, RangeChoice};
 use super::AppState;
 use crate::mirror::PackageBody;
 use crate::oci::Digest;
@@ -58,7 +58,8 @@ pub async fn download<B>(
             .get(h)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if none_match(header_str(header::IF_NONE_MATCH), &etag) {
+    let condition = none_match(header_str(header::IF_NONE_MATCH), &etag);
+    if condition == NoneMatch::Tag {
         // Still only for clients allowed to have it.
         m.download_credential(addr, digest, token.as_deref())?;
         return Ok(respond(StatusCode::NOT_MODIFIED, headers, empty()));
@@ -66,7 +67,15 @@ pub async fn download<B>(
     let range =
         header_str(header::RANGE).filter(|_| if_range_allows(header_str(header::IF_RANGE), &etag));
 
-    match m.package(addr, digest, token.as_deref()).await? {
+    let package = m.package(addr, digest, token.as_deref()).await?;
+    if condition == NoneMatch::Any {
+        // `*` matches once the package is known to exist: cached, or the origin answering.
+        if let PackageBody::Filling { fill, .. } = &package {
+            fill.started().await.map_err(ApiError::Fill)?;
+        }
+        return Ok(respond(StatusCode::NOT_MODIFIED, headers, empty()));
+    }
+    match package {
         PackageBody::Cached(blob) => {
             let size = blob.meta.size;
             let file = blob.file;
@@ -79,7 +88,7 @@ pub async fn download<B>(
         }
         PackageBody::Filling { fill, started } if range.is_some() => {
             // A part of a blob is only served once the whole blob is verified.
-            let size = fill.finished().await.map_err(ApiError::Fill)?;
+            let size = fill.verified().await.map_err(ApiError::Fill)?;
             Ok(with_outcome(
                 fill_outcome(started),
                 ranged(size, range, headers, is_head, move |start, end| {

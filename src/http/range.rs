@@ -63,14 +63,33 @@ pub fn choose_range(range: Option<&str>, size: u64) -> RangeChoice {
     }
 }
 
-/// Whether an `If-None-Match` header matches our strong ETag.
-pub fn none_match(header: Option<&str>, etag: &str) -> bool {
-    header.is_some_and(|h| {
-        h.split(',').any(|t| {
-            let t = t.trim();
-            t == "*" || t == etag || t.strip_prefix("W/") == Some(etag)
-        })
-    })
+/// How an `If-None-Match` header relates to our ETag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoneMatch {
+    /// Absent, or naming other tags: the request proceeds.
+    No,
+    /// Names our ETag: the client holds exactly these bytes (the URL names the content).
+    Tag,
+    /// `*`: true only if the package exists, which the caller has to find out.
+    Any,
+}
+
+pub fn none_match(header: Option<&str>, etag: &str) -> NoneMatch {
+    let Some(h) = header else {
+        return NoneMatch::No;
+    };
+    let mut any = false;
+    for t in h.split(',').map(str::trim) {
+        if t == etag || t.strip_prefix("W/") == Some(etag) {
+            return NoneMatch::Tag;
+        }
+        any |= t == "*";
+    }
+    if any {
+        NoneMatch::Any
+    } else {
+        NoneMatch::No
+    }
 }
 
 /// Whether a `Range` may be honoured given `If-Range`: only if absent or naming our ETag
@@ -121,11 +140,14 @@ mod tests {
     #[test]
     fn validators() {
         let etag = "\"sha256:ab\"";
-        assert!(none_match(Some("\"sha256:ab\""), etag));
-        assert!(none_match(Some("\"x\", \"sha256:ab\""), etag));
-        assert!(none_match(Some("*"), etag));
-        assert!(!none_match(Some("\"x\""), etag));
-        assert!(!none_match(None, etag));
+        assert_eq!(none_match(Some("\"sha256:ab\""), etag), NoneMatch::Tag);
+        assert_eq!(
+            none_match(Some("\"x\", \"sha256:ab\""), etag),
+            NoneMatch::Tag
+        );
+        assert_eq!(none_match(Some("*"), etag), NoneMatch::Any);
+        assert_eq!(none_match(Some("\"x\""), etag), NoneMatch::No);
+        assert_eq!(none_match(None, etag), NoneMatch::No);
         assert!(if_range_allows(None, etag));
         assert!(if_range_allows(Some("\"sha256:ab\""), etag));
         assert!(!if_range_allows(

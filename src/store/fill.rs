@@ -39,10 +39,12 @@ pub(super) enum FillState {
         written: u64,
         on_disk: u64,
     },
-    /// All bytes received and verified (and, if kept, renamed to the fill's `final_path`).
+    /// All bytes received and verified. `settled` once the blob is kept (renamed to the
+    /// fill's `final_path` and indexed) or known not to be.
     Done {
         size: u64,
         on_disk: u64,
+        settled: bool,
     },
     Failed(FillError),
 }
@@ -119,12 +121,23 @@ impl Fill {
     }
 
     /// Waits until every byte is in and verified; returns the size.
+    pub async fn verified(&self) -> Result<u64, FillError> {
+        self.wait_done(false).await
+    }
+
+    /// Waits until the blob is verified and kept in the store (or known not to be).
     pub async fn finished(&self) -> Result<u64, FillError> {
+        self.wait_done(true).await
+    }
+
+    async fn wait_done(&self, settled_too: bool) -> Result<u64, FillError> {
         let mut rx = self.state.clone();
         loop {
             let st = rx.borrow_and_update().clone();
             match st {
-                FillState::Done { size, .. } => return Ok(size),
+                FillState::Done { size, settled, .. } if settled || !settled_too => {
+                    return Ok(size)
+                }
                 FillState::Failed(e) => return Err(e),
                 _ => {}
             }
@@ -183,7 +196,7 @@ impl Reader {
                 FillState::Running {
                     written, on_disk, ..
                 } => (written.saturating_sub(1), false, on_disk),
-                FillState::Done { size, on_disk } => (size, true, on_disk),
+                FillState::Done { size, on_disk, .. } => (size, true, on_disk),
                 FillState::Failed(e) => return Err(e),
             };
             let limit = self.end.map_or(limit, |e| e.min(limit));
