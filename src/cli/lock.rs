@@ -73,7 +73,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
         requirements::from_config_dir(&dir)?
             .into_iter()
             .map(|r| {
-                let text = (!r.constraints.is_any()).then(|| r.constraints.to_string());
+                let text = (!r.constraints.is_any()).then(|| r.constraints.normalized());
                 (r, text)
             })
             .collect()

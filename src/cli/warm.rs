@@ -4,7 +4,6 @@
 //! owns it, warm asks that server for the same documents and packages over its own mirror
 //! endpoints (on loopback, pinned to the configured certificate), so the server fills it.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,11 +151,28 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
 
     // Plan: resolve versions and packages first, so failures are known before any download.
     let mut failures = Vec::new();
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut planned = 0;
     for req in &reqs {
         match plan(&backend, req, &platforms, sel.all_matching).await {
-            Ok(mut j) => jobs.append(&mut j),
-            Err(e) => failures.push(e),
+            Ok(j) => {
+                for job in j {
+                    // The same package asked for by several sources is fetched once, checked
+                    // against every lock file's hashes.
+                    match jobs.iter_mut().find(|o| {
+                        o.address == job.address
+                            && o.version == job.version
+                            && o.platform == job.platform
+                    }) {
+                        Some(o) => o.locked_hashes.extend(job.locked_hashes),
+                        None => jobs.push(job),
+                    }
+                }
+            }
+            Err(e) => {
+                planned += 1;
+                failures.push(e);
+            }
         }
     }
 
@@ -191,7 +207,8 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     if let Backend::Direct { mirror, .. } = &backend {
         let _ = mirror.store().flush();
     }
-    let total = results.len();
+    // Requirements that failed before any package was known count as one each.
+    let total = results.len() + planned;
     if fetched == 0 && failures.is_empty() {
         println!(
             "Nothing to fetch: all {cached} package(s) already cached ({:.1}s).",
@@ -227,19 +244,15 @@ pub(crate) fn gather_requirements(args: &Selection) -> Result<Vec<Requirement>, 
     for d in &args.dirs {
         all.extend(requirements::from_config_dir(d)?);
     }
-    let mut by: BTreeMap<ProviderAddress, Requirement> = BTreeMap::new();
+    // Each source is its own requirement: two lock files pinning different versions want
+    // both versions, not a version satisfying both. Exact repeats are dropped.
+    let mut unique: Vec<Requirement> = Vec::new();
     for r in all {
-        match by.get_mut(&r.address) {
-            Some(prev) => {
-                prev.constraints = std::mem::take(&mut prev.constraints).and(&r.constraints);
-                prev.locked_hashes.extend(r.locked_hashes);
-            }
-            None => {
-                by.insert(r.address.clone(), r);
-            }
+        if !unique.contains(&r) {
+            unique.push(r);
         }
     }
-    Ok(by.into_values().collect())
+    Ok(unique)
 }
 
 /// `None` means every platform the origin has.
@@ -479,7 +492,16 @@ pub(crate) struct ServerClient {
 
 impl ServerClient {
     fn new(config: &Config, mirror: &str, cred: &Credential) -> Result<ServerClient, WarmError> {
-        let mut addr = config.server.listen_addr;
+        // The address the server actually bound (the configured port may be 0).
+        let recorded = std::fs::read_to_string(
+            config
+                .cache
+                .directory
+                .join(crate::http::SERVER_ADDRESS_FILE),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse::<std::net::SocketAddr>().ok());
+        let mut addr = recorded.unwrap_or(config.server.listen_addr);
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -623,13 +645,23 @@ impl ServerClient {
     }
 
     async fn h1(&self, job: &Job) -> Option<String> {
-        let (_, doc) = self.version_doc(&job.address, &job.version).await.ok()?;
-        doc["archives"][job.platform.to_string()]["hashes"]
-            .as_array()?
-            .iter()
-            .filter_map(|h| h.as_str())
-            .find(|h| h.starts_with("h1:"))
-            .map(str::to_owned)
+        // The server lists the h1 it computed once the package is stored, a moment after
+        // the last byte went out; wait for it briefly.
+        for _ in 0..50 {
+            let (_, doc) = self.version_doc(&job.address, &job.version).await.ok()?;
+            let h1 = doc["archives"][job.platform.to_string()]["hashes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str())
+                .find(|h| h.starts_with("h1:"))
+                .map(str::to_owned);
+            if h1.is_some() {
+                return h1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {

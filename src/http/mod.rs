@@ -33,6 +33,9 @@ pub use error::ApiError;
 /// How long a client may take to finish the TLS handshake, or to send request headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The file in the cache directory holding the running server's bound address.
+pub const SERVER_ADDRESS_FILE: &str = "server-address";
+
 /// How often the cache figures are written for `cache stats`.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests may run on after a shutdown signal.
@@ -142,6 +145,13 @@ pub async fn serve(
         .map_err(|source| ServerError::Bind { addr, source })?;
     if acceptor.is_none() {
         tracing::warn!("no tls block configured: serving plain HTTP; Terraform only uses https mirrors, so put a TLS-terminating proxy in front");
+    }
+    // Local tools (warm) find us here, even when the port was chosen at start.
+    if let Err(e) = std::fs::write(
+        state.store.root().join(SERVER_ADDRESS_FILE),
+        local.to_string(),
+    ) {
+        tracing::warn!(error = %e, "cannot record the server's address in the cache directory");
     }
     on_ready(local, acceptor.is_some());
     let refresher = crate::metadata::spawn_hot_set_refresher(state.meta.clone());

@@ -92,6 +92,41 @@ impl Constraints {
         self
     }
 
+    /// The constraints as Terraform writes them in lock files: full versions (`~>` keeps
+    /// the parts given, at least two), no `=`, sorted by version, without repeats.
+    pub fn normalized(&self) -> String {
+        let mut parts: Vec<(Version, String)> = self
+            .all
+            .iter()
+            .map(|c| {
+                let v = &c.version;
+                let version = if c.op == Op::Pessimistic && c.parts < 3 {
+                    format!("{}.{}", v.major, v.minor)
+                } else {
+                    v.to_string()
+                };
+                let op = match c.op {
+                    Op::Eq => "",
+                    Op::Ne => "!= ",
+                    Op::Gt => "> ",
+                    Op::Ge => ">= ",
+                    Op::Lt => "< ",
+                    Op::Le => "<= ",
+                    Op::Pessimistic => "~> ",
+                };
+                (v.clone(), format!("{op}{version}"))
+            })
+            .collect();
+        parts.sort_by(|a, b| cmp_ignoring_build(&a.0, &b.0));
+        let mut out: Vec<String> = Vec::new();
+        for (_, p) in parts {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out.join(", ")
+    }
+
     pub fn is_any(&self) -> bool {
         self.all.is_empty()
     }
@@ -255,6 +290,26 @@ mod tests {
             .and(&Constraints::parse("< 2.0").unwrap());
         assert_eq!(both.newest(&versions).unwrap().to_string(), "1.5.0");
         assert_eq!(both.to_string(), ">= 1.0, < 2.0");
+    }
+
+    #[test]
+    fn normalized_as_terraform_writes_lock_files() {
+        for (given, want) in [
+            (">= 1.0, < 2.0", ">= 1.0.0, < 2.0.0"),
+            (">=1.0,<2", ">= 1.0.0, < 2.0.0"),
+            ("~> 1", "~> 1.0"),
+            ("~> 1.2", "~> 1.2"),
+            ("~> 1.2.3", "~> 1.2.3"),
+            ("= 1.1.0", "1.1.0"),
+            ("< 2.0, >= 1.0, != 1.0.1", ">= 1.0.0, != 1.0.1, < 2.0.0"),
+            (">= 1.0, >= 1.0.0", ">= 1.0.0"),
+        ] {
+            assert_eq!(
+                Constraints::parse(given).unwrap().normalized(),
+                want,
+                "{given}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# warm benchmark: `warm --jobs 8 --platform all` of many providers against a cold cache,
+# compared with the fastest sequential raw download of the same blobs straight from the
+# registry with curl; then a second warm with everything cached. All on 127.0.0.1. One run
+# prints a results table and writes it to benches/WARM_RESULTS.md.
+#
+#   bash benches/warm_bench.sh
+#
+# What it measures (overridable: BENCH_PROVIDERS=20, BENCH_PKG_MIB=2, BENCH_JOBS=8,
+# BENCH_ROUNDS=3):
+#   1. cold warm: PROVIDERS providers × 3 platforms (linux_amd64, darwin_arm64,
+#      windows_amd64) of PKG_MIB MiB random (incompressible) packages, published with
+#      `push`; `warm --jobs JOBS --platform all` into an empty cache directory, wall time
+#      including process start, tag lists and manifests (best of ROUNDS, each on a fresh
+#      cache directory) — against the raw download: the same blobs GET from the registry one
+#      after the other with curl, the sum of curl's time_total (best of ROUNDS). Goal: the
+#      ratio warm / raw ≤ 1.3.
+#   2. second warm with everything cached: wall time (goal < 1 s) and the registry's blob
+#      GETs while it runs, from docker-registry's access log (goal 0).
+#
+# BENCH_NO_BUILD=1 skips `cargo build --release`. Needs: cargo, curl, python3, sha256sum,
+# docker-registry (scripts/install-test-deps.sh). Every child is stopped on exit; every wait
+# and transfer is bounded in time.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+HELPER=(python3 "$ROOT/benches/bench_helper.py")
+PROVIDERS="${BENCH_PROVIDERS:-20}"
+PKG_MIB="${BENCH_PKG_MIB:-2}"
+JOBS="${BENCH_JOBS:-8}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+PLATFORMS=(linux_amd64 darwin_arm64 windows_amd64)
+PREFIX="terraform-providers"
+NS="bench"
+VERSION="1.0.0"
+START_TIME=$SECONDS
+
+log() { printf '[%4ds] %s\n' $((SECONDS - START_TIME)) "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# --- children and cleanup ----------------------------------------------------------------
+W="$(mktemp -d /tmp/odtr-warm-bench.XXXXXX)"
+PIDS=()
+stop_pid() { # PID [grace seconds]
+    local pid="$1" grace="${2:-10}" i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid" 5; done
+    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_http() { # URL [seconds]
+    local url="$1" secs="${2:-20}" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if curl -s -o /dev/null --max-time 2 "$url"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
+min_of() { python3 -c "import sys; print(f'{min(map(float, sys.argv[1:])):.3f}')" "$@"; }
+median_of() { python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
+le() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$1" "$2"; }
+lt() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$1" "$2"; }
+
+# --- build and tools -----------------------------------------------------------------------
+if [ -n "${BENCH_NO_BUILD:-}" ]; then
+    log "BENCH_NO_BUILD set: using the release binary as it is"
+else
+    log "building the release binary"
+    timeout 3000 cargo build --release --bin oci-distribution-terraform-registry >"$W/build.log" 2>&1 ||
+        { tail -30 "$W/build.log" >&2; die "cargo build --release"; }
+fi
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/oci-distribution-terraform-registry"
+[ -x "$BIN" ] || die "no binary at $BIN"
+command -v docker-registry >/dev/null || die "docker-registry missing: run scripts/install-test-deps.sh"
+for tool in curl python3 sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool missing"
+done
+unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY no_proxy NO_PROXY
+
+# --- registry ------------------------------------------------------------------------------
+RPORT="$("${HELPER[@]}" free-port)"
+mkdir -p "$W/registry"
+cat >"$W/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: "$W/registry/data"
+http:
+  addr: "127.0.0.1:$RPORT"
+EOF
+log "starting docker-registry on 127.0.0.1:$RPORT"
+env -u REGISTRY_HTTP_ADDR docker-registry serve "$W/registry/config.yml" >"$W/registry/registry.log" 2>&1 &
+PIDS+=($!)
+REGISTRY="http://127.0.0.1:$RPORT"
+wait_http "$REGISTRY/v2/" 20 || die "docker-registry did not start: $(tail -5 "$W/registry/registry.log")"
+# The access log has one line per completed request: "GET /v2/REPO/blobs/sha256:HEX HTTP/1.1".
+blob_gets() { grep -c '"GET /v2/[^ ]*/blobs/sha256:' "$W/registry/registry.log" || true; }
+
+# --- publish -------------------------------------------------------------------------------
+log "publishing $PROVIDERS providers × ${#PLATFORMS[@]} platforms of $PKG_MIB MiB (random, stored zip) with push"
+BLOB_URLS=()
+TOTAL_BYTES=0
+SPECS=()
+for ((i = 1; i <= PROVIDERS; i++)); do
+    type="p$i"
+    dir="$W/pkgs/$type"
+    mkdir -p "$dir"
+    files=()
+    for platform in "${PLATFORMS[@]}"; do
+        f="$dir/terraform-provider-${type}_${VERSION}_${platform}.zip"
+        out="$("${HELPER[@]}" make-zip "$f" $((PKG_MIB << 20)) "terraform-provider-${type}_v$VERSION")"
+        hex="${out% *}"
+        size="${out#* }"
+        TOTAL_BYTES=$((TOTAL_BYTES + size))
+        BLOB_URLS+=("$REGISTRY/v2/$PREFIX/registry.terraform.io/$NS/$type/blobs/sha256:$hex")
+        files+=("$f")
+    done
+    timeout 120 "$BIN" push --registry "$REGISTRY" --repository-prefix "$PREFIX" \
+        --address "registry.terraform.io/$NS/$type" "${files[@]}" >"$W/push.log" 2>&1 ||
+        { tail -20 "$W/push.log" >&2; die "push of $type"; }
+    rm -rf "$dir"
+    SPECS+=("$NS/$type@$VERSION")
+done
+NPKG=${#BLOB_URLS[@]}
+log "published $NPKG packages ($((TOTAL_BYTES >> 20)) MiB)"
+
+# --- raw download baseline -----------------------------------------------------------------
+raw_round() { # -> sum of time_total over all blobs
+    local url out code bytes t sum=0
+    local times=()
+    for url in "${BLOB_URLS[@]}"; do
+        out="$(curl -s --max-time 60 -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$url")" ||
+            die "curl $url"
+        read -r code bytes t <<<"$out"
+        [ "$code" = 200 ] || die "GET $url: HTTP $code"
+        times+=("$t")
+    done
+    python3 -c "import sys; print(f'{sum(map(float, sys.argv[1:])):.3f}')" "${times[@]}"
+}
+RAW=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    RAW+=("$(raw_round)")
+    log "raw sequential download of $NPKG blobs, round $r: ${RAW[-1]} s"
+done
+RAW_BEST="$(min_of "${RAW[@]}")"
+# For information: the same downloads written to files on the cache's disk, plus one `sync`
+# (warm has to store, and fsync, what it fetches; curl to /dev/null does not).
+raw_disk_round() { # -> seconds of wall time
+    local url i=0 t0 t1
+    rm -rf "$W/raw" && mkdir -p "$W/raw"
+    t0="$(now)"
+    for url in "${BLOB_URLS[@]}"; do
+        i=$((i + 1))
+        curl -s --max-time 60 -o "$W/raw/$i" "$url" || die "curl $url"
+    done
+    timeout 120 sync
+    t1="$(now)"
+    rm -rf "$W/raw"
+    elapsed "$t0" "$t1"
+}
+RAW_DISK=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    RAW_DISK+=("$(raw_disk_round)")
+    log "raw sequential download of $NPKG blobs to files + sync, round $r: ${RAW_DISK[-1]} s"
+done
+RAW_DISK_BEST="$(min_of "${RAW_DISK[@]}")"
+
+# --- warm ----------------------------------------------------------------------------------
+WPORT="$("${HELPER[@]}" free-port)"
+write_config() { # FILE CACHE_DIR
+    cat >"$1" <<EOF
+server {
+  listen_addr = "127.0.0.1:$WPORT"
+}
+
+cache {
+  directory = "$2"
+  max_size  = "16GiB"
+}
+
+provider_mirror "mirror" {
+  origin_url  = "$REGISTRY/"
+  name_prefix = "$PREFIX"
+}
+EOF
+}
+
+TIME_BIN=""
+[ -x /usr/bin/time ] && TIME_BIN=/usr/bin/time
+run_warm() { # CONFIG LOG -> prints seconds (and writes user+sys CPU seconds to LOG.cpu)
+    local t0 t1
+    t0="$(now)"
+    if [ -n "$TIME_BIN" ]; then
+        timeout 300 "$TIME_BIN" -f '%U %S' -o "$2.time" \
+            "$BIN" --config="$1" warm --jobs "$JOBS" --platform all "${SPECS[@]}" >"$2" 2>&1 ||
+            { tail -20 "$2" >&2; die "warm failed (see above)"; }
+    else
+        timeout 300 "$BIN" --config="$1" warm --jobs "$JOBS" --platform all "${SPECS[@]}" >"$2" 2>&1 ||
+            { tail -20 "$2" >&2; die "warm failed (see above)"; }
+    fi
+    t1="$(now)"
+    if [ -n "$TIME_BIN" ]; then
+        python3 -c "import sys; u, s = open(sys.argv[1]).read().split()[-2:]; print(f'{float(u) + float(s):.2f}')" "$2.time" >"$2.cpu"
+    else
+        echo "?" >"$2.cpu"
+    fi
+    elapsed "$t0" "$t1"
+}
+
+COLD=()
+COLD_CPU=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    cfg="$W/config-$r.hcl"
+    rm -rf "$W/cache-$r"
+    write_config "$cfg" "$W/cache-$r"
+    COLD+=("$(run_warm "$cfg" "$W/warm-cold-$r.log")")
+    grep -q "$NPKG fetched" "$W/warm-cold-$r.log" || { cat "$W/warm-cold-$r.log" >&2; die "cold warm $r did not fetch $NPKG packages"; }
+    COLD_CPU+=("$(cat "$W/warm-cold-$r.log.cpu")")
+    log "cold warm --jobs $JOBS of $NPKG packages, round $r: ${COLD[-1]} s (CPU ${COLD_CPU[-1]} s)"
+    # Keep only the last cache: the second warm runs on it.
+    if [ "$r" -lt "$ROUNDS" ]; then rm -rf "$W/cache-$r"; fi
+done
+COLD_BEST="$(min_of "${COLD[@]}")"
+COLD_MEDIAN="$(median_of "${COLD[@]}")"
+RAW_MEDIAN="$(median_of "${RAW[@]}")"
+RATIO="$(ratio "$COLD_BEST" "$RAW_BEST")"
+RATIO_MEDIAN="$(ratio "$COLD_MEDIAN" "$RAW_MEDIAN")"
+
+# --- second warm, everything cached --------------------------------------------------------
+sleep 1 # the registry logs a request when its response completes
+BEFORE="$(blob_gets)"
+HOT=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    HOT+=("$(run_warm "$W/config-$ROUNDS.hcl" "$W/warm-hot-$r.log")")
+    grep -q "Nothing to fetch" "$W/warm-hot-$r.log" || { cat "$W/warm-hot-$r.log" >&2; die "the second warm fetched something"; }
+    log "warm with everything cached, run $r: ${HOT[-1]} s"
+done
+sleep 1
+AFTER="$(blob_gets)"
+HOT_GETS=$((AFTER - BEFORE))
+HOT_WORST="$(python3 -c "import sys; print(f'{max(map(float, sys.argv[1:])):.3f}')" "${HOT[@]}")"
+HOT_FIRST="${HOT[0]}"
+
+# --- report --------------------------------------------------------------------------------
+verdict() { if "$@"; then echo met; else echo "NOT met"; fi; }
+V_RATIO="$(verdict le "$RATIO" 1.3)"
+V_HOT="$(verdict lt "$HOT_WORST" 1.0)"
+V_GETS="$(verdict test "$HOT_GETS" -eq 0)"
+CPU="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+CPU="${CPU:-unknown}"
+LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+MIB_TOTAL=$((TOTAL_BYTES >> 20))
+TABLE="$(cat <<EOF
+| Measurement | Value | Goal | Verdict |
+| --- | --- | --- | --- |
+| raw sequential curl of $NPKG blobs ($MIB_TOTAL MiB), sum of time_total, best of $ROUNDS | ${RAW_BEST} s (rounds: ${RAW[*]}) | | |
+| cold \`warm --jobs $JOBS --platform all\` of $PROVIDERS providers ($NPKG packages), wall time, best of $ROUNDS | ${COLD_BEST} s (rounds: ${COLD[*]}) | | |
+| for information: the raw download written to files on the same disk, plus \`sync\`, wall time, best of $ROUNDS | ${RAW_DISK_BEST} s (rounds: ${RAW_DISK[*]}) | | |
+| for information: the cold warm's CPU time (user+sys), per round | ${COLD_CPU[*]} s | | |
+| ratio cold warm / raw download (best of each) | **${RATIO}** (medians: ${RATIO_MEDIAN}) | ≤ 1.3 | $V_RATIO |
+| second warm, everything cached ($NPKG packages), wall time | ${HOT_FIRST} s (runs: ${HOT[*]}) | < 1 s | $V_HOT |
+| registry blob GETs during the $ROUNDS cached warms | $HOT_GETS | 0 | $V_GETS |
+EOF
+)"
+RESULTS="$(cat <<EOF
+# warm benchmark results
+
+Measured by \`bash benches/warm_bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) CPU(s),
+$CPU; everything on 127.0.0.1 (docker-registry $(docker-registry --version 2>/dev/null | awk '{print $NF}' || echo '?'),
+the release binary). $PROVIDERS providers × ${#PLATFORMS[@]} platforms (${PLATFORMS[*]}) of $PKG_MIB MiB random
+(incompressible) packages, published with \`push\` (OpenTofu layout). Load average at the end:
+$LOADAVG (other work on the machine makes the disk-bound rows noisy).
+
+$TABLE
+
+- The raw download is the lower bound for moving the bytes: one \`curl\` per blob straight
+  from the registry, one after the other, timing only the transfers (not curl's start-up).
+- The cold warm's time is the whole command: start-up, tag lists, manifests, downloads with
+  sha256 verification, fsync, \`h1:\` hashes and the index, into an empty cache directory.
+- The cached warm still resolves every version (its metadata is fresh in the cache index) and
+  finds every package in the cache; the registry's access log shows no blob GET during it.
+EOF
+)"
+printf '%s\n' "$RESULTS" >"$ROOT/benches/WARM_RESULTS.md"
+printf '\n%s\n\n' "$TABLE"
+log "wrote benches/WARM_RESULTS.md"

@@ -1,0 +1,289 @@
+//! `lock`: a `.terraform.lock.hcl` for several platforms from the cache, compared byte for
+//! byte (without its `zh:` lines) with what the real `terraform providers lock -net-mirror`
+//! writes through the server on the same cache, and accepted by `terraform init`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+const FOO: &str = "registry.terraform.io/acme/foo";
+const FOO_REPO: &str = "terraform-providers/registry.terraform.io/acme/foo";
+
+fn other_platform() -> String {
+    if local_platform() == "darwin_arm64" {
+        "linux_amd64".to_owned()
+    } else {
+        "darwin_arm64".to_owned()
+    }
+}
+
+fn published() -> (WarmFixture, BTreeMap<(String, String), Vec<u8>>) {
+    let fx = WarmFixture::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let zips = rt.block_on(push_fake_versions(
+        fx.registry(),
+        FOO_REPO,
+        "foo",
+        &["1.0.0", "1.1.0", "2.0.0"],
+        &[&local_platform(), &other_platform()],
+    ));
+    (fx, zips)
+}
+
+fn config_dir(constraint: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("odtr-lock-cfg-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("main.tf"),
+        required_providers_tf(&[(FOO, constraint)]),
+    )
+    .unwrap();
+    dir
+}
+
+fn read_lock(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".terraform.lock.hcl"))
+        .unwrap_or_else(|e| panic!("{}: no lock file: {e}", dir.display()))
+}
+
+fn without_zh(lock: &str) -> String {
+    lock.lines()
+        .filter(|l| !l.trim_start().starts_with("\"zh:"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn lock_matches_terraform_providers_lock_and_init_accepts_it() {
+    let (fx, zips) = published();
+    let (local, other) = (local_platform(), other_platform());
+    let ours = config_dir("~> 1.0");
+    let theirs = config_dir("~> 1.0");
+    let platform_args = ["--platform", local.as_str(), "--platform", other.as_str()];
+
+    let mut warm = vec!["warm", "--dir", ours.path().to_str().unwrap()];
+    warm.extend_from_slice(&platform_args);
+    let out = fx.cli(&warm);
+    assert!(out.success(), "{out}");
+
+    let mut lock = vec!["lock", "--dir", ours.path().to_str().unwrap()];
+    lock.extend_from_slice(&platform_args);
+    let out = fx.cli(&lock);
+    assert!(out.success(), "{out}");
+    let our_lock = read_lock(ours.path());
+    let hashes = lock_file_hashes(&our_lock, FOO);
+    for platform in [&local, &other] {
+        let zip = &zips[&("1.1.0".to_owned(), platform.clone())];
+        assert!(
+            hashes.contains(&h1(zip)),
+            "no h1 for {platform}:\n{our_lock}"
+        );
+        assert!(
+            hashes.contains(&zh(zip)),
+            "no zh for {platform}:\n{our_lock}"
+        );
+    }
+    assert_eq!(hashes.len(), 4, "{our_lock}");
+
+    // The real Terraform, through the server on the same cache.
+    let server = fx.start_server(&[]);
+    let net_mirror = format!("-net-mirror={}", fx.mirror_url());
+    let p1 = format!("-platform={local}");
+    let p2 = format!("-platform={other}");
+    let run = terraform_in(
+        theirs.path(),
+        &["providers", "lock", "-no-color", &net_mirror, &p1, &p2, FOO],
+        "",
+        Some(&fx.cert),
+    );
+    assert!(
+        run.success,
+        "terraform providers lock failed:\n{}\n--- server ---\n{}",
+        run.output,
+        server.stderr()
+    );
+    let their_lock = read_lock(theirs.path());
+    assert_eq!(
+        without_zh(&our_lock),
+        their_lock,
+        "our lock file (zh: lines removed) differs from Terraform's\n--- ours ---\n{our_lock}\n--- terraform's ---\n{their_lock}"
+    );
+
+    // terraform init accepts our lock file as it is (and keeps it).
+    let run = terraform_in(
+        ours.path(),
+        &["init", "-no-color", "-input=false"],
+        &tf_network_mirror_config(&fx.mirror_url()),
+        Some(&fx.cert),
+    );
+    assert!(
+        run.success,
+        "terraform init with our lock file failed:\n{}\n--- lock ---\n{our_lock}",
+        run.output
+    );
+    assert_eq!(
+        read_lock(ours.path()),
+        our_lock,
+        "terraform init changed our lock file"
+    );
+}
+
+#[test]
+fn lock_completes_a_lock_file_terraform_init_wrote_for_one_platform() {
+    let (fx, zips) = published();
+    let (local, other) = (local_platform(), other_platform());
+    let cfg = config_dir(">= 1.0.0");
+    // terraform init through the mirror: 2.0.0, the local platform's h1 only.
+    let out = fx.cli(&["warm", "--platform", "all", "acme/foo@>= 1.0.0"]);
+    assert!(out.success(), "{out}");
+    let server = fx.start_server(&[]);
+    let run = terraform_in(
+        cfg.path(),
+        &["init", "-no-color", "-input=false"],
+        &tf_network_mirror_config(&fx.mirror_url()),
+        Some(&fx.cert),
+    );
+    assert!(run.success, "{}", run.output);
+    drop(server);
+    let before = read_lock(cfg.path());
+    assert_eq!(lock_file_version(&before, FOO).as_deref(), Some("2.0.0"));
+
+    let out = fx.cli(&[
+        "lock",
+        "--dir",
+        cfg.path().to_str().unwrap(),
+        "--platform",
+        &local,
+        "--platform",
+        &other,
+    ]);
+    assert!(out.success(), "{out}");
+    let after = read_lock(cfg.path());
+    assert_eq!(
+        lock_file_version(&after, FOO).as_deref(),
+        Some("2.0.0"),
+        "{after}"
+    );
+    let hashes = lock_file_hashes(&after, FOO);
+    for h in lock_file_hashes(&before, FOO) {
+        assert!(hashes.contains(&h), "lost {h}:\n{after}");
+    }
+    for platform in [&local, &other] {
+        let zip = &zips[&("2.0.0".to_owned(), platform.clone())];
+        assert!(hashes.contains(&h1(zip)), "no h1 for {platform}:\n{after}");
+        assert!(hashes.contains(&zh(zip)), "no zh for {platform}:\n{after}");
+    }
+    assert!(after.contains("constraints = \">= 1.0.0\""), "{after}");
+}
+
+#[test]
+fn lock_of_a_platform_not_warmed_fails_with_the_warm_command() {
+    let (fx, _zips) = published();
+    let (local, other) = (local_platform(), other_platform());
+    let cfg = config_dir("~> 1.0");
+    let out = fx.cli(&["warm", "--dir", cfg.path().to_str().unwrap()]);
+    assert!(out.success(), "{out}");
+    let out = fx.cli(&[
+        "lock",
+        "--dir",
+        cfg.path().to_str().unwrap(),
+        "--platform",
+        &local,
+        "--platform",
+        &other,
+    ]);
+    assert!(!out.success(), "{out}");
+    assert!(out.status.is_some(), "lock was killed:\n{out}");
+    assert!(
+        out.stderr.contains(&other) && out.stderr.contains("warm"),
+        "the error does not name {other} and the warm command:\n{out}"
+    );
+    assert!(
+        !cfg.path().join(".terraform.lock.hcl").exists(),
+        "a partial lock file was written"
+    );
+}
+
+#[test]
+fn lock_writes_constraints_as_terraform_does() {
+    // Terraform normalises the constraints it records (`>=1.0` → `>= 1.0.0`, `~> 1` →
+    // `~> 1.0`, ...); our lock file must say the same, or `terraform init` rewrites it.
+    let (fx, _zips) = published();
+    let local = local_platform();
+    let cases: &[&[(&str, &str)]] = &[
+        &[("main.tf", ">= 1.0, < 2.0")],
+        &[("main.tf", ">=1.0,<2")],
+        &[("main.tf", "1.1.0")],
+        &[("main.tf", "~> 1.1.0")],
+        &[("main.tf", "~> 1")],
+        &[("main.tf", "= 1.1.0")],
+        &[("main.tf", "< 2.0, >= 1.0, != 1.0.1")],
+    ];
+    let mut mismatches = Vec::new();
+    for files in cases {
+        let make = || {
+            let dir = tempfile::Builder::new()
+                .prefix("odtr-lock-cfg-")
+                .tempdir()
+                .unwrap();
+            for (name, constraint) in files.iter() {
+                std::fs::write(
+                    dir.path().join(name),
+                    required_providers_tf(&[(FOO, constraint)]),
+                )
+                .unwrap();
+            }
+            dir
+        };
+        let ours = make();
+        let out = fx.cli(&["warm", "--dir", ours.path().to_str().unwrap()]);
+        assert!(out.success(), "{files:?}: {out}");
+        let out = fx.cli(&["lock", "--dir", ours.path().to_str().unwrap()]);
+        assert!(out.success(), "{files:?}: {out}");
+        let our_lock = read_lock(ours.path());
+
+        let theirs = make();
+        let server = fx.start_server(&[]);
+        let net_mirror = format!("-net-mirror={}", fx.mirror_url());
+        let p = format!("-platform={local}");
+        let run = terraform_in(
+            theirs.path(),
+            &["providers", "lock", "-no-color", &net_mirror, &p, FOO],
+            "",
+            Some(&fx.cert),
+        );
+        assert!(run.success, "{files:?}: {}", run.output);
+        let their_lock = read_lock(theirs.path());
+        // And whether terraform init keeps our lock file as it is.
+        let init = terraform_in(
+            ours.path(),
+            &["init", "-no-color", "-input=false"],
+            &tf_network_mirror_config(&fx.mirror_url()),
+            Some(&fx.cert),
+        );
+        drop(server);
+        let after_init = read_lock(ours.path());
+        if without_zh(&our_lock) != their_lock || !init.success || after_init != our_lock {
+            mismatches.push(format!(
+                "constraints {files:?}\n--- ours ---\n{our_lock}--- terraform providers lock's ---\n{their_lock}--- terraform init with ours: {} ---\n{}--- ours after terraform init ---\n{after_init}",
+                if init.success { "succeeded" } else { "FAILED" },
+                if init.success { String::new() } else { init.output.clone() },
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} cases differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
