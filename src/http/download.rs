@@ -87,16 +87,18 @@ pub async fn download<B>(
             ))
         }
         PackageBody::Filling { fill, started } if range.is_some() => {
+            let outcome = fill_outcome(started, &fill);
             // A part of a blob is only served once the whole blob is verified.
             let size = fill.verified().await.map_err(ApiError::Fill)?;
             Ok(with_outcome(
-                fill_outcome(started),
+                outcome,
                 ranged(size, range, headers, is_head, move |start, end| {
                     streaming(fill.stream(start, Some(end)))
                 }),
             ))
         }
         PackageBody::Filling { fill, started } => {
+            let outcome = fill_outcome(started, &fill);
             let total = fill.started().await.map_err(ApiError::Fill)?;
             if let Some(len) = total {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -112,16 +114,19 @@ pub async fn download<B>(
                 }))
             };
             Ok(with_outcome(
-                fill_outcome(started),
+                outcome,
                 respond(StatusCode::OK, headers, body),
             ))
         }
     }
 }
 
-fn fill_outcome(started: bool) -> CacheOutcome {
+fn fill_outcome(started: bool, fill: &crate::store::Fill) -> CacheOutcome {
     if started {
         CacheOutcome::Miss
+    } else if fill.is_verified() {
+        // Verified and being filed away: as good as cached.
+        CacheOutcome::Hit
     } else {
         CacheOutcome::Join
     }

@@ -120,6 +120,11 @@ impl Fill {
         }
     }
 
+    /// Whether every byte is in and verified.
+    pub fn is_verified(&self) -> bool {
+        matches!(*self.state.borrow(), FillState::Done { .. })
+    }
+
     /// Waits until every byte is in and verified; returns the size.
     pub async fn verified(&self) -> Result<u64, FillError> {
         self.wait_done(false).await

@@ -342,7 +342,13 @@ impl BlobStore {
         }
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fill) = inflight.get(digest.hex()) {
-            self.counters.joins.fetch_add(1, Ordering::Relaxed);
+            // A fill already verified is being filed away: to the client that is a hit.
+            let counter = if fill.is_verified() {
+                &self.counters.hits
+            } else {
+                &self.counters.joins
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             return Lookup::Fill {
                 fill: fill.clone(),
                 started: false,
