@@ -1,30 +1,25 @@
-//! Reading stored files in large positioned reads on the blocking pool, so the async threads
-//! never wait on the disk and many readers can share one descriptor.
+//! Reading stored files in large reads on the blocking pool, so the async threads never wait
+//! on the disk.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
 
 use super::fill::CHUNK;
 
-/// Up to `len` bytes at `pos` (fewer only at end of file).
+/// Up to `len` bytes at `pos` (fewer only at end of file). Each descriptor is read by one
+/// stream at a time, so seeking it is safe; reading through `read_to_end` fills spare
+/// capacity directly, without zeroing a buffer first.
 pub async fn read_chunk(file: Arc<File>, pos: u64, len: u64) -> std::io::Result<Bytes> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = BytesMut::zeroed(len as usize);
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(filled);
-        Ok(buf.freeze())
+        let mut f = &*file;
+        f.seek(SeekFrom::Start(pos))?;
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(len).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
     })
     .await
     .map_err(std::io::Error::other)?
