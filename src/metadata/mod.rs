@@ -336,7 +336,7 @@ impl MetadataCache {
             };
         }
         if !q.is_immutable() {
-            self.hot.touch(self, &q, policy);
+            self.hot.touch(&key, &q, policy);
         }
         if let Some(e) = &entry {
             let age_ms = now_millis().saturating_sub(e.fetched_at);

@@ -32,10 +32,11 @@ pub(crate) struct HotSet {
 }
 
 impl HotSet {
-    pub(crate) fn touch(&self, _cache: &MetadataCache, q: &Query, policy: &FreshnessPolicy) {
+    /// Notes that `q` (whose cache key is `key`) was asked for now.
+    pub(crate) fn touch(&self, key: &str, q: &Query, policy: &FreshnessPolicy) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_millis();
-        match map.get_mut(&q.key()) {
+        match map.get_mut(key) {
             Some(e) => {
                 e.last_asked = now;
                 e.policy = *policy;
@@ -45,7 +46,7 @@ impl HotSet {
                     return;
                 }
                 map.insert(
-                    q.key(),
+                    key.to_owned(),
                     HotEntry {
                         query: q.clone(),
                         policy: *policy,
