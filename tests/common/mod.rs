@@ -659,96 +659,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(config_hcl: &str) -> Server {
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_oci-distribution-terraform-registry"));
-        let dir = tempfile::Builder::new()
-            .prefix("odtr-server-")
-            .tempdir()
-            .expect("tempdir");
-        let config_path = dir.path().join("config.hcl");
-        fs::write(&config_path, config_hcl).expect("write server config");
-        let stderr_path = dir.path().join("stderr.log");
-        let stderr = File::create(&stderr_path).expect("create stderr log");
-        let mut cmd = Command::new(&binary);
-        cmd.arg(format!("--config={}", config_path.display()))
-            .arg("server")
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info")
-            // Each server gets its own default package cache unless the config names one.
-            .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
-        for var in PROXY_VARS {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-
-        // Read stdout on a thread: the first `listening on ...` line is the ready signal; the
-        // rest is kept in stdout.log (and the pipe keeps being drained).
-        let stdout = child.stdout.take().unwrap();
-        let stdout_log = dir.path().join("stdout.log");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut log = File::create(stdout_log).ok();
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(log) = log.as_mut() {
-                    let _ = writeln!(log, "{line}");
-                }
-                if line.starts_with("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let url = line.trim_start_matches("listening on ").trim().to_owned();
-                    assert!(
-                        url.starts_with("https://127.0.0.1:")
-                            || url.starts_with("http://127.0.0.1:"),
-                        "unexpected ready line from server: {line:?}"
-                    );
-                    let base_url = if url.ends_with('/') {
-                        url
-                    } else {
-                        format!("{url}/")
-                    };
-                    return Server {
-                        child,
-                        base_url,
-                        dir,
-                    };
-                }
-                Err(mpsc::RecvTimeoutError::Timeout)
-                | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        // Give the stdout thread a moment to finish its log.
-                        std::thread::sleep(Duration::from_millis(100));
-                        panic!(
-                            "server exited with {status} before it was ready\n--- config ---\n{config_hcl}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                            read_to_string_lossy(&dir.path().join("stdout.log")),
-                            read_to_string_lossy(&stderr_path)
-                        );
-                    }
-                    if Instant::now() > deadline {
-                        kill_and_wait(&mut child);
-                        panic!(
-                            "server printed no `listening on` line within 20 s\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                            read_to_string_lossy(&dir.path().join("stdout.log")),
-                            read_to_string_lossy(&stderr_path)
-                        );
-                    }
-                }
-            }
-        }
+        Server::start_with_args(config_hcl, &[])
     }
 
     /// `https://127.0.0.1:PORT/`
@@ -1797,6 +1708,7 @@ impl Server {
             .args(server_args)
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
+            // Each server gets its own default package cache unless the config names one.
             .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1807,6 +1719,9 @@ impl Server {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+
+        // Read stdout on a thread: the first `listening on ...` line is the ready signal; the
+        // rest is kept in stdout.log (and the pipe keeps being drained).
         let stdout = child.stdout.take().unwrap();
         let stdout_log = dir.path().join("stdout.log");
         let (tx, rx) = mpsc::channel::<String>();
@@ -1825,11 +1740,17 @@ impl Server {
                 }
             }
         });
+
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     let url = line.trim_start_matches("listening on ").trim().to_owned();
+                    assert!(
+                        url.starts_with("https://127.0.0.1:")
+                            || url.starts_with("http://127.0.0.1:"),
+                        "unexpected ready line from server: {line:?}"
+                    );
                     let base_url = if url.ends_with('/') {
                         url
                     } else {
@@ -1841,18 +1762,22 @@ impl Server {
                         dir,
                     };
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if let Ok(Some(status)) = child.try_wait() {
+                        // Give the stdout thread a moment to finish its log.
                         std::thread::sleep(Duration::from_millis(100));
                         panic!(
-                            "server {server_args:?} exited with {status} before it was ready\n--- config ---\n{config_hcl}\n--- stderr ---\n{}",
+                            "server exited with {status} before it was ready\n--- config ---\n{config_hcl}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                            read_to_string_lossy(&dir.path().join("stdout.log")),
                             read_to_string_lossy(&stderr_path)
                         );
                     }
                     if Instant::now() > deadline {
                         kill_and_wait(&mut child);
                         panic!(
-                            "server {server_args:?} printed no `listening on` line within 20 s\n--- stderr ---\n{}",
+                            "server printed no `listening on` line within 20 s\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                            read_to_string_lossy(&dir.path().join("stdout.log")),
                             read_to_string_lossy(&stderr_path)
                         );
                     }
