@@ -111,6 +111,7 @@ pub struct BlobStore {
     generation: AtomicU64,
     /// Bounds the fsync + rename sequences running at once.
     durability: tokio::sync::Semaphore,
+    evicting: Mutex<()>,
     pub counters: Counters,
     repair: RepairReport,
     _lock: DirLock,
@@ -162,6 +163,7 @@ impl BlobStore {
             total: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             durability: tokio::sync::Semaphore::new(2),
+            evicting: Mutex::new(()),
             counters: Counters::default(),
             repair: RepairReport::default(),
             _lock: lock,
@@ -626,6 +628,8 @@ impl BlobStore {
         max_size: u64,
         unused_since: Option<u64>,
     ) -> Result<(usize, u64), StoreError> {
+        // One eviction at a time, or two could count the same blob out twice.
+        let _one = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
         let mut entries: Vec<(String, BlobMeta)> = self
             .index
             .blobs()
@@ -845,6 +849,7 @@ mod tests {
         let digest = Digest::of_bytes(&data);
         let calls = Arc::new(AtomicUsize::new(0));
         let mut readers = Vec::new();
+        let mut any_fill: Option<Arc<Fill>> = None;
         for _ in 0..20 {
             let lookup = store.get_or_fill(
                 &digest,
@@ -855,14 +860,16 @@ mod tests {
             let Lookup::Fill { fill, .. } = lookup else {
                 panic!("cold blob reported as cached")
             };
+            any_fill.get_or_insert_with(|| fill.clone());
             readers.push(tokio::spawn(read_all(fill)));
         }
         for r in readers {
             assert_eq!(r.await.unwrap().unwrap(), data);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Clients get the last byte once it is verified; the blob is filed away just after.
+        any_fill.expect("a fill").finished().await.unwrap();
         // Now it is a hit, with the bytes on disk and no temp files left.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let Lookup::Hit(hit) = store.get_or_fill(
             &digest,
             source(),
@@ -915,7 +922,13 @@ mod tests {
         );
         drop(s);
         drop(fill);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The failed fill lets go of its temp file when its task ends.
+        for _ in 0..100 {
+            if std::fs::read_dir(dir.path().join("tmp")).unwrap().count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         assert!(store.meta(&digest).is_none());
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
@@ -952,11 +965,14 @@ mod tests {
             ) else {
                 panic!()
             };
-            read_all(fill).await.unwrap();
+            read_all(fill.clone()).await.unwrap();
+            fill.finished().await.unwrap();
             digests.push(d);
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            // Distinct access times, so the LRU order is the order of the loop.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Eviction also runs in the background after each fill; run it here to not race it.
+        store.evict_if_needed();
         assert!(store.total_bytes() <= 2500, "{}", store.total_bytes());
         assert!(
             store.meta(&digests[4]).is_some(),
