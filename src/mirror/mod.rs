@@ -495,26 +495,46 @@ impl MirrorService {
             repository: repo.clone(),
             anonymous: matches!(cred, Credential::Anonymous),
         };
-        if let Some(meta) = self.store.meta(digest) {
-            let vouched = self.config.proxy_packages || meta.sources.contains(&source);
-            if !vouched {
-                // Seen elsewhere (another mirror, or fetched with other credentials): ask
-                // the origin whether this client may have it before serving our copy.
-                self.meta
-                    .client()
-                    .head_blob(&self.registry, &repo, digest, &cred)
-                    .await?;
-                self.store.add_source(digest, &source);
-            }
-        }
         let client = self.meta.client().clone();
-        let registry = self.registry.clone();
-        let d = digest.clone();
+        let (registry, fill_repo, d, fill_cred) = (
+            self.registry.clone(),
+            repo.clone(),
+            digest.clone(),
+            cred.clone(),
+        );
         let lookup = self
             .store
-            .get_or_fill(digest, source, "application/zip", move || {
-                Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
+            .get_or_fill(digest, source.clone(), "application/zip", move || {
+                Box::pin(
+                    async move { client.get_blob(&registry, &fill_repo, &d, &fill_cred).await },
+                )
             });
+        // A copy fetched for someone else (another mirror or repository, or with other
+        // credentials), stored or still arriving, is only handed out once the origin says
+        // this client may have it from this repository. With sealed URLs, the URL itself is
+        // that proof: it was issued after the origin accepted the client's credential.
+        let seen_elsewhere = !self.config.proxy_packages
+            && match &lookup {
+                Lookup::Hit(blob) => !blob.meta.sources.contains(&source),
+                Lookup::Fill { fill, started } => !started && fill.source != source,
+            };
+        if seen_elsewhere {
+            self.meta
+                .client()
+                .head_blob(&self.registry, &repo, digest, &cred)
+                .await?;
+            match &lookup {
+                Lookup::Hit(_) => self.store.add_source(digest, &source),
+                Lookup::Fill { fill, .. } => {
+                    let (store, fill, digest) = (self.store.clone(), fill.clone(), digest.clone());
+                    tokio::spawn(async move {
+                        if fill.finished().await.is_ok() {
+                            store.add_source(&digest, &source);
+                        }
+                    });
+                }
+            }
+        }
         Ok(match lookup {
             Lookup::Hit(blob) => PackageBody::Cached(blob),
             Lookup::Fill { fill, started } => PackageBody::Filling { fill, started },

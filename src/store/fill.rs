@@ -75,6 +75,8 @@ impl MemTail {
 
 pub struct Fill {
     pub digest: Digest,
+    /// Where the fetch was made from, and whether anonymously.
+    pub source: super::BlobSource,
     pub(super) temp_path: PathBuf,
     /// Where the blob lives once verified and kept.
     pub(super) final_path: PathBuf,

@@ -368,6 +368,7 @@ impl BlobStore {
         let (tx, rx) = watch::channel(FillState::Connecting);
         let fill = Arc::new(Fill {
             digest: digest.clone(),
+            source: source.clone(),
             temp_path: self.root.join("tmp").join(format!(
                 "{}.{}",
                 digest.hex(),
