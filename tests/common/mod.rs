@@ -93,6 +93,21 @@ fn kill_and_wait(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Waits for `child` at most `limit`, killing it past that: `None` means it was killed.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child process") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            kill_and_wait(child);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // docker-registry
 // ---------------------------------------------------------------------------------------------
@@ -788,17 +803,7 @@ pub fn terraform_init(
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e} ({INSTALL_HINT})", terraform.display()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait terraform") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            kill_and_wait(&mut child);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
     let mut output = read_to_string_lossy(&output_path);
     if status.is_none() {
         output.push_str("\n<terraform init killed after 120 s>\n");
@@ -1146,17 +1151,7 @@ pub fn run_cli(config_hcl: &str, args: &[&str], timeout: Duration) -> CliOutput 
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            kill_and_wait(&mut child);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, timeout);
     CliOutput {
         status,
         stdout: read_to_string_lossy(&out_path),
@@ -2065,17 +2060,7 @@ pub fn terraform_in(
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e} ({INSTALL_HINT})", terraform.display()));
-    let deadline = Instant::now() + Duration::from_secs(50);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait terraform") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            kill_and_wait(&mut child);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, Duration::from_secs(50));
     let mut output = read_to_string_lossy(&output_path);
     if status.is_none() {
         output.push_str("\n<terraform killed after 50 s>\n");

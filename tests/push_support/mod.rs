@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tempfile::TempDir;
 
-use crate::common::{free_port, h1, plain_client, sha256_hex, which, INSTALL_HINT};
+use crate::common::{free_port, h1, plain_client, sha256_hex, wait_bounded, which, INSTALL_HINT};
 
 pub const USER: &str = "pusher";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -387,18 +387,7 @@ pub fn push_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Cli
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes()).expect("write stdin");
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_bounded(&mut child, Duration::from_secs(120));
     let mut stderr = fs::read_to_string(&err_path).unwrap_or_default();
     if status.is_none() {
         stderr.push_str("\n<killed after 120 s>");
