@@ -6,7 +6,7 @@ mod download;
 mod error;
 mod handlers;
 mod metrics;
-mod range;
+pub mod range;
 pub mod router;
 
 use std::collections::HashMap;
