@@ -47,10 +47,7 @@ pub fn run(config: &Config, command: CacheCommand) -> Result<(), CacheCommandErr
         }
         return Ok(());
     }
-    let store = BlobStore::open(&StoreConfig {
-        directory: dir.clone(),
-        max_size: config.cache.max_size,
-    })?;
+    let store = BlobStore::open(&StoreConfig::from_config(config))?;
     match command {
         CacheCommand::Stats => print_stats(dir, &store.snapshot(), None),
         CacheCommand::Verify => {

@@ -21,7 +21,54 @@ pub struct Config {
     pub source: PathBuf,
     pub server: ServerConfig,
     pub cache: CacheConfig,
+    pub limits: Limits,
     pub provider_mirrors: Vec<ProviderMirrorConfig>,
+}
+
+/// Hard bounds on what clients and origins may make the server do. Each has a safe default;
+/// exceeding one gets the request a 4xx/5xx and a log line, never unbounded memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers, in bytes (HTTP/1.1; the HTTP/2 header list likewise).
+    pub max_request_header_bytes: usize,
+    pub max_request_headers: usize,
+    pub max_path_length: usize,
+    /// How long a client may take to complete the TLS handshake, and then each request head.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections beyond this wait to be accepted.
+    pub max_connections: usize,
+    /// Package downloads from origins running at once; more wait their turn.
+    pub max_origin_fetches: usize,
+    pub max_manifest_size: u64,
+    pub max_tag_pages: usize,
+    pub max_tags: usize,
+    pub max_package_size: u64,
+    /// Whole time allowed for one package download from an origin.
+    pub origin_fetch_timeout: Duration,
+    /// Whole time allowed for one tag list, manifest or token request to an origin.
+    pub origin_metadata_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_header_bytes: 16 * 1024,
+            max_request_headers: 100,
+            max_path_length: 2048,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_origin_fetches: 64,
+            max_manifest_size: 4 << 20,
+            max_tag_pages: 1000,
+            max_tags: 100_000,
+            max_package_size: 4 << 30,
+            origin_fetch_timeout: Duration::from_secs(30 * 60),
+            origin_metadata_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 pub const DEFAULT_CACHE_MAX_SIZE: u64 = 10 << 30;
@@ -50,6 +97,10 @@ impl CacheConfig {
 pub struct ServerConfig {
     pub listen_addr: SocketAddr,
     pub query_string_secret: Option<QueryStringSecret>,
+    /// Secrets that download URLs sealed before a rotation may still be opened with.
+    pub previous_query_string_secrets: Vec<QueryStringSecret>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served instead of the main listener.
+    pub admin_listen_addr: Option<SocketAddr>,
     pub download_url_ttl: Duration,
     pub tls: Option<TlsConfig>,
     /// Never contact any origin; serve only what the cache holds.
@@ -80,6 +131,9 @@ pub struct ProviderMirrorConfig {
     /// Repository path prefix, without leading or trailing `/` (may be empty).
     pub name_prefix: String,
     pub proxy_packages: bool,
+    /// Serve this mirror's data to every client, fetched with the server's own credential
+    /// for the origin: the operator vouches that everyone who can reach the server may have it.
+    pub public: bool,
     pub freshness: FreshnessPolicy,
 }
 

@@ -10,7 +10,7 @@ use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
 use hcl_edit::Span;
 
 use super::{
-    units, CacheConfig, Config, Diagnostic, FreshnessPolicy, ProviderMirrorConfig,
+    units, CacheConfig, Config, Diagnostic, FreshnessPolicy, Limits, ProviderMirrorConfig,
     QueryStringSecret, ServerConfig, TlsConfig, DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL,
     DEFAULT_LISTEN_ADDR,
 };
@@ -68,6 +68,104 @@ impl Ctx<'_> {
                     other.span(),
                     format!("attribute \"{}\" must be true or false", attr.key.as_str()),
                 );
+                None
+            }
+        }
+    }
+
+    /// A whole number attribute within `range`.
+    fn count(&mut self, attr: &Attribute, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        let key = attr.key.as_str();
+        let n = match &attr.value {
+            Expression::Number(n) => n.value().as_u64(),
+            _ => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    attr.value.span(),
+                    format!(
+                        "attribute \"{key}\" must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of quoted strings.
+    fn strings(&mut self, attr: &Attribute) -> Option<Vec<String>> {
+        let Expression::Array(items) = &attr.value else {
+            self.error(
+                attr.value.span(),
+                format!(
+                    "attribute \"{}\" must be a list of quoted strings, like [\"a\", \"b\"]",
+                    attr.key.as_str()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item {
+                Expression::String(s) => out.push(s.value().clone()),
+                other => {
+                    self.error(
+                        other.span(),
+                        format!(
+                            "attribute \"{}\" must hold quoted strings only",
+                            attr.key.as_str()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// A size (`"4MiB"`) within `range` bytes.
+    fn size(&mut self, attr: &Attribute, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        let key = attr.key.as_str();
+        let s = self.string(attr)?;
+        match units::parse_size(&s) {
+            Ok(n) if range.contains(&n) => Some(n),
+            Ok(_) => {
+                self.error(
+                    attr.value.span(),
+                    format!(
+                        "{key} must be between {} and {} bytes",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(attr.value.span(), format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A duration (`"30s"`) of at least one second and at most `max`.
+    fn duration(&mut self, attr: &Attribute, max: Duration) -> Option<Duration> {
+        let key = attr.key.as_str();
+        let s = self.string(attr)?;
+        match units::parse_duration(&s) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= max => Some(d),
+            Ok(_) => {
+                self.error(
+                    attr.value.span(),
+                    format!("{key} must be between 1s and {}s", max.as_secs()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(attr.value.span(), format!("{key}: {e}"));
                 None
             }
         }
@@ -188,8 +286,15 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         &body,
         "the configuration file",
         &[],
-        &["server", "cache", "metadata_cache", "provider_mirror"],
+        &[
+            "server",
+            "cache",
+            "metadata_cache",
+            "limits",
+            "provider_mirror",
+        ],
     );
+    let mut limits: Option<Limits> = None;
 
     let mut cache: Option<CacheConfig> = None;
     let mut freshness_defaults: Option<FreshnessOverrides> = None;
@@ -217,6 +322,13 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                     ctx.error(block.ident.span(), "a \"cache\" block takes no label");
                 }
                 cache = Some(parse_cache(&mut ctx, block));
+            }
+            "limits" => {
+                if limits.is_some() {
+                    ctx.error(block.ident.span(), "only one \"limits\" block is allowed");
+                    continue;
+                }
+                limits = Some(parse_limits(&mut ctx, block));
             }
             "metadata_cache" => {
                 if freshness_defaults.is_some() {
@@ -261,6 +373,7 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             source: file.to_owned(),
             server,
             cache: cache.unwrap_or_else(default_cache),
+            limits: limits.unwrap_or_default(),
             provider_mirrors: mirrors,
         })
     } else {
@@ -275,13 +388,15 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
         &[
             "listen_addr",
             "query_string_secret",
+            "previous_query_string_secrets",
+            "admin_listen_addr",
             "download_url_ttl",
             "offline",
         ],
         &["tls"],
     );
     let mut server = default_server();
-    for attr in attrs {
+    for attr in attrs.iter().copied() {
         match attr.key.as_str() {
             "offline" => {
                 if let Some(b) = ctx.bool(attr) {
@@ -289,12 +404,22 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
                 }
             }
             "listen_addr" => {
-                if let Some(s) = ctx.string(attr) {
-                    match s.parse::<SocketAddr>() {
-                        Ok(a) => server.listen_addr = a,
-                        Err(_) => ctx.error(
+                if let Some(a) = socket_addr(ctx, attr) {
+                    server.listen_addr = a;
+                }
+            }
+            "admin_listen_addr" => {
+                server.admin_listen_addr = socket_addr(ctx, attr);
+            }
+            "previous_query_string_secrets" => {
+                for s in ctx.strings(attr).unwrap_or_default() {
+                    match parse_secret(&s) {
+                        Some(k) => server
+                            .previous_query_string_secrets
+                            .push(QueryStringSecret(k)),
+                        None => ctx.error(
                             attr.value.span(),
-                            format!("listen_addr {s:?} is not an IP address and port, like \"0.0.0.0:8443\" or \"[::]:443\""),
+                            "each of previous_query_string_secrets must be exactly 64 hexadecimal characters",
                         ),
                     }
                 }
@@ -327,6 +452,21 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
             _ => unreachable!(),
         }
     }
+    let has_previous = attrs
+        .iter()
+        .any(|a| a.key.as_str() == "previous_query_string_secrets");
+    if has_previous && server.query_string_secret.is_none() {
+        ctx.error(
+            block.ident.span(),
+            "previous_query_string_secrets needs a current query_string_secret to seal new URLs with",
+        );
+    }
+    if server.admin_listen_addr.is_some() && server.admin_listen_addr == Some(server.listen_addr) {
+        ctx.error(
+            block.ident.span(),
+            "admin_listen_addr must differ from listen_addr",
+        );
+    }
     for (i, tls) in blocks.into_iter().enumerate() {
         if i > 0 {
             ctx.error(tls.ident.span(), "only one \"tls\" block is allowed");
@@ -337,10 +477,128 @@ fn parse_server(ctx: &mut Ctx, block: &Block) -> ServerConfig {
     server
 }
 
+fn socket_addr(ctx: &mut Ctx, attr: &Attribute) -> Option<SocketAddr> {
+    let s = ctx.string(attr)?;
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            ctx.error(
+                attr.value.span(),
+                format!(
+                    "{} {s:?} is not an IP address and port, like \"0.0.0.0:8443\" or \"[::]:443\"",
+                    attr.key.as_str()
+                ),
+            );
+            None
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn parse_limits(ctx: &mut Ctx, block: &Block) -> Limits {
+    let (attrs, _) = ctx.members(
+        &block.body,
+        "the limits block",
+        &[
+            "max_request_header_bytes",
+            "max_request_headers",
+            "max_path_length",
+            "header_read_timeout",
+            "idle_timeout",
+            "max_connections",
+            "max_origin_fetches",
+            "max_manifest_size",
+            "max_tag_pages",
+            "max_tags",
+            "max_package_size",
+            "origin_fetch_timeout",
+            "origin_metadata_timeout",
+        ],
+        &[],
+    );
+    let mut l = Limits::default();
+    for attr in attrs {
+        // Lower bounds keep the server usable (hyper needs an 8 KiB read buffer; a
+        // manifest needs room); upper bounds keep a typo from disabling a limit.
+        match attr.key.as_str() {
+            "max_request_header_bytes" => {
+                if let Some(n) = ctx.size(attr, 8192..=1 << 20) {
+                    l.max_request_header_bytes = n as usize;
+                }
+            }
+            "max_request_headers" => {
+                if let Some(n) = ctx.count(attr, 8..=1000) {
+                    l.max_request_headers = n as usize;
+                }
+            }
+            "max_path_length" => {
+                if let Some(n) = ctx.count(attr, 256..=65_536) {
+                    l.max_path_length = n as usize;
+                }
+            }
+            "header_read_timeout" => {
+                if let Some(d) = ctx.duration(attr, Duration::from_secs(600)) {
+                    l.header_read_timeout = d;
+                }
+            }
+            "idle_timeout" => {
+                if let Some(d) = ctx.duration(attr, DAY) {
+                    l.idle_timeout = d;
+                }
+            }
+            "max_connections" => {
+                if let Some(n) = ctx.count(attr, 1..=1_000_000) {
+                    l.max_connections = n as usize;
+                }
+            }
+            "max_origin_fetches" => {
+                if let Some(n) = ctx.count(attr, 1..=10_000) {
+                    l.max_origin_fetches = n as usize;
+                }
+            }
+            "max_manifest_size" => {
+                if let Some(n) = ctx.size(attr, 1024..=64 << 20) {
+                    l.max_manifest_size = n;
+                }
+            }
+            "max_tag_pages" => {
+                if let Some(n) = ctx.count(attr, 1..=100_000) {
+                    l.max_tag_pages = n as usize;
+                }
+            }
+            "max_tags" => {
+                if let Some(n) = ctx.count(attr, 1..=10_000_000) {
+                    l.max_tags = n as usize;
+                }
+            }
+            "max_package_size" => {
+                if let Some(n) = ctx.size(attr, 1024..=1 << 40) {
+                    l.max_package_size = n;
+                }
+            }
+            "origin_fetch_timeout" => {
+                if let Some(d) = ctx.duration(attr, DAY) {
+                    l.origin_fetch_timeout = d;
+                }
+            }
+            "origin_metadata_timeout" => {
+                if let Some(d) = ctx.duration(attr, Duration::from_secs(3600)) {
+                    l.origin_metadata_timeout = d;
+                }
+            }
+            _ => unreachable!("members() only returns allowed attributes"),
+        }
+    }
+    l
+}
+
 fn default_server() -> ServerConfig {
     ServerConfig {
         listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("valid default"),
         query_string_secret: None,
+        previous_query_string_secrets: Vec::new(),
+        admin_listen_addr: None,
         download_url_ttl: DEFAULT_DOWNLOAD_URL_TTL,
         tls: None,
         offline: false,
@@ -543,6 +801,7 @@ fn parse_provider_mirror(
             "origin_url",
             "name_prefix",
             "proxy_packages",
+            "public",
             "index_max_age",
             "stale_while_revalidate",
             "stale_if_error",
@@ -555,6 +814,7 @@ fn parse_provider_mirror(
     let mut origin_url = None;
     let mut name_prefix = String::new();
     let mut proxy_packages = false;
+    let mut public = false;
     for attr in attrs {
         match attr.key.as_str() {
             "origin_url" => {
@@ -582,6 +842,11 @@ fn parse_provider_mirror(
                     proxy_packages = b;
                 }
             }
+            "public" => {
+                if let Some(b) = ctx.bool(attr) {
+                    public = b;
+                }
+            }
             _ => {
                 let known = freshness.read(ctx, attr);
                 debug_assert!(known, "members() only returns allowed attributes");
@@ -607,6 +872,7 @@ fn parse_provider_mirror(
             origin_url,
             name_prefix,
             proxy_packages,
+            public,
             freshness: FreshnessPolicy::default(),
         },
         freshness,
@@ -701,6 +967,94 @@ server {
 
     fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
         parse_config(Path::new("/etc/x/config.hcl"), text)
+    }
+
+    const MIRROR: &str =
+        "provider_mirror \"m\" {\n  origin_url = \"http://x/\"\n  public = true\n}\n";
+
+    #[test]
+    fn limits_rotation_admin_and_public() {
+        let c = parse(&format!(
+            r#"
+server {{
+  query_string_secret           = "{a}"
+  previous_query_string_secrets = ["{b}"]
+  admin_listen_addr             = "127.0.0.1:9100"
+}}
+limits {{
+  max_request_header_bytes = "32KiB"
+  max_request_headers      = 50
+  max_path_length          = 1024
+  header_read_timeout      = "5s"
+  idle_timeout             = "2m"
+  max_connections          = 100
+  max_origin_fetches       = 4
+  max_manifest_size        = "1MiB"
+  max_tag_pages            = 10
+  max_tags                 = 5000
+  max_package_size         = "512MiB"
+  origin_fetch_timeout     = "10m"
+  origin_metadata_timeout  = "20s"
+}}
+{MIRROR}"#,
+            a = "1".repeat(64),
+            b = "2".repeat(64)
+        ))
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.max_request_header_bytes, 32 * 1024);
+        assert_eq!((l.max_request_headers, l.max_path_length), (50, 1024));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(l.idle_timeout, Duration::from_secs(120));
+        assert_eq!((l.max_connections, l.max_origin_fetches), (100, 4));
+        assert_eq!(
+            (l.max_manifest_size, l.max_package_size),
+            (1 << 20, 512 << 20)
+        );
+        assert_eq!((l.max_tag_pages, l.max_tags), (10, 5000));
+        assert_eq!(l.origin_fetch_timeout, Duration::from_secs(600));
+        assert_eq!(l.origin_metadata_timeout, Duration::from_secs(20));
+        assert_eq!(c.server.previous_query_string_secrets.len(), 1);
+        assert_eq!(
+            c.server.admin_listen_addr,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert!(c.mirror("m").unwrap().public);
+        assert_eq!(parse(MIRROR).unwrap().limits, Limits::default());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let e = errors(&format!(
+            "limits {{\n  max_request_header_bytes = \"1KiB\"\n  max_connections = 0\n  idle_timeout = \"0s\"\n  max_tags = \"many\"\n  nonsense = 1\n}}\n{MIRROR}"
+        ));
+        assert!(
+            e.contains(":2:30: max_request_header_bytes must be between 8192"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":3:21: attribute \"max_connections\" must be a whole number from 1"),
+            "{e}"
+        );
+        assert!(e.contains(":4:18: idle_timeout must be between 1s"), "{e}");
+        assert!(
+            e.contains(":5:14: attribute \"max_tags\" must be a whole number"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":6:3: unknown attribute \"nonsense\" in the limits block"),
+            "{e}"
+        );
+        let e = errors(&format!(
+            "server {{\n  previous_query_string_secrets = [\"zz\"]\n}}\n{MIRROR}"
+        ));
+        assert!(
+            e.contains(
+                "each of previous_query_string_secrets must be exactly 64 hexadecimal characters"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("needs a current query_string_secret"), "{e}");
     }
 
     fn errors(text: &str) -> String {

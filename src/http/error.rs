@@ -41,6 +41,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
+            ApiError::Route(RouteError::TooLong(_)) => StatusCode::URI_TOO_LONG,
             ApiError::Route(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownMirror(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

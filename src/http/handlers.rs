@@ -8,16 +8,33 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use super::body::{full, Body};
 use super::error::ApiError;
 use super::metrics::{self, CacheOutcome};
-use super::router::{route, Route};
-use super::AppState;
+use super::router::{route, Route, RouteError};
+use super::{AppState, Role};
 use crate::mirror::MirrorService;
 use crate::oci::Credential;
 use crate::provider::ProviderAddress;
 
 /// Handles one request; the response carries its route's metrics label as an extension.
-pub async fn handle<B>(state: Arc<AppState>, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Response<Body> {
     let is_head = req.method() == Method::HEAD;
-    let routed = route(req.uri().path());
+    let path = req.uri().path();
+    let routed = if path.len() > state.max_path_length {
+        Err(RouteError::TooLong(state.max_path_length))
+    } else {
+        route(path).and_then(|r| {
+            // Each listener answers only its own endpoints.
+            let allowed = if r.is_operational() {
+                role.serves_admin()
+            } else {
+                role.serves_mirrors()
+            };
+            if allowed {
+                Ok(r)
+            } else {
+                Err(RouteError::NotFound)
+            }
+        })
+    };
     let label = RouteLabel(routed.as_ref().map(Route::label).unwrap_or("other"));
     if req.method() != Method::GET && !is_head {
         let mut resp = ApiError::MethodNotAllowed.into_response();

@@ -5,20 +5,17 @@ mod body;
 mod download;
 mod error;
 mod handlers;
+mod listener;
 mod metrics;
 pub mod range;
 pub mod router;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
@@ -29,10 +26,8 @@ use crate::oci::{ClientOptions, OciClient, OciError};
 use crate::store::{BlobStore, StoreConfig};
 
 pub use error::ApiError;
+pub use listener::Role;
 
-/// How long a client may take to finish the TLS handshake, or to send request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The file in the cache directory holding the running server's bound address.
 pub const SERVER_ADDRESS_FILE: &str = "server-address";
 
@@ -47,6 +42,7 @@ pub struct AppState {
     pub store: Arc<BlobStore>,
     pub meta: Arc<MetadataCache>,
     pub tls: bool,
+    pub max_path_length: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +62,9 @@ pub enum ServerError {
 
 impl AppState {
     pub fn from_config(config: &Config) -> Result<AppState, ServerError> {
-        let store = BlobStore::open(&StoreConfig {
-            directory: config.cache.directory.clone(),
-            max_size: config.cache.max_size,
-        })?;
+        let store = BlobStore::open(&StoreConfig::from_config(config))?;
         tracing::info!(directory = %store.root().display(), entries = store.entries().len(), bytes = store.total_bytes(), max_size = store.max_size(), "package cache open");
-        let client = Arc::new(OciClient::new(ClientOptions::default())?);
+        let client = Arc::new(OciClient::new(ClientOptions::from_limits(&config.limits))?);
         let meta = MetadataCache::new(client, store.index().clone(), config.server.offline);
         if config.server.offline {
             tracing::info!(
@@ -95,7 +88,15 @@ impl AppState {
     ) -> AppState {
         let ttl = config.server.download_url_ttl;
         let sealer = Arc::new(match &config.server.query_string_secret {
-            Some(secret) => UrlSealer::new(&secret.0, ttl),
+            Some(secret) => {
+                let previous: Vec<[u8; 32]> = config
+                    .server
+                    .previous_query_string_secrets
+                    .iter()
+                    .map(|s| s.0)
+                    .collect();
+                UrlSealer::with_previous(&secret.0, &previous, ttl)
+            }
             None => {
                 if config.provider_mirrors.iter().any(|m| m.proxy_packages) {
                     tracing::warn!("no server.query_string_secret configured: using a random one, so download URLs only work on this instance until it restarts");
@@ -124,6 +125,7 @@ impl AppState {
             store,
             meta,
             tls: config.server.tls.is_some(),
+            max_path_length: config.limits.max_path_length,
         }
     }
 }
@@ -137,10 +139,27 @@ pub async fn serve(
     let state = Arc::new(AppState::from_config(config)?);
     let acceptor = load_acceptor(config)?;
     let addr = config.server.listen_addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener
+    let admin_addr = config.server.admin_listen_addr;
+    let main = listener::bind(
+        addr,
+        Role::Main {
+            with_admin: admin_addr.is_none(),
+        },
+        acceptor.is_some(),
+    )
+    .await?;
+    let admin = match admin_addr {
+        Some(a) => {
+            let l = listener::bind(a, Role::Admin, false).await?;
+            if let Ok(bound) = l.tcp.local_addr() {
+                tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz on the admin listener (plain HTTP)");
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let local = main
+        .tcp
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
     if acceptor.is_none() {
@@ -167,82 +186,43 @@ pub async fn serve(
         })
     };
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let graceful = GracefulShutdown::new();
     let live = Arc::new(std::sync::RwLock::new(Live {
         state: state.clone(),
         acceptor: acceptor.clone(),
     }));
     let reloader = spawn_reloader(config.clone(), live.clone());
-
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        // What a connection starts with; a reload affects connections accepted after it.
-        let (state, acceptor) = {
-            let l = live.read().unwrap_or_else(|p| p.into_inner());
-            (l.state.clone(), l.acceptor.clone())
-        };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(serve_one(state, peer, req).await) }
-            });
-            match acceptor {
-                Some(acceptor) => {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-            }
-        });
-    }
+    // Every accept loop stops on the same signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = &config.limits;
+    let main_loop = listener::accept_loop(
+        main,
+        live.clone(),
+        limits,
+        &graceful,
+        stopped(stop_rx.clone()),
+    );
+    let admin_loop = async {
+        if let Some(admin) = admin {
+            listener::accept_loop(
+                admin,
+                live.clone(),
+                limits,
+                &graceful,
+                stopped(stop_rx.clone()),
+            )
+            .await;
+        }
+    };
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(main_loop, admin_loop, signal);
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
-    drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -310,9 +290,11 @@ fn spawn_reloader(
                     || new.cache.directory != initial.cache.directory
                     || new.cache.max_size != initial.cache.max_size
                     || new.server.offline != initial.server.offline
+                    || new.server.admin_listen_addr != initial.server.admin_listen_addr
+                    || new.limits != initial.limits
                     || new.server.tls.is_some() != initial.server.tls.is_some();
                 if restart_needed {
-                    tracing::warn!("reload: listen_addr, cache, offline and turning TLS on or off take effect only after a restart; those settings keep their running values");
+                    tracing::warn!("reload: listen_addr, admin_listen_addr, cache, limits, offline and turning TLS on or off take effect only after a restart; those settings keep their running values");
                 }
                 let acceptor = match load_acceptor(&new) {
                     Ok(a) => a,
@@ -325,6 +307,7 @@ fn spawn_reloader(
                 let old = l.state.clone();
                 let mut effective = new.clone();
                 effective.server.offline = initial.server.offline;
+                effective.limits = initial.limits.clone();
                 l.state = Arc::new(AppState::with_config(
                     &effective,
                     old.store.clone(),
@@ -348,6 +331,7 @@ fn spawn_reloader(
 async fn serve_one<B>(
     state: Arc<AppState>,
     peer: SocketAddr,
+    role: Role,
     req: http::Request<B>,
 ) -> http::Response<body::Body> {
     let started = Instant::now();
@@ -355,7 +339,7 @@ async fn serve_one<B>(
     let method = req.method().clone();
     // The path only: query strings can hold sealed credentials.
     let path = req.uri().path().to_owned();
-    let mut resp = handlers::handle(state.clone(), req).await;
+    let mut resp = handlers::handle(state.clone(), role, req).await;
     let route = resp
         .extensions()
         .get::<handlers::RouteLabel>()

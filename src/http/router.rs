@@ -4,8 +4,8 @@
 use crate::oci::Digest;
 use crate::provider::{AddressError, ProviderAddress};
 
-/// Longest request path we accept; real mirror paths are far shorter.
-pub const MAX_PATH_LEN: usize = 2048;
+/// Longest request path parsed at all; the configured limit (`max_path_length`) is lower.
+pub const MAX_PATH_LEN: usize = 65_536;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -33,8 +33,8 @@ pub enum Route {
 pub enum RouteError {
     #[error("no such endpoint")]
     NotFound,
-    #[error("request path is longer than {MAX_PATH_LEN} bytes")]
-    TooLong,
+    #[error("request path is longer than {0} bytes")]
+    TooLong(usize),
     #[error("malformed request path: {0}")]
     Malformed(&'static str),
     #[error(transparent)]
@@ -46,6 +46,12 @@ pub enum RouteError {
 }
 
 impl Route {
+    /// `/metrics`, `/healthz`, `/readyz`: for operators, served by the admin listener when
+    /// there is one.
+    pub fn is_operational(&self) -> bool {
+        matches!(self, Route::Metrics | Route::Healthz | Route::Readyz)
+    }
+
     /// A short name for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -62,7 +68,7 @@ impl Route {
 
 pub fn route(path: &str) -> Result<Route, RouteError> {
     if path.len() > MAX_PATH_LEN {
-        return Err(RouteError::TooLong);
+        return Err(RouteError::TooLong(MAX_PATH_LEN));
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err(RouteError::Malformed("path must start with /"));
@@ -186,8 +192,8 @@ mod tests {
             Err(RouteError::Digest(_))
         ));
         assert!(matches!(
-            route(&format!("/{}", "a".repeat(3000))),
-            Err(RouteError::TooLong)
+            route(&format!("/{}", "a".repeat(70_000))),
+            Err(RouteError::TooLong(MAX_PATH_LEN))
         ));
         assert!(matches!(
             route("/m/%ff/a/b/index.json"),

@@ -46,13 +46,24 @@ impl Binding<'_> {
 
 pub struct UrlSealer {
     current: XChaCha20Poly1305,
+    /// Keys rotated out: URLs sealed under them still open until they expire.
+    previous: Vec<XChaCha20Poly1305>,
     ttl: Duration,
 }
 
 impl UrlSealer {
     pub fn new(secret: &[u8; 32], ttl: Duration) -> UrlSealer {
+        UrlSealer::with_previous(secret, &[], ttl)
+    }
+
+    /// Seals under `secret`; opens under it or any of `previous` (for secret rotation).
+    pub fn with_previous(secret: &[u8; 32], previous: &[[u8; 32]], ttl: Duration) -> UrlSealer {
         UrlSealer {
             current: XChaCha20Poly1305::new(secret.into()),
+            previous: previous
+                .iter()
+                .map(|k| XChaCha20Poly1305::new(k.into()))
+                .collect(),
             ttl,
         }
     }
@@ -123,16 +134,14 @@ impl UrlSealer {
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
         let aad = binding.associated_data();
-        let plaintext = self
-            .current
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| SealError::Invalid)?;
+        let payload = || Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        let plaintext = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find_map(|key| key.decrypt(XNonce::from_slice(nonce), payload()).ok())
+            .ok_or(SealError::Invalid)?;
         let (expiry, credential) = plaintext.split_at(8);
         let expiry = u64::from_be_bytes(expiry.try_into().map_err(|_| SealError::Invalid)?);
         if unix_secs(now) >= expiry {
@@ -178,6 +187,20 @@ mod tests {
         assert_eq!(s.open(&other_mirror, &t), Err(SealError::Invalid));
         let other_key = UrlSealer::new(&[8; 32], Duration::from_secs(180));
         assert_eq!(other_key.open(&B, &t), Err(SealError::Invalid));
+    }
+
+    #[test]
+    fn rotated_secrets_still_open_until_dropped() {
+        let old = UrlSealer::new(&[1; 32], Duration::from_secs(180));
+        let t = old.seal(&B, b"Bearer x").unwrap();
+        let rotated = UrlSealer::with_previous(&[2; 32], &[[1; 32]], Duration::from_secs(180));
+        assert_eq!(rotated.open(&B, &t).unwrap(), b"Bearer x");
+        // New URLs are sealed under the new secret only.
+        let fresh = rotated.seal(&B, b"Bearer y").unwrap();
+        assert_eq!(old.open(&B, &fresh), Err(SealError::Invalid));
+        let dropped = UrlSealer::new(&[2; 32], Duration::from_secs(180));
+        assert_eq!(dropped.open(&B, &t), Err(SealError::Invalid));
+        assert_eq!(dropped.open(&B, &fresh).unwrap(), b"Bearer y");
     }
 
     #[test]

@@ -13,11 +13,9 @@ use serde::Deserialize;
 use super::auth::{Challenge, Credential, TokenCache};
 use super::{Digest, Manifest, OciError, TagList, MANIFEST_ACCEPT};
 
-/// OpenTofu refuses manifests over 4 MiB; so do we, so a hostile origin cannot make us buffer more.
+/// OpenTofu refuses manifests over 4 MiB; so do we by default, so a hostile origin cannot
+/// make us buffer more.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
-/// Bounds on tag listing, against origins that page forever.
-const MAX_TAG_PAGES: usize = 1000;
-const MAX_TAGS: usize = 100_000;
 const MAX_TAG_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_TOKEN_RESPONSE_BYTES: u64 = 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
@@ -27,17 +25,35 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest silence allowed while reading any response.
     pub read_timeout: Duration,
-    /// Whole-request limit for small documents (tags, manifests, tokens); blobs use only
-    /// `read_timeout`, since large packages legitimately take long.
+    /// Whole-request limit for small documents (tags, manifests, tokens).
     pub metadata_timeout: Duration,
+    /// Whole-request limit for a blob download, body included.
+    pub blob_timeout: Duration,
+    /// Blob downloads running at once; more wait for a turn.
+    pub max_blob_fetches: usize,
+    pub max_manifest_bytes: u64,
+    /// Bounds on tag listing, against origins that page forever.
+    pub max_tag_pages: usize,
+    pub max_tags: usize,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
+        ClientOptions::from_limits(&crate::config::Limits::default())
+    }
+}
+
+impl ClientOptions {
+    pub fn from_limits(l: &crate::config::Limits) -> ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
-            metadata_timeout: Duration::from_secs(60),
+            metadata_timeout: l.origin_metadata_timeout,
+            blob_timeout: l.origin_fetch_timeout,
+            max_blob_fetches: l.max_origin_fetches,
+            max_manifest_bytes: l.max_manifest_size,
+            max_tag_pages: l.max_tag_pages,
+            max_tags: l.max_tags,
         }
     }
 }
@@ -91,7 +107,7 @@ pub struct BlobStream {
 pub(super) enum RequestKind {
     /// Small documents (tags, manifests): whole-request timeout, pull scope.
     Metadata,
-    /// Blob downloads: only the idle-read timeout, pull scope.
+    /// Blob downloads: the longer whole-request timeout for packages, pull scope.
     Blob,
     /// Uploads: whole-request timeout, pull and push scope.
     Push,
@@ -111,6 +127,7 @@ pub struct OciClient {
     http: reqwest::Client,
     tokens: TokenCache,
     options: ClientOptions,
+    blob_fetches: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl OciClient {
@@ -144,6 +161,9 @@ impl OciClient {
         Ok(OciClient {
             http,
             tokens: TokenCache::default(),
+            blob_fetches: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                options.max_blob_fetches.max(1),
+            )),
             options,
         })
     }
@@ -158,7 +178,8 @@ impl OciClient {
         let mut url = reg.api(&format!("v2/{repo}/tags/list"))?;
         url.query_pairs_mut().append_pair("n", "1000");
         let mut tags = Vec::new();
-        for _ in 0..MAX_TAG_PAGES {
+        let (max_pages, max_tags) = (self.options.max_tag_pages, self.options.max_tags);
+        for _ in 0..max_pages {
             let u = url.clone();
             let resp = self
                 .send(reg, repo, cred, RequestKind::Metadata, |c| c.get(u.clone()))
@@ -170,10 +191,10 @@ impl OciClient {
                 OciError::Protocol(format!("tag list of {repo} is not valid JSON: {e}"))
             })?;
             tags.extend(page.tags.unwrap_or_default());
-            if tags.len() > MAX_TAGS {
+            if tags.len() > max_tags {
                 return Err(OciError::TooLarge {
                     what: format!("tag list of {repo}"),
-                    limit: MAX_TAGS as u64,
+                    limit: max_tags as u64,
                 });
             }
             match next {
@@ -188,7 +209,7 @@ impl OciClient {
         }
         Err(OciError::TooLarge {
             what: format!("tag list of {repo} (pages)"),
-            limit: MAX_TAG_PAGES as u64,
+            limit: max_pages as u64,
         })
     }
 
@@ -217,7 +238,7 @@ impl OciClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_limited(reg, resp, MAX_MANIFEST_BYTES, "manifest").await?;
+        let body = read_limited(reg, resp, self.options.max_manifest_bytes, "manifest").await?;
         let digest = Digest::of_bytes(&body);
         let claimed =
             Digest::parse(reference).or_else(|| header_digest.as_deref().and_then(Digest::parse));
@@ -251,6 +272,13 @@ impl OciClient {
         cred: &Credential,
     ) -> Result<BlobStream, OciError> {
         let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
+        // Held until the body is read or dropped: bounds origin downloads running at once.
+        let permit = self
+            .blob_fetches
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| OciError::Protocol("the client is shutting down".into()))?;
         let resp = self
             .send(reg, repo, cred, RequestKind::Blob, |c| c.get(url.clone()))
             .await?;
@@ -261,9 +289,10 @@ impl OciClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let name = reg.display_name();
-        let stream = resp
-            .bytes_stream()
-            .map(move |r| r.map_err(|e| OciError::from_reqwest(&name, e)));
+        let stream = resp.bytes_stream().map(move |r| {
+            let _held = &permit;
+            r.map_err(|e| OciError::from_reqwest(&name, e))
+        });
         Ok(BlobStream {
             content_length,
             stream: Box::pin(stream),
@@ -323,11 +352,11 @@ impl OciClient {
         let name = reg.display_name();
         let scope = format!("repository:{repo}:{}", kind.actions());
         let with_timeout = |r: reqwest::RequestBuilder| {
-            if kind != RequestKind::Blob {
-                r.timeout(self.options.metadata_timeout)
+            r.timeout(if kind == RequestKind::Blob {
+                self.options.blob_timeout
             } else {
-                r
-            }
+                self.options.metadata_timeout
+            })
         };
         let first = match self.tokens.get(reg.base().as_str(), &scope, cred) {
             Some(token) => build(&self.http).bearer_auth(token),

@@ -29,8 +29,6 @@ pub use index::{Index, IndexError};
 pub use lock::{DirLock, LockError};
 pub use read::file_range;
 
-/// No provider package is this large; a body that goes on longer is refused.
-const MAX_PACKAGE_BYTES: u64 = 4 << 30;
 /// How much of a package may be held in memory when the disk cannot take it.
 const MAX_MEMORY_TAIL_BYTES: u64 = 256 << 20;
 
@@ -61,6 +59,18 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 pub struct StoreConfig {
     pub directory: PathBuf,
     pub max_size: u64,
+    /// A package body that goes on longer than this is refused.
+    pub max_package_size: u64,
+}
+
+impl StoreConfig {
+    pub fn from_config(config: &crate::config::Config) -> StoreConfig {
+        StoreConfig {
+            directory: config.cache.directory.clone(),
+            max_size: config.cache.max_size,
+            max_package_size: config.limits.max_package_size,
+        }
+    }
 }
 
 /// Counters since the process started.
@@ -103,6 +113,7 @@ pub enum Lookup {
 pub struct BlobStore {
     root: PathBuf,
     max_size: u64,
+    max_package_size: u64,
     index: Index,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     total: AtomicU64,
@@ -158,6 +169,7 @@ impl BlobStore {
         let store = BlobStore {
             root,
             max_size: config.max_size,
+            max_package_size: config.max_package_size,
             index,
             inflight: Mutex::new(HashMap::new()),
             total: AtomicU64::new(0),
@@ -426,6 +438,12 @@ impl BlobStore {
         let origin = |e: OciError| FillError::Origin(Arc::new(e));
         let blob = fetch.await.map_err(origin)?;
         let total = blob.content_length;
+        if total.is_some_and(|t| t > self.max_package_size) {
+            return Err(origin(OciError::TooLarge {
+                what: format!("package {}", fill.digest),
+                limit: self.max_package_size,
+            }));
+        }
         let temp = fill.temp_path.clone();
         let mut file = match tokio::task::spawn_blocking(move || File::create(temp)).await {
             Ok(Ok(f)) => Some(Arc::new(f)),
@@ -467,11 +485,11 @@ impl BlobStore {
                     fill.digest
                 ))));
             }
-            if written + len > MAX_PACKAGE_BYTES {
+            if written + len > self.max_package_size {
                 // An endless body from a hostile origin must not fill the disk.
                 return Err(origin(OciError::TooLarge {
                     what: format!("package {}", fill.digest),
-                    limit: MAX_PACKAGE_BYTES,
+                    limit: self.max_package_size,
                 }));
             }
             let to_disk = match &file {
@@ -838,6 +856,7 @@ mod tests {
         BlobStore::open(&StoreConfig {
             directory: dir.to_owned(),
             max_size: max,
+            max_package_size: crate::config::Limits::default().max_package_size,
         })
         .unwrap()
     }

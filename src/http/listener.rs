@@ -1,0 +1,284 @@
+//! Accepting connections: the connection limit, the TLS handshake deadline, HTTP/1.1 and
+//! HTTP/2 header limits, and the idle timeout that closes connections on which nothing moves.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+use super::{serve_one, AppState, Live};
+use crate::config::Limits;
+
+/// Which endpoints a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The mirror endpoints, and the operational ones unless an admin listener has them.
+    Main { with_admin: bool },
+    /// `/metrics`, `/healthz` and `/readyz` only.
+    Admin,
+}
+
+impl Role {
+    pub fn serves_mirrors(self) -> bool {
+        matches!(self, Role::Main { .. })
+    }
+
+    pub fn serves_admin(self) -> bool {
+        matches!(self, Role::Admin | Role::Main { with_admin: true })
+    }
+}
+
+/// One listening socket and what it serves.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub role: Role,
+    /// Admin listeners speak plain HTTP, for local scrapers and probes.
+    pub tls: bool,
+}
+
+/// Accepts connections on `listener` until `shutdown` completes; each connection is served
+/// with the state current when it was accepted.
+pub async fn accept_loop(
+    listener: Listener,
+    live: Arc<std::sync::RwLock<Live>>,
+    limits: &Limits,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = Arc::new(http_builder(limits));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (handshake_timeout, idle) = (limits.header_read_timeout, limits.idle_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        // Beyond the limit, connections wait in the kernel's backlog instead of costing
+        // us memory and descriptors.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = &mut shutdown => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        // What a connection starts with; a reload affects connections accepted after it.
+        let (state, acceptor) = {
+            let l = live.read().unwrap_or_else(|p| p.into_inner());
+            (l.state.clone(), l.acceptor.clone())
+        };
+        let acceptor = acceptor.filter(|_| listener.tls);
+        let role = listener.role;
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let state: Arc<AppState> = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(serve_one(state, peer, role, req).await) }
+            });
+            let tcp = IdleTimeout::new(tcp, idle);
+            let result = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head larger than the buffer, or with more headers, gets a 431.
+        .max_buf_size(limits.max_request_header_bytes.max(8192))
+        .max_headers(limits.max_request_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Fails reads and writes once no byte has moved either way for `limit`: a client that
+/// stops reading a download, or holds a connection open saying nothing, gives it up.
+pub struct IdleTimeout<T> {
+    inner: T,
+    limit: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> IdleTimeout<T> {
+    pub fn new(inner: T, limit: Duration) -> IdleTimeout<T> {
+        IdleTimeout {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.limit);
+    }
+
+    /// After `Pending` from the socket: an error if the deadline has passed, else `Pending`
+    /// with a wake-up registered for the deadline.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.check(cx).map(Err),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.check(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.progressed();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.check(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => this.check(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Binds `addr` for `role`.
+pub async fn bind(addr: SocketAddr, role: Role, tls: bool) -> Result<Listener, super::ServerError> {
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|source| super::ServerError::Bind { addr, source })?;
+    Ok(Listener { tcp, role, tls })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn idle_connections_time_out_and_busy_ones_do_not() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(a, Duration::from_millis(500));
+        let mut buf = [0u8; 8];
+        // Bytes keep arriving every 200 ms: never idle for 500 ms.
+        let writer = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                b.write_all(b"x").await.unwrap();
+            }
+            b
+        });
+        for _ in 0..3 {
+            assert_eq!(idle.read(&mut buf).await.unwrap(), 1);
+        }
+        let _b = writer.await.unwrap();
+        let started = std::time::Instant::now();
+        let err = idle.read(&mut buf).await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
