@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: HTTP → mirror service → provider layouts → OCI client.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod http;

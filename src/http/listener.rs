@@ -84,19 +84,25 @@ pub async fn accept_loop(
             _ = &mut shutdown => return,
         };
         let _ = tcp.set_nodelay(true);
-        // What a connection starts with; a reload affects connections accepted after it.
-        let (state, acceptor) = {
-            let l = live.read().unwrap_or_else(|p| p.into_inner());
-            (l.state.clone(), l.acceptor.clone())
+        // The TLS certificate is the one current at accept time; the rest of the state is
+        // looked up per request, so a reload applies at once, on open connections too.
+        let acceptor = if listener.tls {
+            live.read()
+                .unwrap_or_else(|p| p.into_inner())
+                .acceptor
+                .clone()
+        } else {
+            None
         };
-        let acceptor = acceptor.filter(|_| listener.tls);
+        let live = live.clone();
         let role = listener.role;
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
-                let state: Arc<AppState> = state.clone();
+                let state: Arc<AppState> =
+                    live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
                 async move { Ok::<_, std::convert::Infallible>(serve_one(state, peer, role, req).await) }
             });
             let tcp = IdleTimeout::new(tcp, idle);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::MirrorAccess;
 use crate::config::Config;
 use crate::metadata::MetadataCache;
 use crate::mirror::sealed_url::UrlSealer;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub meta: Arc<MetadataCache>,
     pub tls: bool,
     pub max_path_length: usize,
+    sealer: Arc<UrlSealer>,
+    /// No query_string_secret is configured: the sealer's key is random, made at start.
+    random_sealer: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,13 @@ pub enum ServerError {
     Client(#[from] OciError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "public mirror {mirror:?}: cannot get the server's credential for its origin: {source}"
+    )]
+    Credential {
+        mirror: String,
+        source: crate::oci::credentials::CredentialsError,
+    },
 }
 
 impl AppState {
@@ -71,62 +82,66 @@ impl AppState {
                 "offline mode: no origin will be contacted; serving only what the cache holds"
             );
         }
-        Ok(AppState::with_config(
-            config,
-            store,
-            meta,
-            Arc::new(metrics::Metrics::new()),
-        ))
+        AppState::with_config(config, store, meta, Arc::new(metrics::Metrics::new()), None)
     }
 
-    /// The state for `config` around an already open cache (used again on reload).
+    /// The state for `config` around an already open cache (used again on reload, with the
+    /// running state as `previous`).
     fn with_config(
         config: &Config,
         store: Arc<BlobStore>,
         meta: Arc<MetadataCache>,
         metrics: Arc<metrics::Metrics>,
-    ) -> AppState {
+        previous: Option<&AppState>,
+    ) -> Result<AppState, ServerError> {
         let ttl = config.server.download_url_ttl;
-        let sealer = Arc::new(match &config.server.query_string_secret {
-            Some(secret) => {
+        let sealer = match (&config.server.query_string_secret, previous) {
+            (Some(secret), _) => {
                 let previous: Vec<[u8; 32]> = config
                     .server
                     .previous_query_string_secrets
                     .iter()
                     .map(|s| s.0)
                     .collect();
-                UrlSealer::with_previous(&secret.0, &previous, ttl)
+                Arc::new(UrlSealer::with_previous(&secret.0, &previous, ttl))
             }
-            None => {
+            // A reload keeps the random key, so URLs handed out before it still work.
+            (None, Some(running)) if running.random_sealer => running.sealer.clone(),
+            (None, _) => {
                 if config.provider_mirrors.iter().any(|m| m.proxy_packages) {
                     tracing::warn!("no server.query_string_secret configured: using a random one, so download URLs only work on this instance until it restarts");
                 }
-                UrlSealer::random(ttl)
+                Arc::new(UrlSealer::random(ttl))
             }
-        });
-        let mirrors = config
-            .provider_mirrors
-            .iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    Arc::new(MirrorService::new(
-                        m.clone(),
-                        meta.clone(),
-                        sealer.clone(),
-                        store.clone(),
-                    )),
-                )
-            })
-            .collect();
-        AppState {
+        };
+        let mut mirrors = HashMap::new();
+        for m in &config.provider_mirrors {
+            let access = MirrorAccess::from_config(m).map_err(|e| ServerError::Credential {
+                mirror: m.name.clone(),
+                source: e,
+            })?;
+            if m.public {
+                tracing::info!(mirror = %m.name, "public mirror: its data is served to every client, fetched with the server's own credential");
+            }
+            let service = MirrorService::new(
+                m.clone(),
+                access,
+                meta.clone(),
+                sealer.clone(),
+                store.clone(),
+            );
+            mirrors.insert(m.name.clone(), Arc::new(service));
+        }
+        Ok(AppState {
             metrics,
             mirrors,
             store,
             meta,
             tls: config.server.tls.is_some(),
             max_path_length: config.limits.max_path_length,
-        }
+            random_sealer: config.server.query_string_secret.is_none(),
+            sealer,
+        })
     }
 }
 
@@ -303,17 +318,31 @@ fn spawn_reloader(
                         continue;
                     }
                 };
-                let mut l = live.write().unwrap_or_else(|p| p.into_inner());
-                let old = l.state.clone();
+                let old = live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
                 let mut effective = new.clone();
                 effective.server.offline = initial.server.offline;
                 effective.limits = initial.limits.clone();
-                l.state = Arc::new(AppState::with_config(
-                    &effective,
-                    old.store.clone(),
-                    old.meta.clone(),
-                    old.metrics.clone(),
-                ));
+                // Resolving a public mirror's credential may run a credential helper.
+                let state = tokio::task::spawn_blocking(move || {
+                    AppState::with_config(
+                        &effective,
+                        old.store.clone(),
+                        old.meta.clone(),
+                        old.metrics.clone(),
+                        Some(&old),
+                    )
+                })
+                .await;
+                let state = match state {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reload: keeping the running configuration");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let mut l = live.write().unwrap_or_else(|p| p.into_inner());
+                l.state = Arc::new(state);
                 if acceptor.is_some() == l.acceptor.is_some() {
                     l.acceptor = acceptor;
                 }

@@ -340,7 +340,9 @@ impl MetadataCache {
         }
         if let Some(e) = &entry {
             let age_ms = now_millis().saturating_sub(e.fetched_at);
-            let authorized = e.anonymous || self.accepted_recently(&q, cred, policy.auth_ttl);
+            let authorized = crate::access::cached_metadata_visible(e.anonymous, || {
+                self.accepted_recently(&q, cred, policy.auth_ttl)
+            });
             let fresh_for = if e.value.is_none() {
                 policy.negative_ttl
             } else if q.is_immutable() {
@@ -376,7 +378,9 @@ impl MetadataCache {
                 let within = policy.stale_if_error.is_none_or(|limit| age < limit);
                 // Stale data only to whoever may see it: anyone for anonymous data, else a
                 // credential the origin accepted within auth_ttl.
-                let authorized = e.anonymous || self.accepted_recently(&q, cred, policy.auth_ttl);
+                let authorized = crate::access::cached_metadata_visible(e.anonymous, || {
+                    self.accepted_recently(&q, cred, policy.auth_ttl)
+                });
                 if within && authorized && is_origin_failure(&err) {
                     bump(&self.counters.stale_served);
                     tracing::warn!(what = %q.describe(), error = %err, age_secs = age.as_secs(), "origin failing; serving stale metadata");
@@ -406,7 +410,9 @@ impl MetadataCache {
                     // its answer is the one to give, if this credential may see it.
                     let newer = self.load::<T>(&key).filter(|cur| {
                         cur.fetched_at > prev_fetched_at
-                            && (cur.anonymous || self.accepted_recently(&q, &cred, JUST_REFRESHED))
+                            && crate::access::cached_metadata_visible(cur.anonymous, || {
+                                self.accepted_recently(&q, &cred, JUST_REFRESHED)
+                            })
                     });
                     match newer {
                         Some(cur) => Err(cur),

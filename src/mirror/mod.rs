@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::access::MirrorAccess;
 use crate::config::ProviderMirrorConfig;
 use crate::metadata::{Cached, MetadataCache, MetadataError};
 use crate::oci::{Credential, Digest, Manifest, OciError, Registry};
@@ -79,6 +80,7 @@ pub struct Archive {
 /// One configured `provider_mirror`.
 pub struct MirrorService {
     pub config: ProviderMirrorConfig,
+    access: MirrorAccess,
     registry: Registry,
     meta: Arc<MetadataCache>,
     sealer: Arc<UrlSealer>,
@@ -100,6 +102,7 @@ const MAX_RESOLVED: usize = 10_000;
 impl MirrorService {
     pub fn new(
         config: ProviderMirrorConfig,
+        access: MirrorAccess,
         meta: Arc<MetadataCache>,
         sealer: Arc<UrlSealer>,
         store: Arc<BlobStore>,
@@ -114,7 +117,7 @@ impl MirrorService {
             json_cache_control: bytes::Bytes::from(format!(
                 // Answers depend on the client's credentials when packages need authorization.
                 "{}, max-age={}, stale-while-revalidate={}",
-                if config.proxy_packages {
+                if access.answers_are_private() {
                     "private"
                 } else {
                     "public"
@@ -122,6 +125,7 @@ impl MirrorService {
                 config.freshness.index_max_age.as_secs(),
                 config.freshness.stale_while_revalidate.as_secs()
             )),
+            access,
             config,
         }
     }
@@ -157,7 +161,12 @@ impl MirrorService {
 
     /// Whether packages are only handed out through sealed, credential-bound URLs.
     pub fn needs_authorization(&self) -> bool {
-        self.config.proxy_packages
+        self.access.sealed_urls()
+    }
+
+    /// The credential the origin sees for a client presenting `client`.
+    pub fn origin_credential(&self, client: Credential) -> Credential {
+        self.access.origin_credential(client)
     }
 
     pub fn name(&self) -> &str {
@@ -175,6 +184,7 @@ impl MirrorService {
         cred: &Credential,
     ) -> Result<Cached<IndexDocument>, MirrorError> {
         let repo = self.repository(addr);
+        let cred = &self.origin_credential(cred.clone());
         let tags = self
             .meta
             .tags(&self.registry, &repo, cred, &self.config.freshness)
@@ -207,6 +217,7 @@ impl MirrorService {
         cred: &Credential,
     ) -> Result<Cached<(Digest, Arc<Vec<Package>>)>, MirrorError> {
         let repo = self.repository(addr);
+        let cred = &self.origin_credential(cred.clone());
         let tag = tag_for_version(version);
         let policy = &self.config.freshness;
         let warm = format!("{addr}@{version}");
@@ -255,7 +266,7 @@ impl MirrorService {
     ) -> Result<Cached<bytes::Bytes>, MirrorError> {
         let p = self.packages(addr, version, cred).await?;
         let (digest, packages) = &p.value;
-        let cacheable = !self.config.proxy_packages;
+        let cacheable = !self.access.sealed_urls();
         let generation = self.store.generation();
         let key = (addr.clone(), version.clone());
         if cacheable {
@@ -375,7 +386,7 @@ impl MirrorService {
                 version,
                 p.platform
             );
-            if self.config.proxy_packages {
+            if self.access.sealed_urls() {
                 let binding = Binding {
                     mirror: self.name(),
                     repository: &repo,
@@ -414,8 +425,8 @@ impl MirrorService {
         digest: &Digest,
         token: Option<&str>,
     ) -> Result<Credential, MirrorError> {
-        if !self.config.proxy_packages {
-            return Ok(Credential::Anonymous);
+        if !self.access.sealed_urls() {
+            return Ok(self.origin_credential(Credential::Anonymous));
         }
         let token = token.ok_or(MirrorError::MissingDownloadToken)?;
         let repo = self.repository(addr);
@@ -513,11 +524,13 @@ impl MirrorService {
         // credentials), stored or still arriving, is only handed out once the origin says
         // this client may have it from this repository. With sealed URLs, the URL itself is
         // that proof: it was issued after the origin accepted the client's credential.
-        let seen_elsewhere = !self.config.proxy_packages
-            && match &lookup {
-                Lookup::Hit(blob) => !blob.meta.sources.contains(&source),
-                Lookup::Fill { fill, started } => !started && fill.source != source,
-            };
+        let fetched_for_this_kind = match &lookup {
+            Lookup::Hit(blob) => blob.meta.sources.contains(&source),
+            Lookup::Fill { fill, started } => *started || fill.source == source,
+        };
+        let seen_elsewhere = self
+            .access
+            .package_needs_origin_check(fetched_for_this_kind);
         if seen_elsewhere {
             self.meta
                 .client()

@@ -1688,6 +1688,11 @@ pub fn https_client_http1(cert: &TestCert) -> reqwest::Client {
 impl Server {
     /// Like [`Server::start`], with extra arguments after `server` (e.g. `--offline`).
     pub fn start_with_args(config_hcl: &str, server_args: &[&str]) -> Server {
+        Server::start_with_env(config_hcl, server_args, &[])
+    }
+
+    /// Like [`Server::start_with_args`], with extra environment variables for the server.
+    pub fn start_with_env(config_hcl: &str, server_args: &[&str], env: &[(&str, &str)]) -> Server {
         let binary = PathBuf::from(env!("CARGO_BIN_EXE_oci-distribution-terraform-registry"));
         let dir = tempfile::Builder::new()
             .prefix("odtr-server-")
@@ -1711,6 +1716,7 @@ impl Server {
         for var in PROXY_VARS {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
