@@ -3,6 +3,8 @@
 //!
 //! Data flows one way: HTTP → mirror service → provider layouts → OCI client.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod cli;
 pub mod config;
