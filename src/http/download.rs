@@ -31,6 +31,44 @@ pub async fn download<B>(
             .find(|(k, _)| k == "t")
             .map(|(_, v)| v.into_owned())
     });
+    let blob = BlobHeaders {
+        content_type: "application/zip",
+        // The URL names the content, so it never changes; but a mirror that needs
+        // authorization must not have shared caches keep it for others.
+        private: m.needs_authorization(),
+    };
+    // Still only for clients allowed to have it.
+    let authorize = async {
+        m.download_credential(addr, digest, token.as_deref())
+            .map(|_| ())
+            .map_err(ApiError::from)
+    };
+    let lookup = async {
+        m.package(addr, digest, token.as_deref())
+            .await
+            .map_err(ApiError::from)
+    };
+    serve_blob(req, is_head, digest, blob, addr, authorize, lookup).await
+}
+
+/// How a blob response is labelled.
+pub struct BlobHeaders {
+    pub content_type: &'static str,
+    /// Answers depend on the client's credentials: shared caches must not keep them.
+    pub private: bool,
+}
+
+/// Serves a blob named by its digest with full HTTP semantics. `authorize` is enough for a
+/// `304`; `lookup` gives the blob, cached or arriving. `what` names it in logs.
+pub async fn serve_blob<B>(
+    req: &Request<B>,
+    is_head: bool,
+    digest: &Digest,
+    blob: BlobHeaders,
+    what: impl std::fmt::Display,
+    authorize: impl std::future::Future<Output = Result<(), ApiError>>,
+    lookup: impl std::future::Future<Output = Result<PackageBody, ApiError>>,
+) -> Result<Response<Body>, ApiError> {
     let etag = format!("\"{digest}\"");
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -40,18 +78,19 @@ pub async fn download<B>(
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
+        HeaderValue::from_static(blob.content_type),
     );
-    // The URL names the content, so it never changes; but a mirror that needs authorization
-    // must not have shared caches keep it for others.
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(if m.needs_authorization() {
+        HeaderValue::from_static(if blob.private {
             "private, max-age=31536000, immutable"
         } else {
             "public, max-age=31536000, immutable"
         }),
     );
+    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
+        headers.insert("docker-content-digest", v);
+    }
 
     let header_str = |h| {
         req.headers()
@@ -60,16 +99,15 @@ pub async fn download<B>(
     };
     let condition = none_match(header_str(header::IF_NONE_MATCH), &etag);
     if condition == NoneMatch::Tag {
-        // Still only for clients allowed to have it.
-        m.download_credential(addr, digest, token.as_deref())?;
+        authorize.await?;
         return Ok(respond(StatusCode::NOT_MODIFIED, headers, empty()));
     }
     let range =
         header_str(header::RANGE).filter(|_| if_range_allows(header_str(header::IF_RANGE), &etag));
 
-    let package = m.package(addr, digest, token.as_deref()).await?;
+    let package = lookup.await?;
     if condition == NoneMatch::Any {
-        // `*` matches once the package is known to exist: cached, or the origin answering.
+        // `*` matches once the blob is known to exist: cached, or the origin answering.
         if let PackageBody::Filling { fill, .. } = &package {
             fill.started().await.map_err(ApiError::Fill)?;
         }
@@ -106,7 +144,7 @@ pub async fn download<B>(
             let body = if is_head {
                 empty()
             } else {
-                let what = format!("{addr} {digest}");
+                let what = format!("{what} {digest}");
                 streaming(fill.stream(0, None).inspect(move |r| {
                     if let Err(e) = r {
                         tracing::warn!(package = %what, error = %e, "package download aborted");

@@ -14,6 +14,10 @@ pub enum ApiError {
     Route(#[from] RouteError),
     #[error("no provider mirror named {0:?} is configured on this server")]
     UnknownMirror(String),
+    #[error("no configured mirror serves repository {0:?} (its name_prefix must lead it)")]
+    UnknownRepository(String),
+    #[error("invalid query parameter {0:?}")]
+    BadQuery(&'static str),
     #[error("method not allowed: this server only answers GET and HEAD")]
     MethodNotAllowed,
     #[error(transparent)]
@@ -43,7 +47,8 @@ impl ApiError {
             ApiError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Route(RouteError::TooLong(_)) => StatusCode::URI_TOO_LONG,
             ApiError::Route(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownMirror(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownMirror(_) | ApiError::UnknownRepository(_) => StatusCode::NOT_FOUND,
+            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Mirror(m) => match m {
                 MirrorError::UnknownProvider(_) | MirrorError::UnknownVersion(..) => {
@@ -63,14 +68,38 @@ impl ApiError {
         }
     }
 
-    /// A JSON error response in the Terraform registry's `{"errors":[...]}` shape.
-    pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
+    fn log(&self, status: StatusCode) {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
+    }
+
+    /// The error in the OCI Distribution format, for the `/v2/` API; `not_found` is the
+    /// endpoint's code for a missing thing (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`, ...).
+    pub fn into_oci_response(self, not_found: &'static str) -> Response<Body> {
+        let status = self.status();
+        self.log(status);
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::FORBIDDEN => "DENIED",
+            StatusCode::NOT_FOUND => match self {
+                ApiError::UnknownRepository(_) => "NAME_UNKNOWN",
+                _ => not_found,
+            },
+            StatusCode::BAD_REQUEST => "NAME_INVALID",
+            StatusCode::METHOD_NOT_ALLOWED => "UNSUPPORTED",
+            StatusCode::TOO_MANY_REQUESTS => "TOOMANYREQUESTS",
+            _ => "UNKNOWN",
+        };
+        super::v2::oci_error(status, code, &self.to_string())
+    }
+
+    /// A JSON error response in the Terraform registry's `{"errors":[...]}` shape.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        self.log(status);
         let body = serde_json::json!({ "errors": [self.to_string()] }).to_string() + "\n";
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;

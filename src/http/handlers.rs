@@ -36,6 +36,20 @@ pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Res
         })
     };
     let label = RouteLabel(routed.as_ref().map(Route::label).unwrap_or("other"));
+    let routed = match routed {
+        // The OCI API has its own error format, method errors included.
+        Ok(Route::Registry(r)) => {
+            let mut resp = super::v2::handle(&state, r, &req, client_credential(&req)).await;
+            resp.extensions_mut().insert(label);
+            return resp;
+        }
+        Err(e) if req.uri().path().starts_with("/v2/") => {
+            let mut resp = ApiError::Route(e).into_oci_response("NAME_UNKNOWN");
+            resp.extensions_mut().insert(label);
+            return resp;
+        }
+        other => other,
+    };
     if req.method() != Method::GET && !is_head {
         let mut resp = ApiError::MethodNotAllowed.into_response();
         resp.extensions_mut().insert(label);
@@ -58,6 +72,7 @@ pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Res
             addr,
             digest,
         }) => super::download::download(&state, &mirror, &addr, &digest, &req, is_head).await,
+        Ok(Route::Registry(_)) => unreachable!("answered above"),
     };
     let mut resp = result.unwrap_or_else(ApiError::into_response);
     resp.extensions_mut().insert(label);

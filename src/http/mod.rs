@@ -9,6 +9,7 @@ mod listener;
 mod metrics;
 pub mod range;
 pub mod router;
+mod v2;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -27,6 +27,27 @@ pub enum Route {
         addr: ProviderAddress,
         digest: Digest,
     },
+    /// The OCI Distribution pull API (`/v2/...`).
+    Registry(RegistryRoute),
+}
+
+/// `/v2/` paths. Repository names hold slashes, so the endpoint is found from the end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegistryRoute {
+    Base,
+    Tags {
+        name: String,
+    },
+    Manifest {
+        name: String,
+        reference: String,
+    },
+    Blob {
+        name: String,
+        digest: Digest,
+    },
+    /// Upload and other write endpoints: refused as unsupported.
+    Write,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +83,13 @@ impl Route {
             Route::MirrorIndex { .. } => "index",
             Route::MirrorVersion { .. } => "version",
             Route::MirrorDownload { .. } => "download",
+            Route::Registry(r) => match r {
+                RegistryRoute::Base => "v2_base",
+                RegistryRoute::Tags { .. } => "v2_tags",
+                RegistryRoute::Manifest { .. } => "v2_manifest",
+                RegistryRoute::Blob { .. } => "v2_blob",
+                RegistryRoute::Write => "v2_write",
+            },
         }
     }
 }
@@ -75,6 +103,12 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
     };
     if rest.is_empty() {
         return Ok(Route::Home);
+    }
+    if rest == "v2" {
+        return Ok(Route::Registry(RegistryRoute::Base));
+    }
+    if let Some(v2) = rest.strip_prefix("v2/") {
+        return registry_route(v2).map(Route::Registry);
     }
     let segments = rest
         .split('/')
@@ -118,6 +152,43 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         }
         _ => Err(RouteError::NotFound),
     }
+}
+
+fn registry_route(path: &str) -> Result<RegistryRoute, RouteError> {
+    let name = |n: &str| {
+        if crate::oci::is_valid_repository_name(n) {
+            Ok(n.to_owned())
+        } else {
+            Err(RouteError::Malformed("invalid repository name"))
+        }
+    };
+    if path.is_empty() {
+        return Ok(RegistryRoute::Base);
+    }
+    if let Some(n) = path.strip_suffix("/tags/list") {
+        return Ok(RegistryRoute::Tags { name: name(n)? });
+    }
+    if path.contains("/blobs/uploads") {
+        return Ok(RegistryRoute::Write);
+    }
+    if let Some((n, reference)) = path.rsplit_once("/manifests/") {
+        let valid = crate::oci::is_valid_tag(reference) || Digest::parse(reference).is_some();
+        if !valid {
+            return Err(RouteError::Malformed("invalid tag or digest"));
+        }
+        return Ok(RegistryRoute::Manifest {
+            name: name(n)?,
+            reference: reference.to_owned(),
+        });
+    }
+    if let Some((n, digest)) = path.rsplit_once("/blobs/") {
+        let digest = Digest::parse(digest).ok_or_else(|| RouteError::Digest(digest.to_owned()))?;
+        return Ok(RegistryRoute::Blob {
+            name: name(n)?,
+            digest,
+        });
+    }
+    Err(RouteError::NotFound)
 }
 
 fn decode_segment(raw: &str) -> Result<String, RouteError> {
@@ -191,6 +262,35 @@ mod tests {
             route("/m/h.io/a/b/download/sha256/xyz/f.zip"),
             Err(RouteError::Digest(_))
         ));
+        assert_eq!(route("/v2/"), Ok(Route::Registry(RegistryRoute::Base)));
+        assert_eq!(
+            route("/v2/tp/registry.terraform.io/acme/foo/tags/list"),
+            Ok(Route::Registry(RegistryRoute::Tags {
+                name: "tp/registry.terraform.io/acme/foo".into()
+            }))
+        );
+        assert_eq!(
+            route("/v2/a/b/manifests/1.0.0"),
+            Ok(Route::Registry(RegistryRoute::Manifest {
+                name: "a/b".into(),
+                reference: "1.0.0".into()
+            }))
+        );
+        let hex = "a".repeat(64);
+        assert_eq!(
+            route(&format!("/v2/a/blobs/sha256:{hex}")),
+            Ok(Route::Registry(RegistryRoute::Blob {
+                name: "a".into(),
+                digest: Digest::from_sha256_hex(&hex).unwrap()
+            }))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/"),
+            Ok(Route::Registry(RegistryRoute::Write))
+        );
+        assert!(route("/v2/A/tags/list").is_err());
+        assert!(route("/v2/a/manifests/..").is_err());
+        assert!(route("/v2/a/blobs/sha256:zz").is_err());
         assert!(matches!(
             route(&format!("/{}", "a".repeat(70_000))),
             Err(RouteError::TooLong(MAX_PATH_LEN))

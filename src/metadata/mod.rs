@@ -85,6 +85,14 @@ pub(crate) enum QueryKind {
 }
 
 impl Query {
+    fn tags(registry: &Registry, repository: &str) -> Query {
+        Query {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            kind: QueryKind::Tags,
+        }
+    }
+
     fn key(&self) -> String {
         let reg = self.registry.base().as_str();
         let repo = &self.repository;
@@ -213,6 +221,40 @@ impl MetadataCache {
         })
     }
 
+    /// A manifest document by tag or digest, with its bytes as the origin sent them.
+    pub async fn manifest_document(
+        self: &Arc<Self>,
+        registry: &Registry,
+        repository: &str,
+        reference: &str,
+        cred: &Credential,
+        policy: &FreshnessPolicy,
+    ) -> Result<Cached<(Digest, Arc<ManifestBody>)>, MetadataError> {
+        let (digest, age, stale) = match Digest::parse(reference) {
+            Some(d) => (d, Duration::ZERO, false),
+            None => {
+                let q = Query {
+                    registry: registry.clone(),
+                    repository: repository.to_owned(),
+                    kind: QueryKind::TagDigest(reference.to_owned()),
+                };
+                let d = self.lookup::<Digest>(q, cred, policy).await?;
+                ((*d.value).clone(), d.age, d.stale)
+            }
+        };
+        let q = Query {
+            registry: registry.clone(),
+            repository: repository.to_owned(),
+            kind: QueryKind::Manifest(digest.clone()),
+        };
+        let body = self.lookup::<ManifestBody>(q, cred, policy).await?;
+        Ok(Cached {
+            value: (digest, body.value),
+            age,
+            stale,
+        })
+    }
+
     /// A manifest by digest (immutable, verified against its digest when fetched).
     pub async fn manifest(
         self: &Arc<Self>,
@@ -240,6 +282,27 @@ impl MetadataCache {
         h.update(self.hash_key);
         h.update(cred.fingerprint());
         h.finalize().into()
+    }
+
+    /// Whether the origin accepted `cred` for `repository` within `within`.
+    pub fn credential_accepted(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        cred: &Credential,
+        within: Duration,
+    ) -> bool {
+        self.accepted_recently(&Query::tags(registry, repository), cred, within)
+    }
+
+    /// Notes that the origin just accepted `cred` for `repository`.
+    pub fn record_credential_accepted(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        cred: &Credential,
+    ) {
+        self.record_acceptance(&Query::tags(registry, repository), cred, true);
     }
 
     fn accepted_recently(&self, q: &Query, cred: &Credential, within: Duration) -> bool {
@@ -629,9 +692,20 @@ impl Cacheable for Digest {
 }
 
 /// A manifest document as fetched (verified), with its parse.
-pub(crate) struct ManifestBody {
+pub struct ManifestBody {
     raw: Vec<u8>,
     parsed: Arc<Manifest>,
+}
+
+impl ManifestBody {
+    /// The bytes exactly as the origin sent them (they hash to the manifest's digest).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    pub fn parsed(&self) -> &Arc<Manifest> {
+        &self.parsed
+    }
 }
 
 impl Cacheable for ManifestBody {

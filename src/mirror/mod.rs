@@ -91,6 +91,8 @@ pub struct MirrorService {
     /// for every client), valid for one manifest digest and one store generation.
     version_bodies: Mutex<HashMap<(ProviderAddress, semver::Version), VersionBody>>,
     json_cache_control: bytes::Bytes,
+    /// Whether the origin challenged an anonymous `GET /v2/`, and when we last asked.
+    origin_challenge: Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// A serialised `VERSION.json`: for which manifest digest and store generation it was built.
@@ -126,6 +128,7 @@ impl MirrorService {
                 config.freshness.stale_while_revalidate.as_secs()
             )),
             access,
+            origin_challenge: Mutex::new(None),
             config,
         }
     }
@@ -486,6 +489,121 @@ impl MirrorService {
     ) -> Result<PackageBody, MirrorError> {
         let cred = self.download_credential(addr, digest, token)?;
         let repo = self.repository(addr);
+        let warm = || self.warm_command(&addr.to_string());
+        let sealed = self.access.sealed_urls();
+        self.blob(&repo, digest, cred, "application/zip", warm, sealed)
+            .await
+    }
+
+    /// Whether an anonymous client of this mirror would be asked for credentials by the
+    /// origin (its `GET /v2/` answers 401). Asked at most once a minute.
+    pub async fn origin_demands_credentials(&self) -> bool {
+        if self.meta.is_offline() || matches!(self.access, MirrorAccess::Public { .. }) {
+            return false;
+        }
+        let cached = *self
+            .origin_challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, answer)) = cached {
+            if at.elapsed() < std::time::Duration::from_secs(60) {
+                return answer;
+            }
+        }
+        let answer = self.meta.client().demands_credentials(&self.registry).await;
+        *self
+            .origin_challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), answer));
+        answer
+    }
+
+    /// Whether this mirror's origin holds `repo`, as the OCI pull API names it: under the
+    /// mirror's `name_prefix`. Longer matches are preferred by the caller.
+    pub fn holds_repository(&self, repo: &str) -> bool {
+        let prefix = &self.config.name_prefix;
+        prefix.is_empty()
+            || repo
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// All tags of a repository (the OCI pull API), for a client presenting `client`.
+    pub async fn repository_tags(
+        &self,
+        repo: &str,
+        client: Credential,
+    ) -> Result<Cached<Arc<Vec<String>>>, MirrorError> {
+        let cred = self.origin_credential(client);
+        self.meta
+            .tags(&self.registry, repo, &cred, &self.config.freshness)
+            .await
+            .map_err(|e| {
+                self.metadata_error(
+                    e,
+                    || {
+                        MirrorError::Origin(Arc::new(OciError::NotFound {
+                            what: format!("repository {repo}"),
+                        }))
+                    },
+                    repo,
+                )
+            })
+    }
+
+    /// A manifest by tag or digest (the OCI pull API), as the origin sent it.
+    pub async fn repository_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        client: Credential,
+    ) -> Result<Cached<(Digest, Arc<crate::metadata::ManifestBody>)>, MirrorError> {
+        let cred = self.origin_credential(client);
+        self.meta
+            .manifest_document(
+                &self.registry,
+                repo,
+                reference,
+                &cred,
+                &self.config.freshness,
+            )
+            .await
+            .map_err(|e| {
+                self.metadata_error(
+                    e,
+                    || {
+                        MirrorError::Origin(Arc::new(OciError::NotFound {
+                            what: format!("manifest {repo}:{reference}"),
+                        }))
+                    },
+                    repo,
+                )
+            })
+    }
+
+    /// Any blob of a repository this mirror serves, for a client presenting `client`
+    /// (the OCI pull API).
+    pub async fn repository_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        client: Credential,
+    ) -> Result<PackageBody, MirrorError> {
+        let cred = self.origin_credential(client);
+        let warm = || self.warm_command(repo);
+        self.blob(repo, digest, cred, "application/octet-stream", warm, false)
+            .await
+    }
+
+    async fn blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        cred: Credential,
+        media_type: &str,
+        warm_command: impl FnOnce() -> String,
+        via_sealed_url: bool,
+    ) -> Result<PackageBody, MirrorError> {
         if self.meta.is_offline() {
             return match self.store.cached(digest) {
                 Some(blob) => {
@@ -496,46 +614,57 @@ impl MirrorService {
                     Ok(PackageBody::Cached(blob))
                 }
                 None => Err(MirrorError::Offline {
-                    what: format!("package {digest} of {addr}"),
-                    warm_command: self.warm_command(&addr.to_string()),
+                    what: format!("blob {digest} of {repo}"),
+                    warm_command: warm_command(),
                 }),
             };
         }
         let source = BlobSource {
             mirror: self.name().to_owned(),
-            repository: repo.clone(),
+            repository: repo.to_owned(),
             anonymous: matches!(cred, Credential::Anonymous),
         };
         let client = self.meta.client().clone();
         let (registry, fill_repo, d, fill_cred) = (
             self.registry.clone(),
-            repo.clone(),
+            repo.to_owned(),
             digest.clone(),
             cred.clone(),
         );
         let lookup = self
             .store
-            .get_or_fill(digest, source.clone(), "application/zip", move || {
+            .get_or_fill(digest, source.clone(), media_type, move || {
                 Box::pin(
                     async move { client.get_blob(&registry, &fill_repo, &d, &fill_cred).await },
                 )
             });
         // A copy fetched for someone else (another mirror or repository, or with other
         // credentials), stored or still arriving, is only handed out once the origin says
-        // this client may have it from this repository. With sealed URLs, the URL itself is
-        // that proof: it was issued after the origin accepted the client's credential.
+        // this client may have it from this repository (src/access.rs decides when).
         let fetched_for_this_kind = match &lookup {
             Lookup::Hit(blob) => blob.meta.sources.contains(&source),
             Lookup::Fill { fill, started } => *started || fill.source == source,
         };
-        let seen_elsewhere = self
-            .access
-            .package_needs_origin_check(fetched_for_this_kind);
-        if seen_elsewhere {
+        let needs_check = self.access.blob_needs_origin_check(
+            via_sealed_url,
+            &cred,
+            fetched_for_this_kind,
+            || {
+                self.meta.credential_accepted(
+                    &self.registry,
+                    repo,
+                    &cred,
+                    self.config.freshness.auth_ttl,
+                )
+            },
+        );
+        if needs_check {
             self.meta
                 .client()
-                .head_blob(&self.registry, &repo, digest, &cred)
+                .head_blob(&self.registry, repo, digest, &cred)
                 .await?;
+            self.meta
+                .record_credential_accepted(&self.registry, repo, &cred);
             match &lookup {
                 Lookup::Hit(_) => self.store.add_source(digest, &source),
                 Lookup::Fill { fill, .. } => {

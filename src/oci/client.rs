@@ -322,6 +322,24 @@ impl OciClient {
             .and_then(Digest::parse))
     }
 
+    /// Whether the registry's `GET /v2/` challenges an anonymous client. An unreachable
+    /// registry does not (the client will hear about that on its real request).
+    pub async fn demands_credentials(&self, reg: &Registry) -> bool {
+        let Ok(url) = reg.api("v2/") else {
+            return false;
+        };
+        match self
+            .http
+            .get(url)
+            .timeout(self.options.metadata_timeout)
+            .send()
+            .await
+        {
+            Ok(resp) => resp.status() == StatusCode::UNAUTHORIZED,
+            Err(_) => false,
+        }
+    }
+
     /// Whether the registry lets `cred` read this blob (a `HEAD`, no body transferred).
     pub async fn head_blob(
         &self,

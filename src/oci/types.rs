@@ -74,6 +74,15 @@ pub enum Manifest {
 }
 
 impl Manifest {
+    /// The media type to serve the document with: its own `mediaType`, else the OCI type of
+    /// its kind.
+    pub fn media_type(&self) -> &str {
+        match self {
+            Manifest::Image(m) => m.media_type.as_deref().unwrap_or(MEDIA_TYPE_OCI_MANIFEST),
+            Manifest::Index(i) => i.media_type.as_deref().unwrap_or(MEDIA_TYPE_OCI_INDEX),
+        }
+    }
+
     /// Parses `body`, deciding the kind from the response's `Content-Type` and, when that is
     /// vague, from the document's own `mediaType` or shape.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, String> {
