@@ -37,6 +37,7 @@ fn origin_status(o: &OciError) -> StatusCode {
         | OciError::InvalidManifest { .. }
         | OciError::DigestMismatch { .. }
         | OciError::TooLarge { .. }
+            | OciError::TooMany { .. }
         | OciError::Protocol(_) => StatusCode::BAD_GATEWAY,
     }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -100,32 +101,54 @@ pub async fn accept_loop(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            // The handshake and the first request head must both arrive within
+            // header_read_timeout of the accept: hyper's own header timeout only starts once
+            // it has chosen HTTP/1, and HTTP/2 has none.
+            let deadline = Instant::now() + handshake_timeout;
+            let got_request = Arc::new(AtomicBool::new(false));
+            let seen = got_request.clone();
             let service = service_fn(move |req| {
+                seen.store(true, Ordering::Relaxed);
                 let state: Arc<AppState> =
                     live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
                 async move { Ok::<_, std::convert::Infallible>(serve_one(state, peer, role, req).await) }
             });
+            let first_request_late = async {
+                tokio::time::sleep_until(deadline).await;
+                if got_request.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
             let tcp = IdleTimeout::new(tcp, idle);
-            let result = match acceptor {
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = builder.serve_connection(TokioIo::new(tls), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
+            let serve = async {
+                match acceptor {
+                    Some(acceptor) => {
+                        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => {
+                                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
                         }
                     }
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
                 }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
+            };
+            let result = tokio::select! {
+                r = serve => r,
+                _ = first_request_late => {
+                    tracing::debug!(%peer, "no request within header_read_timeout; closing");
+                    Ok(())
                 }
             };
             if let Err(e) = result {

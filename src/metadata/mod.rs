@@ -125,7 +125,7 @@ pub struct MetadataCache {
     index: Index,
     offline: bool,
     /// Decoded entries, so the hot path neither reads the disk nor parses JSON.
-    memory: RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    memory: RwLock<MemoryMap>,
     /// One origin request per (key, credential) at a time.
     flights: Mutex<HashMap<(String, [u8; 32]), Flight>>,
     /// When the origin last accepted a credential for a repository, by keyed credential hash.
@@ -150,6 +150,17 @@ pub struct Counters {
 /// recently, is used instead of asking the origin again.
 const JUST_REFRESHED: Duration = Duration::from_secs(10);
 
+/// Decoded entries with the memory they hold (roughly), so that a flood of big manifests
+/// cannot grow the process without bound.
+#[derive(Default)]
+struct MemoryMap {
+    entries: HashMap<String, (usize, Arc<dyn Any + Send + Sync>)>,
+    bytes: usize,
+}
+
+/// Bound on the memory of decoded entries; past it the map is cleared (entries stay on disk).
+const MAX_MEMORY_BYTES: usize = 32 << 20;
+
 /// Bound on decoded entries kept in memory; past it the map is cleared (entries stay on disk).
 const MAX_MEMORY_ENTRIES: usize = 100_000;
 
@@ -163,7 +174,7 @@ impl MetadataCache {
             client,
             index,
             offline,
-            memory: RwLock::new(HashMap::new()),
+            memory: RwLock::new(MemoryMap::default()),
             flights: Mutex::new(HashMap::new()),
             accepted: Mutex::new(HashMap::new()),
             hash_key: rand::random(),
@@ -210,10 +221,12 @@ impl MetadataCache {
             repository: repository.to_owned(),
             kind: QueryKind::TagDigest(tag.to_owned()),
         };
+        let tag_key = q.key();
         let digest = self.lookup::<Digest>(q, cred, policy).await?;
         let manifest = self
             .manifest(registry, repository, &digest.value, cred, policy)
-            .await?;
+            .await
+            .inspect_err(|e| self.forget_if_bad_pointer(&tag_key, e))?;
         Ok(Cached {
             value: ((*digest.value).clone(), manifest.value),
             age: digest.age,
@@ -230,16 +243,17 @@ impl MetadataCache {
         cred: &Credential,
         policy: &FreshnessPolicy,
     ) -> Result<Cached<(Digest, Arc<ManifestBody>)>, MetadataError> {
-        let (digest, age, stale) = match Digest::parse(reference) {
-            Some(d) => (d, Duration::ZERO, false),
+        let (digest, age, stale, tag_key) = match Digest::parse(reference) {
+            Some(d) => (d, Duration::ZERO, false, None),
             None => {
                 let q = Query {
                     registry: registry.clone(),
                     repository: repository.to_owned(),
                     kind: QueryKind::TagDigest(reference.to_owned()),
                 };
+                let key = q.key();
                 let d = self.lookup::<Digest>(q, cred, policy).await?;
-                ((*d.value).clone(), d.age, d.stale)
+                ((*d.value).clone(), d.age, d.stale, Some(key))
             }
         };
         let q = Query {
@@ -247,7 +261,14 @@ impl MetadataCache {
             repository: repository.to_owned(),
             kind: QueryKind::Manifest(digest.clone()),
         };
-        let body = self.lookup::<ManifestBody>(q, cred, policy).await?;
+        let body = self
+            .lookup::<ManifestBody>(q, cred, policy)
+            .await
+            .inspect_err(|e| {
+                if let Some(k) = &tag_key {
+                    self.forget_if_bad_pointer(k, e)
+                }
+            })?;
         Ok(Cached {
             value: (digest, body.value),
             age,
@@ -336,9 +357,10 @@ impl MetadataCache {
             .memory
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .entries
             .get(key)
         {
-            return v.clone().downcast::<Entry<T>>().ok();
+            return v.1.clone().downcast::<Entry<T>>().ok();
         }
         let bytes = self.index.get_metadata(key).ok().flatten()?;
         let stored: StoredEntry<T::Stored> = serde_json::from_slice(&bytes).ok()?;
@@ -355,11 +377,45 @@ impl MetadataCache {
     }
 
     fn remember<T: Cacheable>(&self, key: &str, entry: Arc<Entry<T>>) {
+        let weight = key.len() + 64 + entry.value.as_ref().map_or(0, |v| v.weight());
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
-        if mem.len() >= MAX_MEMORY_ENTRIES {
-            mem.clear();
+        if mem.entries.len() >= MAX_MEMORY_ENTRIES || mem.bytes + weight > MAX_MEMORY_BYTES {
+            mem.entries.clear();
+            mem.bytes = 0;
         }
-        mem.insert(key.to_owned(), entry);
+        if let Some((old, _)) = mem.entries.insert(key.to_owned(), (weight, entry)) {
+            mem.bytes -= old;
+        }
+        mem.bytes += weight;
+    }
+
+    /// A tag's digest is only as good as the manifest it names: if that manifest turns out
+    /// missing, invalid or not matching its digest, the tag entry goes too, so the next
+    /// request asks the origin again instead of repeating a lie.
+    fn forget_if_bad_pointer(&self, tag_key: &str, e: &MetadataError) {
+        let bad = match e {
+            MetadataError::NotFound(_) => true,
+            MetadataError::Origin(o) => matches!(
+                **o,
+                OciError::DigestMismatch { .. } | OciError::InvalidManifest { .. }
+            ),
+            MetadataError::Offline(_) => false,
+        };
+        if bad {
+            self.forget(tag_key);
+        }
+    }
+
+    /// Drops an entry, in memory and on disk.
+    fn forget(&self, key: &str) {
+        let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((weight, _)) = mem.entries.remove(key) {
+            mem.bytes -= weight;
+        }
+        drop(mem);
+        if let Err(e) = self.index.remove_metadata(key) {
+            tracing::warn!(error = %e, "cannot drop cached metadata");
+        }
     }
 
     fn store<T: Cacheable>(&self, key: &str, entry: Entry<T>) -> Arc<Entry<T>> {
@@ -599,6 +655,7 @@ fn is_origin_failure(e: &MetadataError) -> bool {
             | OciError::Timeout { .. }
             | OciError::Protocol(_)
             | OciError::TooLarge { .. }
+            | OciError::TooMany { .. }
             | OciError::InvalidManifest { .. }
             | OciError::DigestMismatch { .. } => true,
             OciError::UnexpectedStatus { status, .. } => *status >= 500 || *status == 429,
@@ -618,6 +675,10 @@ pub(crate) trait Cacheable: Sized + Send + Sync + 'static {
     type Stored: Serialize + DeserializeOwned;
     fn to_stored(v: &Arc<Self>) -> Self::Stored;
     fn from_stored(s: Self::Stored) -> Option<Arc<Self>>;
+    /// Roughly the memory a decoded value holds.
+    fn weight(&self) -> usize {
+        64
+    }
     fn fetch<'a>(
         client: &'a OciClient,
         q: &'a Query,
@@ -628,6 +689,9 @@ pub(crate) trait Cacheable: Sized + Send + Sync + 'static {
 
 impl Cacheable for Vec<String> {
     type Stored = Vec<String>;
+    fn weight(&self) -> usize {
+        self.iter().map(|t| t.len() + 24).sum()
+    }
     fn to_stored(v: &Arc<Self>) -> Self::Stored {
         (**v).clone()
     }
@@ -710,6 +774,10 @@ impl ManifestBody {
 
 impl Cacheable for ManifestBody {
     type Stored = String;
+    fn weight(&self) -> usize {
+        // The raw bytes, and a parse that takes up to about three times as much.
+        self.raw.len() * 4
+    }
     fn to_stored(v: &Arc<Self>) -> Self::Stored {
         // Manifests are JSON text; keep them as they came.
         String::from_utf8_lossy(&v.raw).into_owned()

@@ -186,15 +186,23 @@ impl OciClient {
                 .await?;
             let resp = check_status(resp, repo, || format!("repository {repo}"))?;
             let next = next_link(resp.headers()).map(|l| url.join(&l));
-            let body = read_limited(reg, resp, MAX_TAG_PAGE_BYTES, "tag list").await?;
+            let body = read_limited(
+                reg,
+                resp,
+                MAX_TAG_PAGE_BYTES,
+                &format!("tag list of {repo}"),
+            )
+            .await?;
             let page: TagList = serde_json::from_slice(&body).map_err(|e| {
                 OciError::Protocol(format!("tag list of {repo} is not valid JSON: {e}"))
             })?;
             tags.extend(page.tags.unwrap_or_default());
             if tags.len() > max_tags {
-                return Err(OciError::TooLarge {
-                    what: format!("tag list of {repo}"),
+                return Err(OciError::TooMany {
+                    what: format!("the tag list of {repo}"),
                     limit: max_tags as u64,
+                    items: "tags",
+                    setting: "max_tags",
                 });
             }
             match next {
@@ -207,9 +215,11 @@ impl OciClient {
                 }
             }
         }
-        Err(OciError::TooLarge {
-            what: format!("tag list of {repo} (pages)"),
+        Err(OciError::TooMany {
+            what: format!("the tag list of {repo}"),
             limit: max_pages as u64,
+            items: "pages",
+            setting: "max_tag_pages",
         })
     }
 
@@ -238,7 +248,13 @@ impl OciClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_limited(reg, resp, self.options.max_manifest_bytes, "manifest").await?;
+        let body = read_limited(
+            reg,
+            resp,
+            self.options.max_manifest_bytes,
+            &format!("manifest {repo}:{reference}"),
+        )
+        .await?;
         let digest = Digest::of_bytes(&body);
         let claimed =
             Digest::parse(reference).or_else(|| header_digest.as_deref().and_then(Digest::parse));

@@ -22,6 +22,14 @@ pub enum OciError {
     DigestMismatch { expected: Digest, actual: String },
     #[error("{what} is larger than the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
+    /// A count limit (tags, pages) passed; `setting` names the `limits` attribute.
+    #[error("{what} has more than {limit} {items} (limits.{setting})")]
+    TooMany {
+        what: String,
+        limit: u64,
+        items: &'static str,
+        setting: &'static str,
+    },
     #[error("registry protocol error: {0}")]
     Protocol(String),
 }

@@ -1,7 +1,16 @@
 //! The cache index: the only module that knows sled is underneath, so it could be swapped.
 //! Blob metadata lives in one tree keyed by digest hex; blob bytes are never stored here.
+//! Large metadata values (big manifests) go to files beside the index, with only a marker in
+//! sled: sled keeps what it writes in memory, and a hostile origin must not grow us that way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// Metadata values longer than this live in a file of their own.
+const SPILL_BYTES: usize = 64 * 1024;
+/// What sled holds for a value that lives in a file (JSON values never start with NUL).
+const SPILLED: &[u8] = b"\0spilled";
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +18,11 @@ use serde::{Deserialize, Serialize};
 pub enum IndexError {
     #[error("cache index: {0}")]
     Db(#[from] sled::Error),
+    #[error("cache index file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cache index entry {key} is corrupt: {source}")]
     Corrupt {
         key: String,
@@ -44,6 +58,8 @@ pub struct Index {
     blobs: sled::Tree,
     /// Cached origin metadata (tag lists, tag → digest, manifests), opaque bytes to us.
     metadata: sled::Tree,
+    /// Where large metadata values are kept, one file per key.
+    spill_dir: PathBuf,
 }
 
 impl Index {
@@ -51,13 +67,21 @@ impl Index {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
+            // sled's default page cache is 1 GiB; what we keep hot lives in our own maps.
+            .cache_capacity(16 << 20)
             .open()?;
         let blobs = db.open_tree("blobs")?;
         let metadata = db.open_tree("metadata")?;
+        let spill_dir = dir.with_extension("values");
+        std::fs::create_dir_all(&spill_dir).map_err(|source| IndexError::Io {
+            path: spill_dir.clone(),
+            source,
+        })?;
         Ok(Index {
             db,
             blobs,
             metadata,
+            spill_dir,
         })
     }
 
@@ -98,12 +122,42 @@ impl Index {
     }
 
     pub fn get_metadata(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        Ok(self.metadata.get(key.as_bytes())?.map(|v| v.to_vec()))
+        match self.metadata.get(key.as_bytes())? {
+            // A value whose file is gone (a crash between the two writes) is simply missing.
+            Some(v) if v == SPILLED => Ok(std::fs::read(self.spill_path(key)).ok()),
+            Some(v) => Ok(Some(v.to_vec())),
+            None => Ok(None),
+        }
     }
 
+    /// Metadata is a cache: a value lost in a crash is fetched again, so no fsync here.
     pub fn put_metadata(&self, key: &str, value: &[u8]) -> Result<(), IndexError> {
-        self.metadata.insert(key.as_bytes(), value)?;
+        let path = self.spill_path(key);
+        if value.len() > SPILL_BYTES {
+            let temp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
+            let io = |source| IndexError::Io {
+                path: path.clone(),
+                source,
+            };
+            std::fs::write(&temp, value).map_err(io)?;
+            std::fs::rename(&temp, &path).map_err(io)?;
+            self.metadata.insert(key.as_bytes(), SPILLED)?;
+        } else if self.metadata.insert(key.as_bytes(), value)?.as_deref() == Some(SPILLED) {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
+    }
+
+    pub fn remove_metadata(&self, key: &str) -> Result<(), IndexError> {
+        if self.metadata.remove(key.as_bytes())?.as_deref() == Some(SPILLED) {
+            let _ = std::fs::remove_file(self.spill_path(key));
+        }
+        Ok(())
+    }
+
+    fn spill_path(&self, key: &str) -> PathBuf {
+        self.spill_dir
+            .join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
     /// Number of metadata entries, for stats.
@@ -114,5 +168,32 @@ impl Index {
     pub fn flush(&self) -> Result<(), IndexError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_values_live_in_files_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let big = vec![b'x'; SPILL_BYTES + 1];
+        index.put_metadata("k", &big).unwrap();
+        assert_eq!(index.get_metadata("k").unwrap(), Some(big.clone()));
+        assert_eq!(std::fs::read_dir(&index.spill_dir).unwrap().count(), 1);
+        // Smaller again: back in sled, and the file is gone.
+        index.put_metadata("k", b"small").unwrap();
+        assert_eq!(index.get_metadata("k").unwrap(), Some(b"small".to_vec()));
+        assert_eq!(std::fs::read_dir(&index.spill_dir).unwrap().count(), 0);
+        index.put_metadata("k", &big).unwrap();
+        index.remove_metadata("k").unwrap();
+        assert_eq!(index.get_metadata("k").unwrap(), None);
+        assert_eq!(std::fs::read_dir(&index.spill_dir).unwrap().count(), 0);
+        // A marker whose file was lost reads as missing.
+        index.put_metadata("k", &big).unwrap();
+        std::fs::remove_file(index.spill_path("k")).unwrap();
+        assert_eq!(index.get_metadata("k").unwrap(), None);
     }
 }
