@@ -286,3 +286,60 @@ async fn a_thousand_ci_jobs_over_four_edges_cost_the_origin_a_handful_of_request
 }
 
 use futures::StreamExt as _;
+
+/// The access rules hold on `/v2/` too: an anonymous client of a registry demanding
+/// credentials is challenged (Basic, so OCI clients use their credential stores), and a blob
+/// cached for a credentialed client is not handed to an anonymous one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_api_never_hands_cached_content_to_a_client_the_origin_refuses() {
+    let registry = Registry::start(RegistryAuth::Silly);
+    let zip = fake_provider_zip_for("foo", "1.0.0", "linux_amd64");
+    push_seed_layout(
+        &registry,
+        FOO_REPO,
+        "1.0.0",
+        &[("linux_amd64", zip.clone())],
+        registry.push_auth(),
+    )
+    .await;
+    let cert = TestCert::generate();
+    let server = Server::start(&instance_config(&cert, &registry.url()));
+    let client = https_client(&cert);
+    let base = server.base_url();
+    let token = Some("Bearer abc");
+
+    let ping = fetch(&client, &format!("{base}v2/"), None).await;
+    ping.expect_status(401);
+    assert!(
+        ping.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic ")),
+        "{:?}",
+        ping.header("www-authenticate")
+    );
+    fetch(&client, &format!("{base}v2/"), token)
+        .await
+        .expect_status(200);
+
+    let manifest_url = format!("{base}v2/{FOO_REPO}/manifests/1.0.0");
+    let denied = fetch(&client, &manifest_url, None).await;
+    denied.expect_status(401);
+    assert_eq!(denied.json()["errors"][0]["code"], "UNAUTHORIZED");
+    let manifest = fetch(&client, &manifest_url, token).await;
+    manifest.expect_status(200);
+    assert_eq!(
+        manifest.header("cache-control"),
+        Some("private, no-cache"),
+        "credentialed answers are not for shared caches"
+    );
+
+    let blob_url = format!("{base}v2/{FOO_REPO}/blobs/{}", sha256_digest(&zip));
+    let d = download_hashed(&client, &blob_url, &[("authorization", "Bearer abc")]).await;
+    assert_eq!(d.status, 200);
+    assert!(d.is_exactly(&zip));
+    // Cached now; still refused to a client without credentials.
+    let d = download_hashed(&client, &blob_url, &[]).await;
+    assert_eq!(d.status, 401, "a cached blob leaked to an anonymous client");
+    let d = download_hashed(&client, &blob_url, &[("authorization", "Bearer other")]).await;
+    assert_eq!(d.status, 200);
+    assert!(d.is_exactly(&zip));
+}

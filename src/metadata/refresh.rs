@@ -58,13 +58,14 @@ impl HotSet {
     }
 
     /// Queries due for a refresh, forgetting those no longer asked for.
-    fn due(&self, cache: &MetadataCache) -> Vec<Query> {
+    fn due(&self, cache: &MetadataCache) -> Vec<(Query, u64)> {
         let now = now_millis();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, e| now.saturating_sub(e.last_asked) < HOT_WINDOW.as_millis() as u64);
         map.values()
-            .filter(|e| {
-                match cache.entry_meta(&e.query) {
+            .filter_map(|e| {
+                let meta = cache.entry_meta(&e.query);
+                let due = match meta {
                     // Only what the background credential may fetch: anonymous data, since
                     // data fetched with a client's credential is refreshed on that client's
                     // next request. Due when it expires, so a key costs at most one origin
@@ -78,9 +79,9 @@ impl HotSet {
                         anonymous && now.saturating_sub(fetched_at) >= lifetime.as_millis() as u64
                     }
                     None => false,
-                }
+                };
+                due.then(|| (e.query.clone(), meta.map_or(0, |m| m.0)))
             })
-            .map(|e| e.query.clone())
             .collect()
     }
 }
@@ -100,16 +101,28 @@ impl MetadataCache {
         }
     }
 
-    async fn refresh_query(self: &Arc<Self>, q: Query) {
+    async fn refresh_query(self: &Arc<Self>, q: Query, seen_fetched_at: u64) {
         let key = q.key();
         let cred = Credential::Anonymous;
         let _ = match &q.kind {
             QueryKind::Tags => {
                 let prev = self.load::<Vec<String>>(&key);
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| p.fetched_at > seen_fetched_at)
+                {
+                    return; // refreshed since it was found due (by a client's request)
+                }
                 self.refresh::<Vec<String>>(q, cred, prev).await.map(|_| ())
             }
             QueryKind::TagDigest(_) => {
                 let prev = self.load::<Digest>(&key);
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| p.fetched_at > seen_fetched_at)
+                {
+                    return; // refreshed since it was found due (by a client's request)
+                }
                 self.refresh::<Digest>(q, cred, prev).await.map(|_| ())
             }
             QueryKind::Manifest(_) => Ok(()),
@@ -132,13 +145,13 @@ pub fn spawn_hot_set_refresher(cache: Arc<MetadataCache>) -> Option<tokio::task:
                 continue;
             }
             futures::stream::iter(due)
-                .for_each_concurrent(CONCURRENCY, |q| {
+                .for_each_concurrent(CONCURRENCY, |(q, seen)| {
                     let cache = cache.clone();
                     async move {
                         // Jitter, so many entries due at once do not hit the origin together.
                         let jitter = rand::random::<u64>() % 100;
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
-                        cache.refresh_query(q).await;
+                        cache.refresh_query(q, seen).await;
                     }
                 })
                 .await;

@@ -156,6 +156,8 @@ impl OciClient {
                 env!("CARGO_PKG_VERSION")
             ))
             .pool_idle_timeout(Duration::from_secs(90))
+            // A burst of cold fills opens many connections; keep only a few idle afterwards.
+            .pool_max_idle_per_host(16)
             .build()
             .map_err(|e| OciError::Protocol(format!("cannot build HTTP client: {e}")))?;
         Ok(OciClient {
