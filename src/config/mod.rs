@@ -1,6 +1,7 @@
 //! The configuration file: HCL blocks `server { ... }` and `provider_mirror "NAME" { ... }`,
 //! loaded and validated up front so that every mistake is reported with its file and line.
 
+pub mod nesting;
 mod parse;
 pub mod search;
 pub mod units;

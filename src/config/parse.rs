@@ -266,6 +266,21 @@ fn labels(block: &Block) -> Vec<(String, Option<Range<usize>>)> {
 
 /// Parses and validates a whole configuration; `file` is used for messages and relative paths.
 pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    if let Some(at) = super::nesting::too_deep(text) {
+        let mut ctx = Ctx {
+            file,
+            text,
+            diags: Vec::new(),
+        };
+        ctx.error(
+            Some(at..at),
+            format!(
+                "nested more than {} levels deep",
+                super::nesting::MAX_NESTING
+            ),
+        );
+        return Err(ctx.diags);
+    }
     let body = match hcl_edit::parser::parse_body(text) {
         Ok(b) => b,
         Err(e) => {

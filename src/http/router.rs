@@ -168,21 +168,25 @@ fn registry_route(path: &str) -> Result<RegistryRoute, RouteError> {
     if let Some(n) = path.strip_suffix("/tags/list") {
         return Ok(RegistryRoute::Tags { name: name(n)? });
     }
-    if path.contains("/blobs/uploads") {
-        return Ok(RegistryRoute::Write);
-    }
-    if let Some((n, reference)) = path.rsplit_once("/manifests/") {
-        let valid = crate::oci::is_valid_tag(reference) || Digest::parse(reference).is_some();
+    // The endpoint is read from the end: repository names may hold `manifests` or `blobs`.
+    let Some((rest, last)) = path.rsplit_once('/') else {
+        return Err(RouteError::NotFound);
+    };
+    if let Some(n) = rest.strip_suffix("/manifests") {
+        let valid = crate::oci::is_valid_tag(last) || Digest::parse(last).is_some();
         if !valid {
             return Err(RouteError::Malformed("invalid tag or digest"));
         }
         return Ok(RegistryRoute::Manifest {
             name: name(n)?,
-            reference: reference.to_owned(),
+            reference: last.to_owned(),
         });
     }
-    if let Some((n, digest)) = path.rsplit_once("/blobs/") {
-        let digest = Digest::parse(digest).ok_or_else(|| RouteError::Digest(digest.to_owned()))?;
+    if rest.ends_with("/blobs/uploads") || (rest.ends_with("/blobs") && last == "uploads") {
+        return Ok(RegistryRoute::Write);
+    }
+    if let Some(n) = rest.strip_suffix("/blobs") {
+        let digest = Digest::parse(last).ok_or_else(|| RouteError::Digest(last.to_owned()))?;
         return Ok(RegistryRoute::Blob {
             name: name(n)?,
             digest,

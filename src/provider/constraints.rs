@@ -134,7 +134,9 @@ impl Constraints {
     pub fn allows(&self, v: &Version) -> bool {
         if !v.pre.is_empty() {
             // Pre-releases only when asked for by exact version.
-            let named = self.all.iter().any(|c| c.op == Op::Eq && c.version == *v);
+            let named = self.all.iter().any(|c| {
+                c.op == Op::Eq && cmp_ignoring_build(&c.version, v) == std::cmp::Ordering::Equal
+            });
             if !named {
                 return false;
             }

@@ -80,7 +80,13 @@ fn normalize_hostname(s: &str) -> Option<String> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && !host.split('.').any(|l| l.starts_with("xn--"))
-        && host.bytes().any(|b| b.is_ascii_lowercase());
+        && host.bytes().any(|b| b.is_ascii_lowercase())
+        // A numeric last label reads as an IPv4 address to the full parser, which refuses
+        // it: leave those to it, so the answer never depends on letter case.
+        && !host
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
     let ascii = if plain {
         url::Host::Domain(host.to_owned())
     } else {

@@ -66,6 +66,16 @@ fn parse_hcl(path: &Path) -> Result<Body, RequirementsError> {
         path: path.to_owned(),
         source,
     })?;
+    if let Some(at) = crate::config::nesting::too_deep(&text) {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(RequirementsError::Syntax {
+            path: path.to_owned(),
+            message: format!(
+                "line {line}: nested more than {} levels deep",
+                crate::config::nesting::MAX_NESTING
+            ),
+        });
+    }
     hcl_edit::parser::parse_body(&text).map_err(|e| RequirementsError::Syntax {
         path: path.to_owned(),
         message: format!("line {}: {}", e.location().line(), e.message()),
