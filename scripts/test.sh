@@ -14,5 +14,7 @@ echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+echo "==> cargo deny check bans licenses sources"
+cargo deny --log-level warn check bans licenses sources
 echo "==> cargo test $*"
 cargo test "$@"

@@ -37,7 +37,7 @@ fn origin_status(o: &OciError) -> StatusCode {
         | OciError::InvalidManifest { .. }
         | OciError::DigestMismatch { .. }
         | OciError::TooLarge { .. }
-            | OciError::TooMany { .. }
+        | OciError::TooMany { .. }
         | OciError::Protocol(_) => StatusCode::BAD_GATEWAY,
     }
 }

@@ -52,10 +52,17 @@ struct Histogram {
     sum: f64,
 }
 
+/// Requests of one route: counts by status, and the latency histogram.
+#[derive(Default)]
+struct RouteStats {
+    statuses: Vec<(u16, u64)>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(&'static str, u16), u64>>,
-    latency: Mutex<HashMap<&'static str, Histogram>>,
+    /// One lock per request, taken briefly: routes are few, statuses per route fewer.
+    routes: Mutex<HashMap<&'static str, RouteStats>>,
     bytes_sent: Mutex<HashMap<&'static str, u64>>,
     pub in_flight_downloads: AtomicI64,
     next_request_id: AtomicU64,
@@ -76,15 +83,14 @@ impl Metrics {
 
     /// Counts a response when its headers go out (latency is time to headers).
     pub fn record(&self, route: &'static str, status: u16, started: Instant) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route, status))
-            .or_default() += 1;
         let secs = started.elapsed().as_secs_f64();
-        let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = lat.entry(route).or_default();
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = routes.entry(route).or_default();
+        match stats.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => stats.statuses.push((status, 1)),
+        }
+        let h = &mut stats.latency;
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
                 h.buckets[i] += 1;
@@ -115,12 +121,10 @@ impl Metrics {
             "counter",
             "HTTP requests by route and status.",
         );
-        let mut reqs: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let lat = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reqs: Vec<_> = lat
             .iter()
-            .map(|(k, v)| (*k, *v))
+            .flat_map(|(route, st)| st.statuses.iter().map(move |(s, n)| ((*route, *s), *n)))
             .collect();
         reqs.sort();
         for ((route, status), n) in reqs {
@@ -135,11 +139,10 @@ impl Metrics {
             "histogram",
             "Time to response headers, by route.",
         );
-        let lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let mut routes: Vec<_> = lat.keys().copied().collect();
         routes.sort();
         for route in routes {
-            let h = &lat[route];
+            let h = &lat[route].latency;
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -347,7 +350,8 @@ pub struct AccessEntry {
     pub id: u64,
     pub peer: std::net::SocketAddr,
     pub method: http::Method,
-    pub path: String,
+    /// The whole URI (cheap to keep); only its path is ever logged, never the query.
+    pub uri: http::Uri,
     pub status: u16,
     pub outcome: Option<CacheOutcome>,
     pub started: Instant,
@@ -391,7 +395,7 @@ impl LoggedBody {
             id = e.id,
             peer = %e.peer,
             method = %e.method,
-            path = %e.path,
+            path = %e.uri.path(),
             status = e.status,
             bytes = self.sent,
             ms = e.started.elapsed().as_millis() as u64,

@@ -367,8 +367,8 @@ async fn serve_one<B>(
     let started = Instant::now();
     let id = state.metrics.next_request_id();
     let method = req.method().clone();
-    // The path only: query strings can hold sealed credentials.
-    let path = req.uri().path().to_owned();
+    // Logged by path only: query strings can hold sealed credentials.
+    let uri = req.uri().clone();
     let mut resp = handlers::handle(state.clone(), role, req).await;
     let route = resp
         .extensions()
@@ -376,14 +376,13 @@ async fn serve_one<B>(
         .map_or("other", |l| l.0);
     let status = resp.status().as_u16();
     state.metrics.record(route, status, started);
-    if let Ok(v) = http::HeaderValue::from_str(&id.to_string()) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    resp.headers_mut()
+        .insert("x-request-id", http::HeaderValue::from(id));
     let entry = metrics::AccessEntry {
         id,
         peer,
         method,
-        path,
+        uri,
         status,
         outcome: resp.extensions().get::<metrics::CacheOutcome>().copied(),
         started,

@@ -89,14 +89,16 @@ pub struct MirrorService {
     resolved: Mutex<HashMap<Digest, Arc<Vec<Package>>>>,
     /// Serialised `VERSION.json` bodies of mirrors without sealed URLs (which are the same
     /// for every client), valid for one manifest digest and one store generation.
-    version_bodies: Mutex<HashMap<(ProviderAddress, semver::Version), VersionBody>>,
+    /// Keyed by manifest digest (looked up without allocating); the address and version are
+    /// checked, since one manifest may be pushed under several names.
+    version_bodies: Mutex<HashMap<Digest, VersionBody>>,
     json_cache_control: bytes::Bytes,
     /// Whether the origin challenged an anonymous `GET /v2/`, and when we last asked.
     origin_challenge: Mutex<Option<(std::time::Instant, bool)>>,
 }
 
-/// A serialised `VERSION.json`: for which manifest digest and store generation it was built.
-type VersionBody = (Digest, u64, bytes::Bytes);
+/// A serialised `VERSION.json`: for which address, version and store generation it was built.
+type VersionBody = (ProviderAddress, semver::Version, u64, bytes::Bytes);
 
 /// Bound on remembered manifest resolutions.
 const MAX_RESOLVED: usize = 10_000;
@@ -223,13 +225,13 @@ impl MirrorService {
         let cred = &self.origin_credential(cred.clone());
         let tag = tag_for_version(version);
         let policy = &self.config.freshness;
-        let warm = format!("{addr}@{version}");
+        let warm = || format!("{addr}@{version}");
         let unknown = || MirrorError::UnknownVersion(addr.clone(), version.clone());
         let m = self
             .meta
             .manifest_for_tag(&self.registry, &repo, &tag, cred, policy)
             .await
-            .map_err(|e| self.metadata_error(e, unknown, &warm))?;
+            .map_err(|e| self.metadata_error(e, unknown, &warm()))?;
         let (digest, manifest) = &m.value;
         let cached = self
             .resolved
@@ -241,7 +243,7 @@ impl MirrorService {
             Some(p) => p,
             None => {
                 let p = Arc::new(
-                    self.resolve(addr, version, &repo, manifest, cred, &warm)
+                    self.resolve(addr, version, &repo, manifest, cred, &warm())
                         .await?,
                 );
                 let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,14 +273,13 @@ impl MirrorService {
         let (digest, packages) = &p.value;
         let cacheable = !self.access.sealed_urls();
         let generation = self.store.generation();
-        let key = (addr.clone(), version.clone());
         if cacheable {
             let bodies = self
                 .version_bodies
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some((d, g, body)) = bodies.get(&key) {
-                if d == digest && *g == generation {
+            if let Some((a, v, g, body)) = bodies.get(digest) {
+                if a == addr && v == version && *g == generation {
                     return Ok(Cached {
                         value: body.clone(),
                         age: p.age,
@@ -298,7 +299,10 @@ impl MirrorService {
             if bodies.len() >= MAX_RESOLVED {
                 bodies.clear();
             }
-            bodies.insert(key, (digest.clone(), generation, body.clone()));
+            bodies.insert(
+                digest.clone(),
+                (addr.clone(), version.clone(), generation, body.clone()),
+            );
         }
         Ok(Cached {
             value: body,
