@@ -15,9 +15,8 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -198,15 +197,52 @@ fn json_cell(got: &Fetched, expected: u16) -> Cell {
     }
 }
 
-/// A download's cell: 200 must carry exactly `package` (with `cache_control` and, if given,
-/// `X-Cache`); a refusal must not carry it.
-fn download_cell(
-    got: &Fetched,
-    package: &[u8],
-    expected: u16,
-    cache_control: &str,
-    x_cache: Option<&str>,
-) -> Cell {
+/// What a download must get: a status, and for a 200 the start of its `Cache-Control` and,
+/// if given, its `X-Cache`.
+#[derive(Clone, Copy)]
+struct Want {
+    status: u16,
+    cache_control: &'static str,
+    x_cache: Option<&'static str>,
+}
+
+impl Want {
+    /// 200 with the package, from the cache.
+    fn hit(cache_control: &'static str) -> Want {
+        Want {
+            status: 200,
+            cache_control,
+            x_cache: Some("HIT"),
+        }
+    }
+
+    /// 200 with the package, fetched from the origin.
+    fn miss(cache_control: &'static str) -> Want {
+        Want {
+            status: 200,
+            cache_control,
+            x_cache: Some("MISS"),
+        }
+    }
+
+    /// `status`, without the package.
+    fn refused(status: u16, cache_control: &'static str) -> Want {
+        Want {
+            status,
+            cache_control,
+            x_cache: None,
+        }
+    }
+}
+
+/// A download's cell: 200 must carry exactly `package` (with the `Cache-Control` and, if
+/// given, the `X-Cache` of `want`); a refusal must not carry it.
+fn download_cell(got: &Fetched, package: &[u8], want: Want) -> Cell {
+    let Want {
+        status: expected,
+        cache_control,
+        x_cache,
+    } = want;
     let mut problems = Vec::new();
     if got.status == 200 {
         if got.body != package {
@@ -279,13 +315,62 @@ fn package_for<'a>(packages: &'a [(&str, Vec<u8>)], platform: &str) -> &'a [u8] 
     &packages.iter().find(|(p, _)| *p == platform).unwrap().1
 }
 
-/// Flips one alphanumeric character in the middle of the `t` parameter.
-fn tamper_token(url: &url::Url) -> url::Url {
-    let token = url
-        .query_pairs()
+/// A registry (`auth`) holding foo 1.0.0 with one package per platform of [`PLATFORMS`].
+async fn registry_with_packages(auth: RegistryAuth) -> (Registry, Vec<(&'static str, Vec<u8>)>) {
+    let registry = Registry::start(auth);
+    let packages = packages();
+    push_seed_layout(
+        &registry,
+        FOO_REPO,
+        "1.0.0",
+        &packages,
+        registry.push_auth(),
+    )
+    .await;
+    (registry, packages)
+}
+
+/// A docker config directory holding `user_password` for the registry, as `docker login`
+/// leaves it, and the `auth` value written there.
+fn docker_config(registry: &Registry, user_password: &str) -> (tempfile::TempDir, String) {
+    use base64::Engine;
+    let docker = temp_dir("odtr-docker-config-");
+    let auth = base64::engine::general_purpose::STANDARD.encode(user_password);
+    fs::write(
+        docker.path().join("config.json"),
+        serde_json::json!({ "auths": { format!("127.0.0.1:{}", registry.port()): { "auth": auth } } })
+            .to_string(),
+    )
+    .unwrap();
+    (docker, auth)
+}
+
+/// `path` as an environment variable's value.
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// The server's log, after asserting that it shows no panic.
+fn stderr_without_panic(server: &Server) -> String {
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains("panicked"),
+        "the server panicked:\n{stderr}"
+    );
+    stderr
+}
+
+/// The `t` parameter of a download URL.
+fn sealed_token(url: &url::Url) -> String {
+    url.query_pairs()
         .find(|(k, _)| k == "t")
         .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("{url} has no t= parameter"));
+        .unwrap_or_else(|| panic!("{url} has no t= parameter"))
+}
+
+/// Flips one alphanumeric character in the middle of the `t` parameter.
+fn tamper_token(url: &url::Url) -> url::Url {
+    let token = sealed_token(url);
     let mut chars: Vec<char> = token.chars().collect();
     let middle = chars.len() / 2;
     let pos = (middle..chars.len())
@@ -314,25 +399,179 @@ fn bare_download_url(mirror_url: &str, package: &[u8], platform: &str) -> String
     )
 }
 
+/// The mirror's `index.json` and `1.0.0.json` URLs of foo.
+fn json_urls(mirror: &str) -> (String, String) {
+    (
+        format!("{mirror}{FOO}/index.json"),
+        format!("{mirror}{FOO}/1.0.0.json"),
+    )
+}
+
+/// P's first download, before the matrix: 200 with exactly its bytes.
+async fn first_download(client: &reqwest::Client, url: &str, auth: Option<&str>, package: &[u8]) {
+    let first = fetch(client, url, auth).await;
+    first.expect_status(200);
+    assert!(first.body == package, "the first download of P from {url}");
+}
+
+/// Fetches `url` with `auth` and judges the answer with [`json_cell`].
+async fn fetch_json(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    expected: u16,
+) -> (Fetched, Cell) {
+    let got = fetch(client, url, auth).await;
+    let cell = json_cell(&got, expected);
+    (got, cell)
+}
+
+/// Fetches `url` with `auth` and judges the answer with [`download_cell`].
+async fn fetch_download(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    package: &[u8],
+    want: Want,
+) -> Cell {
+    let got = fetch(client, url, auth).await;
+    download_cell(&got, package, want)
+}
+
+/// "own URL (cold)": the package of `platform`, never fetched before, through the URL the
+/// client's `archives` name, with no header: 200 with the exact bytes, `cache_control` and
+/// `X-Cache: MISS`. `url_problem` says what is wrong with the URL itself, if anything.
+async fn own_cold_cell(
+    client: &reqwest::Client,
+    archives: &std::collections::BTreeMap<String, Archive>,
+    packages: &[(&str, Vec<u8>)],
+    platform: &str,
+    cache_control: &'static str,
+    url_problem: fn(&url::Url) -> Option<&'static str>,
+) -> Cell {
+    let url = &archives[platform].url;
+    let package = package_for(packages, platform);
+    let mut cell = fetch_download(
+        client,
+        url.as_str(),
+        None,
+        package,
+        Want::miss(cache_control),
+    )
+    .await;
+    if let Some(problem) = url_problem(url) {
+        cell.ok = false;
+        cell.got.push_str(problem);
+    }
+    cell
+}
+
+/// The download cells of a client of a mirror whose URLs carry no credential: "own URL
+/// (cold)", then P (cached before, `cached_package`) through its own URL sent with `p_auth`
+/// ("P, own URL"), and with a bogus `t=` and the client's `auth` ("P, URL + bogus t="): all
+/// 200, `public`, and every P a HIT.
+async fn public_download_cells(
+    client: &reqwest::Client,
+    archives: &std::collections::BTreeMap<String, Archive>,
+    packages: &[(&str, Vec<u8>)],
+    platform: &str,
+    p_auth: Option<&str>,
+    auth: Option<&str>,
+) -> Vec<Cell> {
+    let cached_package = package_for(packages, CACHED_PLATFORM);
+    let p_url = &archives[CACHED_PLATFORM].url;
+    vec![
+        own_cold_cell(client, archives, packages, platform, "public", |url| {
+            url.query().is_some().then_some(" (URL has a query)")
+        })
+        .await,
+        fetch_download(
+            client,
+            p_url.as_str(),
+            p_auth,
+            cached_package,
+            Want::hit("public"),
+        )
+        .await,
+        fetch_download(
+            client,
+            &format!("{p_url}?t=bogus"),
+            auth,
+            cached_package,
+            Want::hit("public"),
+        )
+        .await,
+    ]
+}
+
+/// The columns of a mirror where everyone gets everything (P = a package cached before).
+const PUBLIC_COLUMNS: &[&str] = &[
+    "index.json",
+    "1.0.0.json",
+    "own URL (cold)",
+    "P, own URL",
+    "P, URL + bogus t=",
+];
+
+/// The table `title` ([`PUBLIC_COLUMNS`]) of `clients` (the i-th owning platform
+/// `PLATFORMS[i]`) of a mirror where everyone gets everything: index.json and 1.0.0.json 200
+/// (`check_version` may fault the latter further), then [`public_download_cells`], P through
+/// the client's own URL sent with its header if `p_with_header`, else with none.
+async fn public_table(
+    title: &str,
+    clients: &[&Who],
+    client: &reqwest::Client,
+    mirror: &str,
+    packages: &[(&str, Vec<u8>)],
+    p_with_header: bool,
+    check_version: fn(&Fetched, &mut Cell),
+) -> Table {
+    let mut table = Table::new(title, PUBLIC_COLUMNS);
+    let (index_url, version_url) = json_urls(mirror);
+    for (i, who) in clients.iter().enumerate() {
+        let (_, index_cell) = fetch_json(client, &index_url, who.auth, 200).await;
+        let mut cells = vec![index_cell];
+        let (version, mut version_cell) = fetch_json(client, &version_url, who.auth, 200).await;
+        check_version(&version, &mut version_cell);
+        cells.push(version_cell);
+        if version.status == 200 {
+            let archives = fetch_archives(client, mirror, FOO, "1.0.0", who.auth).await;
+            let p_auth = if p_with_header { who.auth } else { None };
+            cells.extend(
+                public_download_cells(client, &archives, packages, PLATFORMS[i], p_auth, who.auth)
+                    .await,
+            );
+        }
+        table.rows.push((who.name.to_owned(), cells));
+    }
+    table
+}
+
+/// The cells of a client asking for the bare path (no `t=`) of each of `packages` with its
+/// header: refused with 401, whatever the header.
+async fn bare_path_cells(
+    client: &reqwest::Client,
+    mirror: &str,
+    auth: Option<&str>,
+    packages: &[(&str, &[u8])],
+    cache_control: &'static str,
+) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (platform, package) in packages {
+        let url = bare_download_url(mirror, package, platform);
+        let want = Want::refused(401, cache_control);
+        cells.push(fetch_download(client, &url, auth, package, want).await);
+    }
+    cells
+}
+
 // ---------------------------------------------------------------------------------------------
 // The matrix over an authenticating registry, proxy_packages = true
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix_with_sealed_download_urls() {
-    let registry = Registry::start(RegistryAuth::Silly);
-    let packages = packages();
-    push_seed_layout(
-        &registry,
-        FOO_REPO,
-        "1.0.0",
-        &packages
-            .iter()
-            .map(|(p, z)| (*p, z.clone()))
-            .collect::<Vec<_>>(),
-        registry.push_auth(),
-    )
-    .await;
+    let (registry, packages) = registry_with_packages(RegistryAuth::Silly).await;
     // The silly rules, as the origin itself applies them.
     for who in CLIENTS {
         let status = origin_status(&registry, who.auth).await;
@@ -344,32 +583,18 @@ async fn auth_matrix_with_sealed_download_urls() {
         );
     }
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-auth-matrix-")
-        .tempdir()
-        .expect("tempdir");
-    let registry_url = registry.url();
-    let config = with_cache(
-        &MirrorConfig::new(&cert, &registry_url, true).to_hcl(),
-        cache.path(),
-        "1GiB",
-    );
+    let cache = temp_dir("odtr-auth-matrix-");
+    let config = cached_mirror_config(&cert, &registry.url(), true, cache.path(), "1GiB");
     let server = Server::start(&config);
     let client = https_client(&cert);
     let mirror = server.mirror_url();
-    let index_url = format!("{mirror}{FOO}/index.json");
-    let version_url = format!("{mirror}{FOO}/1.0.0.json");
+    let (index_url, version_url) = json_urls(&mirror);
 
     // The right client caches one package first.
     let right_archives = fetch_archives(&client, &mirror, FOO, "1.0.0", Some(RIGHT)).await;
     let right_url = right_archives[CACHED_PLATFORM].url.clone();
     let cached_package = package_for(&packages, CACHED_PLATFORM);
-    let first = fetch(&client, right_url.as_str(), None).await;
-    first.expect_status(200);
-    assert!(
-        first.body == cached_package,
-        "the right client's first download"
-    );
+    first_download(&client, right_url.as_str(), None, cached_package).await;
     // Filed away just after the last byte went out.
     assert!(
         wait_until(Duration::from_secs(10), || cache_blob_files(cache.path())
@@ -393,91 +618,70 @@ async fn auth_matrix_with_sealed_download_urls() {
     for (i, who) in CLIENTS.iter().enumerate() {
         let expected_json = if who.origin_accepts { 200 } else { 401 };
         let mut cells = Vec::new();
-        let index = fetch(&client, &index_url, who.auth).await;
-        let mut index_cell = json_cell(&index, expected_json);
+        let (index, mut index_cell) =
+            fetch_json(&client, &index_url, who.auth, expected_json).await;
         if index.status == 200 && index_versions(&index) != vec!["1.0.0".to_owned()] {
             index_cell.ok = false;
             index_cell.got.push_str(" wrong versions");
         }
         cells.push(index_cell);
-        let version = fetch(&client, &version_url, who.auth).await;
-        cells.push(json_cell(&version, expected_json));
-        let own = if version.status == 200 {
-            Some(fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await)
-        } else {
-            None
-        };
-        match &own {
-            Some(archives) => {
-                // Own package, never fetched before: a cold fetch with this client's credential.
-                let platform = PLATFORMS[i];
-                let url = &archives[platform].url;
-                let got = fetch(&client, url.as_str(), None).await;
-                let mut cell = download_cell(
-                    &got,
-                    package_for(&packages, platform),
-                    200,
-                    "private",
-                    Some("MISS"),
-                );
-                if url.query_pairs().all(|(k, _)| k != "t") {
-                    cell.ok = false;
-                    cell.got.push_str(" (URL without t=)");
-                }
-                cells.push(cell);
-                // P, through this client's own URL: from the cache.
-                let got = fetch(&client, archives[CACHED_PLATFORM].url.as_str(), None).await;
-                cells.push(download_cell(
-                    &got,
-                    cached_package,
-                    200,
-                    "private",
-                    Some("HIT"),
-                ));
-            }
-            None => {
-                cells.push(Cell::na("n/a (no URL)"));
-                // No URL to use: the package's path with no token, with this client's header.
-                let got = fetch(
+        let (version, version_cell) =
+            fetch_json(&client, &version_url, who.auth, expected_json).await;
+        cells.push(version_cell);
+        if version.status == 200 {
+            let archives = fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await;
+            // Own package, never fetched before: a cold fetch with this client's credential.
+            cells.push(
+                own_cold_cell(
                     &client,
-                    &bare_download_url(&mirror, cached_package, CACHED_PLATFORM),
-                    who.auth,
+                    &archives,
+                    &packages,
+                    PLATFORMS[i],
+                    "private",
+                    |url| {
+                        url.query_pairs()
+                            .all(|(k, _)| k != "t")
+                            .then_some(" (URL without t=)")
+                    },
                 )
-                .await;
-                let mut cell = download_cell(&got, cached_package, 401, "private", None);
-                cell.got = format!("{} (bare path)", cell.got);
-                cells.push(cell);
-            }
+                .await,
+            );
+            // P, through this client's own URL: from the cache.
+            let p_url = archives[CACHED_PLATFORM].url.as_str();
+            cells.push(
+                fetch_download(&client, p_url, None, cached_package, Want::hit("private")).await,
+            );
+        } else {
+            cells.push(Cell::na("n/a (no URL)"));
+            // No URL to use: the package's path with no token, with this client's header.
+            let mut cell = bare_path_cells(
+                &client,
+                &mirror,
+                who.auth,
+                &[(CACHED_PLATFORM, cached_package)],
+                "private",
+            )
+            .await
+            .remove(0);
+            cell.got = format!("{} (bare path)", cell.got);
+            cells.push(cell);
         }
-        // The right client's URL: the sealed credential is the authority, whoever holds it.
-        let got = fetch(&client, right_url.as_str(), who.auth).await;
-        cells.push(download_cell(
-            &got,
-            cached_package,
-            200,
-            "private",
-            Some("HIT"),
-        ));
-        // ... without its token: refused, even with a header the origin would accept.
-        let got = fetch(&client, without_query(&right_url).as_str(), who.auth).await;
-        cells.push(download_cell(&got, cached_package, 401, "private", None));
-        // ... tampered: refused.
-        let got = fetch(&client, tamper_token(&right_url).as_str(), who.auth).await;
-        cells.push(download_cell(&got, cached_package, 403, "private", None));
+        // The right client's URL: the sealed credential is the authority, whoever holds it;
+        // without its token: refused, even with a header the origin would accept; tampered:
+        // refused.
+        for (url, want) in [
+            (right_url.clone(), Want::hit("private")),
+            (without_query(&right_url), Want::refused(401, "private")),
+            (tamper_token(&right_url), Want::refused(403, "private")),
+        ] {
+            cells.push(fetch_download(&client, url.as_str(), who.auth, cached_package, want).await);
+        }
         table.rows.push((who.name.to_owned(), cells));
     }
     table.assert_all();
-    let stderr = server.stderr();
-    assert!(
-        !stderr.contains("panicked"),
-        "the server panicked:\n{stderr}"
-    );
+    let stderr = stderr_without_panic(&server);
     // Sealed credentials never reach the log.
-    let token = right_url
-        .query_pairs()
-        .find(|(k, _)| k == "t")
-        .map(|(_, v)| v.into_owned())
-        .expect("t=");
+    let token = sealed_token(&right_url);
     assert!(
         !stderr.contains(&token),
         "a sealed download token was logged:\n{stderr}"
@@ -490,35 +694,13 @@ async fn auth_matrix_with_sealed_download_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix_anonymous_registry_without_sealed_urls() {
-    let registry = Registry::start(RegistryAuth::None);
-    let packages = packages();
-    push_seed_layout(
-        &registry,
-        FOO_REPO,
-        "1.0.0",
-        &packages
-            .iter()
-            .map(|(p, z)| (*p, z.clone()))
-            .collect::<Vec<_>>(),
-        None,
-    )
-    .await;
+    let (registry, packages) = registry_with_packages(RegistryAuth::None).await;
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-auth-matrix-anon-")
-        .tempdir()
-        .expect("tempdir");
-    let registry_url = registry.url();
-    let config = with_cache(
-        &MirrorConfig::new(&cert, &registry_url, false).to_hcl(),
-        cache.path(),
-        "1GiB",
-    );
+    let cache = temp_dir("odtr-auth-matrix-anon-");
+    let config = cached_mirror_config(&cert, &registry.url(), false, cache.path(), "1GiB");
     let server = Server::start(&config);
     let client = https_client(&cert);
     let mirror = server.mirror_url();
-    let index_url = format!("{mirror}{FOO}/index.json");
-    let version_url = format!("{mirror}{FOO}/1.0.0.json");
     let clients: Vec<&Who> = CLIENTS
         .iter()
         .filter(|w| matches!(w.auth, None | Some("Basic garbage") | Some(RIGHT)))
@@ -526,126 +708,28 @@ async fn auth_matrix_anonymous_registry_without_sealed_urls() {
 
     let right_archives = fetch_archives(&client, &mirror, FOO, "1.0.0", Some(RIGHT)).await;
     let cached_package = package_for(&packages, CACHED_PLATFORM);
-    let first = fetch(
-        &client,
-        right_archives[CACHED_PLATFORM].url.as_str(),
-        Some(RIGHT),
-    )
-    .await;
-    first.expect_status(200);
-    assert!(first.body == cached_package);
+    let right_url = right_archives[CACHED_PLATFORM].url.as_str();
+    first_download(&client, right_url, Some(RIGHT), cached_package).await;
 
-    let mut table = Table::new(
+    public_table(
         "Anonymous registry, proxy_packages = false (P = cached first by the right client)",
-        &[
-            "index.json",
-            "1.0.0.json",
-            "own URL (cold)",
-            "P, own URL",
-            "P, URL + bogus t=",
-        ],
-    );
-    for (i, who) in clients.iter().enumerate() {
-        let mut cells = Vec::new();
-        let index = fetch(&client, &index_url, who.auth).await;
-        cells.push(json_cell(&index, 200));
-        let version = fetch(&client, &version_url, who.auth).await;
-        cells.push(json_cell(&version, 200));
-        if version.status != 200 {
-            table.rows.push((who.name.to_owned(), cells));
-            continue;
-        }
-        let archives = fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await;
-        let platform = PLATFORMS[i];
-        let url = &archives[platform].url;
-        let got = fetch(&client, url.as_str(), None).await;
-        let mut cell = download_cell(
-            &got,
-            package_for(&packages, platform),
-            200,
-            "public",
-            Some("MISS"),
-        );
-        if url.query().is_some() {
-            cell.ok = false;
-            cell.got.push_str(" (URL has a query)");
-        }
-        cells.push(cell);
-        let p_url = &archives[CACHED_PLATFORM].url;
-        let got = fetch(&client, p_url.as_str(), None).await;
-        cells.push(download_cell(
-            &got,
-            cached_package,
-            200,
-            "public",
-            Some("HIT"),
-        ));
-        let bogus = format!("{p_url}?t=bogus");
-        let got = fetch(&client, &bogus, who.auth).await;
-        cells.push(download_cell(
-            &got,
-            cached_package,
-            200,
-            "public",
-            Some("HIT"),
-        ));
-        table.rows.push((who.name.to_owned(), cells));
-    }
-    table.assert_all();
+        &clients,
+        &client,
+        &mirror,
+        &packages,
+        false,
+        |_, _| {},
+    )
+    .await
+    .assert_all();
 }
 
 // ---------------------------------------------------------------------------------------------
 // A package warmed with server-side credentials does not leak to anonymous clients
 // ---------------------------------------------------------------------------------------------
 
-/// Runs the binary with `config_hcl` and extra environment; killed after 60 s.
-fn run_cli_env(config_hcl: &str, args: &[&str], env: &[(&str, &Path)]) -> CliOutput {
-    let binary = env!("CARGO_BIN_EXE_oci-distribution-terraform-registry");
-    let dir = tempfile::Builder::new()
-        .prefix("odtr-cli-")
-        .tempdir()
-        .expect("tempdir");
-    let config_path = dir.path().join("config.hcl");
-    fs::write(&config_path, config_hcl).expect("write config");
-    let out_path = dir.path().join("stdout.log");
-    let err_path = dir.path().join("stderr.log");
-    let mut cmd = Command::new(binary);
-    cmd.arg(format!("--config={}", config_path.display()))
-        .args(args)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .env("HOME", dir.path())
-        .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(File::create(&out_path).unwrap()))
-        .stderr(Stdio::from(File::create(&err_path).unwrap()));
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn the binary");
-    let status = wait_bounded(&mut child, Duration::from_secs(60));
-    CliOutput {
-        status,
-        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn package_warmed_with_credentials_does_not_leak_to_anonymous_clients() {
-    use base64::Engine;
     let registry = Registry::start(RegistryAuth::Silly);
     let local = local_platform();
     let local_zip = fake_provider_zip_for("foo", "1.0.0", &local);
@@ -667,34 +751,18 @@ async fn package_warmed_with_credentials_does_not_leak_to_anonymous_clients() {
     )
     .await;
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-auth-warm-")
-        .tempdir()
-        .expect("tempdir");
+    let cache = temp_dir("odtr-auth-warm-");
     let registry_url = registry.url();
-    let plain_config = with_cache(
-        &MirrorConfig::new(&cert, &registry_url, false).to_hcl(),
-        cache.path(),
-        "1GiB",
-    );
+    let plain_config = cached_mirror_config(&cert, &registry_url, false, cache.path(), "1GiB");
 
     // Server-side credentials for the registry, as `docker login` leaves them.
-    let docker = tempfile::Builder::new()
-        .prefix("odtr-docker-config-")
-        .tempdir()
-        .expect("tempdir");
-    let auth = base64::engine::general_purpose::STANDARD.encode("warm-user:warm-password");
-    fs::write(
-        docker.path().join("config.json"),
-        serde_json::json!({ "auths": { format!("127.0.0.1:{}", registry.port()): { "auth": auth } } })
-            .to_string(),
-    )
-    .unwrap();
+    let (docker, _) = docker_config(&registry, "warm-user:warm-password");
     let spec = format!("{FOO}@1.0.0");
-    let warm = run_cli_env(
+    let warm = run_cli_with_env(
         &plain_config,
         &["warm", "--platform", &local, &spec],
-        &[("DOCKER_CONFIG", docker.path())],
+        &[("DOCKER_CONFIG", path_str(docker.path()))],
+        Duration::from_secs(60),
     );
     assert!(warm.success(), "warm with credentials failed:\n{warm}");
     assert!(
@@ -704,18 +772,12 @@ async fn package_warmed_with_credentials_does_not_leak_to_anonymous_clients() {
         "warm did not cache the package:\n{warm}"
     );
     // Without credentials, warm itself is refused by the origin (the registry does need them).
-    let anon_cache = tempfile::Builder::new()
-        .prefix("odtr-auth-warm-anon-")
-        .tempdir()
-        .expect("tempdir");
-    let anon_warm = run_cli_env(
-        &with_cache(
-            &MirrorConfig::new(&cert, &registry_url, false).to_hcl(),
-            anon_cache.path(),
-            "1GiB",
-        ),
+    let anon_cache = temp_dir("odtr-auth-warm-anon-");
+    let anon_warm = run_cli_with_env(
+        &cached_mirror_config(&cert, &registry_url, false, anon_cache.path(), "1GiB"),
         &["warm", "--platform", &local, &spec],
-        &[("DOCKER_CONFIG", anon_cache.path())],
+        &[("DOCKER_CONFIG", path_str(anon_cache.path()))],
+        Duration::from_secs(60),
     );
     assert!(
         !anon_warm.success(),
@@ -733,102 +795,55 @@ async fn package_warmed_with_credentials_does_not_leak_to_anonymous_clients() {
             "warmed package, own URL",
         ],
     );
+    let both: &[(&str, &[u8])] = &[
+        (local.as_str(), local_zip.as_slice()),
+        (other_platform, other_zip.as_slice()),
+    ];
 
-    // 1. proxy_packages = false: download URLs carry no credential, so a stored package is
-    //    only handed out if it was fetched anonymously here before, or the origin says an
-    //    anonymous client may have it (it does not).
-    {
-        let server = Server::start(&plain_config);
+    // proxy_packages = false: download URLs carry no credential, so a stored package is only
+    // handed out if it was fetched anonymously here before, or the origin says an anonymous
+    // client may have it (it does not).
+    // proxy_packages = true over the same cache: the right client's sealed URL is served from
+    // the cache; anonymous gets no URL and the bare path is refused.
+    for (proxy_packages, cache_control) in [(false, "public"), (true, "private")] {
+        let config =
+            cached_mirror_config(&cert, &registry_url, proxy_packages, cache.path(), "1GiB");
+        let server = Server::start(&config);
         let mirror = server.mirror_url();
+        let (index_url, version_url) = json_urls(&mirror);
         for who in CLIENTS
             .iter()
             .filter(|w| matches!(w.auth, None | Some(RIGHT)))
         {
-            let mut cells = Vec::new();
-            let index = fetch(&client, &format!("{mirror}{FOO}/index.json"), who.auth).await;
-            cells.push(json_cell(
-                &index,
-                if who.auth.is_some() { 200 } else { 401 },
-            ));
+            let expected_json = if who.auth.is_some() { 200 } else { 401 };
+            let (_, index_cell) = fetch_json(&client, &index_url, who.auth, expected_json).await;
+            let mut cells = vec![index_cell];
             // Package downloads carry no credential in the network mirror protocol: the
             // client's header is not used for them, whoever sends it.
-            let got = fetch(
-                &client,
-                &bare_download_url(&mirror, &local_zip, &local),
-                who.auth,
-            )
-            .await;
-            cells.push(download_cell(&got, &local_zip, 401, "public", None));
-            let got = fetch(
-                &client,
-                &bare_download_url(&mirror, &other_zip, other_platform),
-                who.auth,
-            )
-            .await;
-            cells.push(download_cell(&got, &other_zip, 401, "public", None));
-            cells.push(Cell::na("-"));
-            cells.push(Cell::na("-"));
-            table
-                .rows
-                .push((format!("{} (proxy_packages = false)", who.name), cells));
-        }
-        let stderr = server.stderr();
-        assert!(
-            !stderr.contains("panicked"),
-            "the server panicked:\n{stderr}"
-        );
-    }
-
-    // 2. proxy_packages = true over the same cache: the right client's sealed URL is served
-    //    from the cache; anonymous gets no URL and the bare path is refused.
-    {
-        let sealed_config = with_cache(
-            &MirrorConfig::new(&cert, &registry_url, true).to_hcl(),
-            cache.path(),
-            "1GiB",
-        );
-        let server = Server::start(&sealed_config);
-        let mirror = server.mirror_url();
-        for who in CLIENTS
-            .iter()
-            .filter(|w| matches!(w.auth, None | Some(RIGHT)))
-        {
-            let mut cells = Vec::new();
-            let expected_json = if who.auth.is_some() { 200 } else { 401 };
-            let index = fetch(&client, &format!("{mirror}{FOO}/index.json"), who.auth).await;
-            cells.push(json_cell(&index, expected_json));
-            let got = fetch(
-                &client,
-                &bare_download_url(&mirror, &local_zip, &local),
-                who.auth,
-            )
-            .await;
-            cells.push(download_cell(&got, &local_zip, 401, "private", None));
-            let got = fetch(
-                &client,
-                &bare_download_url(&mirror, &other_zip, other_platform),
-                who.auth,
-            )
-            .await;
-            cells.push(download_cell(&got, &other_zip, 401, "private", None));
-            let version = fetch(&client, &format!("{mirror}{FOO}/1.0.0.json"), who.auth).await;
-            cells.push(json_cell(&version, expected_json));
-            if version.status == 200 {
-                let archives = fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await;
-                let got = fetch(&client, archives[&local].url.as_str(), None).await;
-                cells.push(download_cell(&got, &local_zip, 200, "private", Some("HIT")));
+            cells.extend(bare_path_cells(&client, &mirror, who.auth, both, cache_control).await);
+            if !proxy_packages {
+                cells.push(Cell::na("-"));
+                cells.push(Cell::na("-"));
             } else {
-                cells.push(Cell::na("n/a (no URL)"));
+                let (version, version_cell) =
+                    fetch_json(&client, &version_url, who.auth, expected_json).await;
+                cells.push(version_cell);
+                if version.status == 200 {
+                    let archives = fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await;
+                    let url = archives[&local].url.as_str();
+                    cells.push(
+                        fetch_download(&client, url, None, &local_zip, Want::hit("private")).await,
+                    );
+                } else {
+                    cells.push(Cell::na("n/a (no URL)"));
+                }
             }
-            table
-                .rows
-                .push((format!("{} (proxy_packages = true)", who.name), cells));
+            table.rows.push((
+                format!("{} (proxy_packages = {proxy_packages})", who.name),
+                cells,
+            ));
         }
-        let stderr = server.stderr();
-        assert!(
-            !stderr.contains("panicked"),
-            "the server panicked:\n{stderr}"
-        );
+        stderr_without_panic(&server);
     }
     table.assert_all();
 }
@@ -837,148 +852,29 @@ async fn package_warmed_with_credentials_does_not_leak_to_anonymous_clients() {
 // public = true: the server's own credential, and everyone gets everything
 // ---------------------------------------------------------------------------------------------
 
-/// The server binary started with extra environment (the harness's [`Server`] inherits the
-/// test's); killed on drop.
-struct EnvServer {
-    child: std::process::Child,
-    base_url: String,
-    dir: tempfile::TempDir,
-}
-
-impl EnvServer {
-    fn start(config_hcl: &str, env: &[(&str, &Path)]) -> EnvServer {
-        use std::io::BufRead;
-        let binary = env!("CARGO_BIN_EXE_oci-distribution-terraform-registry");
-        let dir = tempfile::Builder::new()
-            .prefix("odtr-env-server-")
-            .tempdir()
-            .expect("tempdir");
-        let config_path = dir.path().join("config.hcl");
-        fs::write(&config_path, config_hcl).expect("write config");
-        let mut cmd = Command::new(binary);
-        cmd.arg(format!("--config={}", config_path.display()))
-            .arg("server")
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info")
-            .env("HOME", dir.path())
-            .env("XDG_CACHE_HOME", dir.path().join("xdg-cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                File::create(dir.path().join("stderr.log")).unwrap(),
-            ));
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn the server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url.trim().to_owned());
-                    }
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => EnvServer {
-                child,
-                base_url: if url.ends_with('/') {
-                    url
-                } else {
-                    format!("{url}/")
-                },
-                dir,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server not ready within 20 s:\n{}",
-                    fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-                );
-            }
-        }
-    }
-
-    fn mirror_url(&self) -> String {
-        format!("{}mirror/", self.base_url)
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for EnvServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- server stderr -----\n{}\n-----", self.stderr());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix_public_mirror_uses_the_servers_credential() {
-    use base64::Engine;
-    let registry = Registry::start(RegistryAuth::Silly);
-    let packages = packages();
-    push_seed_layout(
-        &registry,
-        FOO_REPO,
-        "1.0.0",
-        &packages
-            .iter()
-            .map(|(p, z)| (*p, z.clone()))
-            .collect::<Vec<_>>(),
-        registry.push_auth(),
-    )
-    .await;
+    let (registry, packages) = registry_with_packages(RegistryAuth::Silly).await;
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-auth-public-")
-        .tempdir()
-        .expect("tempdir");
+    let cache = temp_dir("odtr-auth-public-");
     let registry_url = registry.url();
     let mut mc = MirrorConfig::new(&cert, &registry_url, false);
     mc.extra_mirror = "  public = true";
     let config = with_cache(&mc.to_hcl(), cache.path(), "1GiB");
-    let docker = tempfile::Builder::new()
-        .prefix("odtr-docker-config-")
-        .tempdir()
-        .expect("tempdir");
-    let auth = base64::engine::general_purpose::STANDARD.encode("server-user:server-password");
-    fs::write(
-        docker.path().join("config.json"),
-        serde_json::json!({ "auths": { format!("127.0.0.1:{}", registry.port()): { "auth": auth } } })
-            .to_string(),
-    )
-    .unwrap();
+    let (docker, auth) = docker_config(&registry, "server-user:server-password");
     let client = https_client(&cert);
 
     // Without a server credential, a public mirror is as anonymous as its server: refused.
     {
         let no_creds = tempfile::tempdir().expect("tempdir");
-        let server = EnvServer::start(&config, &[("DOCKER_CONFIG", no_creds.path())]);
-        let mirror = server.mirror_url();
+        let server = Server::start_with_env(
+            &config,
+            &[],
+            &[("DOCKER_CONFIG", path_str(no_creds.path()))],
+        );
+        let (index_url, _) = json_urls(&server.mirror_url());
         for who in CLIENTS {
-            let got = fetch(&client, &format!("{mirror}{FOO}/index.json"), who.auth).await;
-            let cell = json_cell(&got, 401);
+            let (_, cell) = fetch_json(&client, &index_url, who.auth, 401).await;
             assert!(
                 cell.ok,
                 "public mirror with no server credential, {}: index.json {}",
@@ -987,90 +883,35 @@ async fn auth_matrix_public_mirror_uses_the_servers_credential() {
         }
     }
 
-    let server = EnvServer::start(&config, &[("DOCKER_CONFIG", docker.path())]);
+    let server =
+        Server::start_with_env(&config, &[], &[("DOCKER_CONFIG", path_str(docker.path()))]);
     let mirror = server.mirror_url();
-    let index_url = format!("{mirror}{FOO}/index.json");
-    let version_url = format!("{mirror}{FOO}/1.0.0.json");
     let cached_package = package_for(&packages, CACHED_PLATFORM);
-    let first = fetch(
-        &client,
-        &bare_download_url(&mirror, cached_package, CACHED_PLATFORM),
-        None,
-    )
-    .await;
-    first.expect_status(200);
-    assert!(first.body == cached_package);
+    let bare_url = bare_download_url(&mirror, cached_package, CACHED_PLATFORM);
+    first_download(&client, &bare_url, None, cached_package).await;
 
-    let mut table = Table::new(
+    let clients: Vec<&Who> = CLIENTS.iter().collect();
+    public_table(
         "Silly-auth registry, public = true, server credential from its docker config (P = cached first by an anonymous client)",
-        &[
-            "index.json",
-            "1.0.0.json",
-            "own URL (cold)",
-            "P, own URL",
-            "P, URL + bogus t=",
-        ],
-    );
-    for (i, who) in CLIENTS.iter().enumerate() {
-        let mut cells = Vec::new();
-        let index = fetch(&client, &index_url, who.auth).await;
-        cells.push(json_cell(&index, 200));
-        let version = fetch(&client, &version_url, who.auth).await;
-        let mut cell = json_cell(&version, 200);
-        if version.status == 200
-            && !version
-                .header("cache-control")
-                .is_some_and(|c| c.starts_with("public"))
-        {
-            cell.ok = false;
-            cell.got.push_str(" not Cache-Control public");
-        }
-        cells.push(cell);
-        if version.status != 200 {
-            table.rows.push((who.name.to_owned(), cells));
-            continue;
-        }
-        let archives = fetch_archives(&client, &mirror, FOO, "1.0.0", who.auth).await;
-        let platform = PLATFORMS[i];
-        let url = &archives[platform].url;
-        let got = fetch(&client, url.as_str(), None).await;
-        let mut cell = download_cell(
-            &got,
-            package_for(&packages, platform),
-            200,
-            "public",
-            Some("MISS"),
-        );
-        if url.query().is_some() {
-            cell.ok = false;
-            cell.got.push_str(" (URL has a query)");
-        }
-        cells.push(cell);
-        let p_url = &archives[CACHED_PLATFORM].url;
-        let got = fetch(&client, p_url.as_str(), who.auth).await;
-        cells.push(download_cell(
-            &got,
-            cached_package,
-            200,
-            "public",
-            Some("HIT"),
-        ));
-        let got = fetch(&client, &format!("{p_url}?t=bogus"), who.auth).await;
-        cells.push(download_cell(
-            &got,
-            cached_package,
-            200,
-            "public",
-            Some("HIT"),
-        ));
-        table.rows.push((who.name.to_owned(), cells));
-    }
-    table.assert_all();
-    let stderr = server.stderr();
-    assert!(
-        !stderr.contains("panicked"),
-        "the server panicked:\n{stderr}"
-    );
+        &clients,
+        &client,
+        &mirror,
+        &packages,
+        true,
+        |version, cell| {
+            if version.status == 200
+                && !version
+                    .header("cache-control")
+                    .is_some_and(|c| c.starts_with("public"))
+            {
+                cell.ok = false;
+                cell.got.push_str(" not Cache-Control public");
+            }
+        },
+    )
+    .await
+    .assert_all();
+    let stderr = stderr_without_panic(&server);
     assert!(
         !stderr.contains("server-password") && !stderr.contains(&auth),
         "the server's credential was logged:\n{stderr}"

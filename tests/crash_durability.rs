@@ -90,14 +90,7 @@ fn check_outcome(o: &Outcome, pkgs: &[Pkg], f: &mut Figures) -> Option<String> {
             // Which bytes this response claims to carry.
             let start = if d.status == 206 {
                 let cr = d.header("content-range").unwrap_or("");
-                let parsed = cr
-                    .strip_prefix("bytes ")
-                    .and_then(|s| s.split_once('/'))
-                    .and_then(|(r, total)| {
-                        let (a, b) = r.split_once('-')?;
-                        Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?, total))
-                    });
-                match parsed {
+                match parse_content_range::<u64>(cr) {
                     Some((a, b, total)) if total == size.to_string() && Some((a, b)) == o.range => {
                         if d.error.is_none() && d.len != b - a + 1 {
                             return Some(format!("{what}: 206 {cr} complete with {} bytes", d.len));
@@ -229,16 +222,8 @@ async fn kill_9_during_downloads_never_corrupts_the_cache() {
     );
 
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-crash-cache-")
-        .tempdir()
-        .expect("tempdir");
-    let registry_url = registry.url();
-    let config = with_cache(
-        &MirrorConfig::new(&cert, &registry_url, false).to_hcl(),
-        cache.path(),
-        "16MiB",
-    );
+    let cache = temp_dir("odtr-crash-cache-");
+    let config = cached_mirror_config(&cert, &registry.url(), false, cache.path(), "16MiB");
     let mut f = Figures::default();
 
     for cycle in 0..cycles {

@@ -85,18 +85,10 @@ async fn setup(limits: &str, package_size: usize) -> Fixture {
     )
     .await;
     let cert = TestCert::generate();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-hostile-cache-")
-        .tempdir()
-        .expect("tempdir");
-    let registry_url = registry.url();
+    let cache = temp_dir("odtr-hostile-cache-");
     let config = format!(
         "{}\nlimits {{\n{limits}\n}}\n",
-        with_cache(
-            &MirrorConfig::new(&cert, &registry_url, false).to_hcl(),
-            cache.path(),
-            "1GiB"
-        )
+        cached_mirror_config(&cert, &registry.url(), false, cache.path(), "1GiB")
     );
     let server = Server::start(&config);
     let port = port_of(server.base_url());
@@ -154,6 +146,13 @@ impl Fixture {
 
     async fn exchange(&self, request: &[u8]) -> Reply {
         exchange_with(&self.connector, self.port, request, Duration::from_secs(15)).await
+    }
+
+    /// `GET /healthz` with `headers` (whole lines, without CRLF) added.
+    async fn healthz_with(&self, headers: &[String]) -> Reply {
+        let headers: Vec<&[u8]> = headers.iter().map(|h| h.as_bytes()).collect();
+        self.exchange(&request_with(b"GET", b"/healthz", &headers))
+            .await
     }
 
     async fn tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
@@ -634,63 +633,40 @@ async fn malformed_requests_get_4xx_never_5xx() {
 
     // --- Header size and count ---
     {
-        let big = format!("X-Big: {}", "a".repeat(20 * 1024));
-        let r = fx
-            .exchange(&request_with(b"GET", b"/healthz", &[big.as_bytes()]))
-            .await;
-        t.check(
-            "header limits",
-            "one 20 KiB header (limit 16 KiB)",
-            &r,
-            status_or_closed(&[431]),
-        );
-        let huge = format!("X-Big: {}", "a".repeat(200 * 1024));
-        let r = fx
-            .exchange(&request_with(b"GET", b"/healthz", &[huge.as_bytes()]))
-            .await;
-        t.check(
-            "header limits",
-            "one 200 KiB header",
-            &r,
-            status_or_closed(&[431]),
-        );
-        let many: Vec<String> = (0..150).map(|i| format!("X-H-{i}: v")).collect();
-        let many: Vec<&[u8]> = many.iter().map(|s| s.as_bytes()).collect();
-        let r = fx.exchange(&request_with(b"GET", b"/healthz", &many)).await;
-        t.check(
-            "header limits",
-            "150 headers (limit 100)",
-            &r,
-            status(&[431]),
-        );
-        let lots: Vec<String> = (0..1000).map(|i| format!("X-{i}: v")).collect();
-        let lots: Vec<&[u8]> = lots.iter().map(|s| s.as_bytes()).collect();
-        let r = fx.exchange(&request_with(b"GET", b"/healthz", &lots)).await;
-        t.check(
-            "header limits",
-            "1000 headers",
-            &r,
-            status_or_closed(&[431]),
-        );
-        // Within the limits: served (the limits do not refuse legitimate requests).
-        let fine: Vec<String> = (0..90).map(|i| format!("X-H-{i}: v")).collect();
-        let fine: Vec<&[u8]> = fine.iter().map(|s| s.as_bytes()).collect();
-        let r = fx.exchange(&request_with(b"GET", b"/healthz", &fine)).await;
-        if r.status != Some(200) {
-            t.fail(format!(
-                "92 headers (under the limit of 100): expected 200, got {}",
-                r.describe()
-            ));
+        let big = |kib: usize| vec![format!("X-Big: {}", "a".repeat(kib * 1024))];
+        let numbered = |prefix: &str, n: usize| -> Vec<String> {
+            (0..n).map(|i| format!("{prefix}{i}: v")).collect()
+        };
+        for (what, headers, expect) in [
+            (
+                "one 20 KiB header (limit 16 KiB)",
+                big(20),
+                status_or_closed(&[431]),
+            ),
+            ("one 200 KiB header", big(200), status_or_closed(&[431])),
+            (
+                "150 headers (limit 100)",
+                numbered("X-H-", 150),
+                status(&[431]),
+            ),
+            (
+                "1000 headers",
+                numbered("X-", 1000),
+                status_or_closed(&[431]),
+            ),
+        ] {
+            let r = fx.healthz_with(&headers).await;
+            t.check("header limits", what, &r, expect);
         }
-        let large_ok = format!("X-Big: {}", "a".repeat(12 * 1024));
-        let r = fx
-            .exchange(&request_with(b"GET", b"/healthz", &[large_ok.as_bytes()]))
-            .await;
-        if r.status != Some(200) {
-            t.fail(format!(
-                "a 12 KiB header (under the limit of 16 KiB): expected 200, got {}",
-                r.describe()
-            ));
+        // Within the limits: served (the limits do not refuse legitimate requests).
+        for (what, headers) in [
+            ("92 headers (under the limit of 100)", numbered("X-H-", 90)),
+            ("a 12 KiB header (under the limit of 16 KiB)", big(12)),
+        ] {
+            let r = fx.healthz_with(&headers).await;
+            if r.status != Some(200) {
+                t.fail(format!("{what}: expected 200, got {}", r.describe()));
+            }
         }
     }
 
@@ -1169,14 +1145,7 @@ fn check_range_reply(t: &mut Tally, what: &str, r: &Reply, package: &[u8]) {
         }
         Some(206) => {
             let cr = r.header("content-range").unwrap_or("");
-            let parsed = cr
-                .strip_prefix("bytes ")
-                .and_then(|s| s.split_once('/'))
-                .and_then(|(range, total)| {
-                    let (a, b) = range.split_once('-')?;
-                    Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?, total))
-                });
-            match parsed {
+            match parse_content_range::<usize>(cr) {
                 Some((a, b, total)) if a <= b && b < size && total == size.to_string() => {
                     if r.body != package[a..=b] {
                         t.fail(format!("Range {what}: 206 {cr} with the wrong bytes"));

@@ -74,10 +74,7 @@ impl Fixture {
     fn start(mirror_lines: &str, limits: &str) -> Fixture {
         let evil = EvilRegistry::start();
         let cert = TestCert::generate();
-        let cache = tempfile::Builder::new()
-            .prefix("odtr-hostile-cache-")
-            .tempdir()
-            .expect("tempdir");
+        let cache = temp_dir("odtr-hostile-cache-");
         let config = config_for(&cert, &evil.url(), cache.path(), mirror_lines, limits);
         let server = Server::start(&config);
         let client = https_client(&cert);
@@ -165,6 +162,14 @@ impl Fixture {
             problems.push("the server's log shows a panic".to_owned());
         }
         verify_cache(&self.config, "the server's cache", problems);
+    }
+
+    /// The end of every test: the server's health, a clean stop and `cache verify`, then
+    /// the verdict over everything found.
+    async fn conclude(mut self, test: &str, mut problems: Vec<String>) {
+        self.check_health(&mut problems).await;
+        self.stop_and_verify(&mut problems);
+        finish(&self, test, &problems);
     }
 }
 
@@ -627,10 +632,7 @@ fn warm_cases(fx: &mut Fixture, limits: &str, cases: &[Case], problems: &mut Vec
         .enumerate()
         .map(|(i, c)| fx.evil.add(c.type_name, 5000 + i as u64, c.fault.clone()))
         .collect();
-    let cache = tempfile::Builder::new()
-        .prefix("odtr-hostile-warm-")
-        .tempdir()
-        .expect("tempdir");
+    let cache = temp_dir("odtr-hostile-warm-");
     let config = config_for(&fx.cert, &fx.evil.url(), cache.path(), "", limits);
     let mut args = vec![
         "warm".to_owned(),
@@ -800,9 +802,7 @@ async fn bad_package_bytes_and_broken_transfers_are_refused_and_never_cached() {
     warm_cases(&mut fx, "", &warm, &mut problems);
     check_redirects_bounded(&fx.evil, &warm, &mut problems);
 
-    fx.check_health(&mut problems).await;
-    fx.stop_and_verify(&mut problems);
-    finish(&fx, "packages", &problems);
+    fx.conclude("packages", problems).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,9 +891,7 @@ async fn lying_manifests_and_broken_tag_lists_are_refused_and_not_remembered() {
         ));
     }
 
-    fx.check_health(&mut problems).await;
-    fx.stop_and_verify(&mut problems);
-    finish(&fx, "metadata", &problems);
+    fx.conclude("metadata", problems).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1102,9 +1100,7 @@ async fn huge_json_from_the_origin_neither_crashes_nor_sticks() {
         check_right(*endpoint, p, &got, &p.type_name, &mut problems);
     }
 
-    fx.check_health(&mut problems).await;
-    fx.stop_and_verify(&mut problems);
-    finish(&fx, "huge JSON", &problems);
+    fx.conclude("huge JSON", problems).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1136,9 +1132,7 @@ async fn a_flood_of_distinct_huge_manifests_keeps_memory_bounded() {
             );
         }
     }
-    fx.check_health(&mut problems).await;
-    fx.stop_and_verify(&mut problems);
-    finish(&fx, "manifest flood", &problems);
+    fx.conclude("manifest flood", problems).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1220,7 +1214,5 @@ async fn endless_and_dripping_origins_are_cut_off_within_the_limits() {
 
     warm_cases(&mut fx, LIMITS, &slow_cases("warm-slow-"), &mut problems);
 
-    fx.check_health(&mut problems).await;
-    fx.stop_and_verify(&mut problems);
-    finish(&fx, "endless and slow", &problems);
+    fx.conclude("endless and slow", problems).await;
 }

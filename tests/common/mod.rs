@@ -108,6 +108,63 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::
     }
 }
 
+/// A new temporary directory named `<prefix>XXXXXX`; removed on drop.
+pub fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// A future served on its own thread and current-thread tokio runtime. The future is given
+/// the receiving end of the stop signal and must return once it fires; [`ServeThread::stop`]
+/// (or drop) fires it and waits for the thread.
+pub struct ServeThread {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServeThread {
+    /// Starts `serve(stop)` on a thread named `name`.
+    pub fn spawn<F, Fut>(name: String, serve: F) -> ServeThread
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("{name} runtime: {e}"));
+                rt.block_on(serve(rx));
+            })
+            .expect("spawn a serving thread");
+        ServeThread {
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Fires the stop signal and waits for the thread to end.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServeThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // docker-registry
 // ---------------------------------------------------------------------------------------------
@@ -1022,6 +1079,30 @@ pub fn with_cache(config_hcl: &str, directory: &Path, max_size: &str) -> String 
     )
 }
 
+/// The usual config (see [`MirrorConfig::new`]) in front of `origin_url`, with a package
+/// cache of `max_size` in `cache`.
+pub fn cached_mirror_config(
+    cert: &TestCert,
+    origin_url: &str,
+    proxy_packages: bool,
+    cache: &Path,
+    max_size: &str,
+) -> String {
+    with_cache(
+        &MirrorConfig::new(cert, origin_url, proxy_packages).to_hcl(),
+        cache,
+        max_size,
+    )
+}
+
+/// The parts of a one-range `Content-Range` value `bytes A-B/TOTAL`: A, B and TOTAL as
+/// written.
+pub fn parse_content_range<N: std::str::FromStr>(value: &str) -> Option<(N, N, &str)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total))
+}
+
 /// A provider package of about `size` bytes that does not compress: one stored (uncompressed)
 /// executable `terraform-provider-{type}_v{version}` of seeded random bytes.
 pub fn random_provider_zip(type_name: &str, version: &str, size: usize, seed: u64) -> Vec<u8> {
@@ -1127,11 +1208,18 @@ impl std::fmt::Display for CliOutput {
 /// Runs `oci-distribution-terraform-registry --config=FILE ARGS...` with `config_hcl` written
 /// to a temporary FILE, killing it after `timeout`.
 pub fn run_cli(config_hcl: &str, args: &[&str], timeout: Duration) -> CliOutput {
+    run_cli_with_env(config_hcl, args, &[], timeout)
+}
+
+/// Like [`run_cli`], with extra environment variables for the binary.
+pub fn run_cli_with_env(
+    config_hcl: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> CliOutput {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_oci-distribution-terraform-registry"));
-    let dir = tempfile::Builder::new()
-        .prefix("odtr-cli-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = temp_dir("odtr-cli-");
     let config_path = dir.path().join("config.hcl");
     fs::write(&config_path, config_hcl).expect("write config");
     let out_path = dir.path().join("stdout.log");
@@ -1148,6 +1236,7 @@ pub fn run_cli(config_hcl: &str, args: &[&str], timeout: Duration) -> CliOutput 
     for var in PROXY_VARS {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
@@ -1316,8 +1405,7 @@ type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::i
 pub struct FaultProxy {
     port: u16,
     shared: std::sync::Arc<ProxyShared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    serving: ServeThread,
 }
 
 impl FaultProxy {
@@ -1332,23 +1420,14 @@ impl FaultProxy {
             counts: Default::default(),
             log: Default::default(),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("fault-proxy-{port}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("proxy runtime");
-                rt.block_on(proxy_accept_loop(listener, s, rx));
-            })
-            .expect("spawn proxy thread");
+        let serving = ServeThread::spawn(format!("fault-proxy-{port}"), move |stop| {
+            proxy_accept_loop(listener, s, stop)
+        });
         FaultProxy {
             port,
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            serving,
         }
     }
 
@@ -1377,12 +1456,7 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.serving.stop();
         if std::thread::panicking() {
             eprintln!(
                 "----- fault proxy requests (port {}) -----\n{}\n-----",
@@ -1604,16 +1678,9 @@ impl CacheFixture {
         let registry = Registry::start(RegistryAuth::None);
         let proxy = FaultProxy::start(&registry.url());
         let cert = TestCert::generate();
-        let cache = tempfile::Builder::new()
-            .prefix("odtr-cache-")
-            .tempdir()
-            .expect("tempdir");
-        let proxy_url = proxy.url();
-        let config = with_cache(
-            &MirrorConfig::new(&cert, &proxy_url, proxy_packages).to_hcl(),
-            cache.path(),
-            max_size,
-        );
+        let cache = temp_dir("odtr-cache-");
+        let config =
+            cached_mirror_config(&cert, &proxy.url(), proxy_packages, cache.path(), max_size);
         let server = Server::start(&config);
         let client = https_client(&cert);
         CacheFixture {
@@ -2146,8 +2213,7 @@ pub fn registry_log_blob_gets(log: &str) -> usize {
 pub struct StaticHttpsServer {
     port: u16,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    serving: ServeThread,
 }
 
 impl StaticHttpsServer {
@@ -2160,61 +2226,47 @@ impl StaticHttpsServer {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let root = root.to_owned();
         let log2 = log.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("static-https-{port}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("static server runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("static listener");
-                    loop {
-                        let (tcp, _) = tokio::select! {
-                            a = listener.accept() => match a {
-                                Ok(a) => a,
-                                Err(_) => continue,
-                            },
-                            _ = &mut rx => return,
+        let serving =
+            ServeThread::spawn(format!("static-https-{port}"), move |mut rx| async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("static listener");
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        a = listener.accept() => match a {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                        _ = &mut rx => return,
+                    };
+                    let acceptor = acceptor.clone();
+                    let root = root.clone();
+                    let log = log2.clone();
+                    tokio::spawn(async move {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await
+                        else {
+                            return;
                         };
-                        let acceptor = acceptor.clone();
-                        let root = root.clone();
-                        let log = log2.clone();
-                        tokio::spawn(async move {
-                            let Ok(Ok(stream)) =
-                                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                                    .await
-                            else {
-                                return;
-                            };
-                            let service = hyper::service::service_fn(move |req| {
-                                let resp = static_file_response(&root, &req);
-                                log.lock().unwrap().push(format!(
-                                    "{} {} {}",
-                                    req.method(),
-                                    req.uri().path(),
-                                    resp.status().as_u16()
-                                ));
-                                async move { Ok::<_, std::convert::Infallible>(resp) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
+                        let service = hyper::service::service_fn(move |req| {
+                            let resp = static_file_response(&root, &req);
+                            log.lock().unwrap().push(format!(
+                                "{} {} {}",
+                                req.method(),
+                                req.uri().path(),
+                                resp.status().as_u16()
+                            ));
+                            async move { Ok::<_, std::convert::Infallible>(resp) }
                         });
-                    }
-                });
-            })
-            .expect("spawn static server thread");
-        StaticHttpsServer {
-            port,
-            log,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        StaticHttpsServer { port, log, serving }
     }
 
     /// `https://127.0.0.1:PORT/`
@@ -2230,12 +2282,7 @@ impl StaticHttpsServer {
 
 impl Drop for StaticHttpsServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.serving.stop();
         if std::thread::panicking() {
             eprintln!(
                 "----- static HTTPS server requests (port {}) -----\n{}\n-----",

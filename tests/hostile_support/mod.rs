@@ -25,8 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::{
-    random_provider_zip, sha256_digest, sha256_hex, ANNOTATION_TARGET_PLATFORMS,
-    MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_SEED_CONFIG, MEDIA_TYPE_SEED_PACKAGE,
+    random_provider_zip, sha256_digest, sha256_hex, temp_dir, ServeThread,
+    ANNOTATION_TARGET_PLATFORMS, MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_SEED_CONFIG,
+    MEDIA_TYPE_SEED_PACKAGE,
 };
 
 pub const HOSTNAME: &str = "registry.terraform.io";
@@ -229,8 +230,7 @@ impl Shared {
 pub struct EvilRegistry {
     port: u16,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    serving: ServeThread,
     _canaries: tempfile::TempDir,
 }
 
@@ -241,10 +241,7 @@ impl EvilRegistry {
         let port = listener.local_addr().unwrap().port();
         let trap = std::net::TcpListener::bind("127.0.0.1:0").expect("bind trap listener");
         trap.set_nonblocking(true).unwrap();
-        let canaries = tempfile::Builder::new()
-            .prefix("odtr-evil-canary-")
-            .tempdir()
-            .expect("tempdir");
+        let canaries = temp_dir("odtr-evil-canary-");
         let shared = Arc::new(Shared {
             providers: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
@@ -252,23 +249,14 @@ impl EvilRegistry {
             trap_port: trap.local_addr().unwrap().port(),
             trap_connections: AtomicUsize::new(0),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("evil-registry-{port}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("evil registry runtime");
-                rt.block_on(accept_loop(listener, trap, s, rx));
-            })
-            .expect("spawn evil registry thread");
+        let serving = ServeThread::spawn(format!("evil-registry-{port}"), move |stop| {
+            accept_loop(listener, trap, s, stop)
+        });
         EvilRegistry {
             port,
             shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            serving,
             _canaries: canaries,
         }
     }
@@ -323,12 +311,7 @@ impl EvilRegistry {
 
 impl Drop for EvilRegistry {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.serving.stop();
         if std::thread::panicking() {
             let log = self.requests();
             let shown = log.len().min(300);
@@ -387,6 +370,14 @@ impl Request {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.into_owned())
+    }
+
+    /// The index of the first tag of the page asked for: one past the last number of the
+    /// `last` tag (`0.0.N`), or 0.
+    fn page_start(&self) -> usize {
+        self.param("last")
+            .and_then(|l| l.rsplit('.').next().and_then(|n| n.parse().ok()))
+            .map_or(0, |n: usize| n + 1)
     }
 }
 
@@ -477,6 +468,27 @@ fn head_bytes(status: u16, headers: &[(&str, String)]) -> Vec<u8> {
     h.into_bytes()
 }
 
+/// How a body is delimited.
+enum Framing {
+    /// `Content-Length: N`
+    Length(u64),
+    /// `Transfer-Encoding: chunked`
+    Chunked,
+}
+
+/// The head of a `200`: `Content-Type`, then the framing header, then `extra`.
+fn ok_head(content_type: &str, framing: Framing, extra: &[(&str, String)]) -> Vec<u8> {
+    let mut headers = vec![
+        ("Content-Type", content_type.to_owned()),
+        match framing {
+            Framing::Length(n) => ("Content-Length", n.to_string()),
+            Framing::Chunked => ("Transfer-Encoding", "chunked".to_owned()),
+        },
+    ];
+    headers.extend_from_slice(extra);
+    head_bytes(200, &headers)
+}
+
 /// A complete, well-delimited response.
 async fn send(
     tcp: &mut TcpStream,
@@ -548,12 +560,20 @@ async fn endless(
     Ok(After::Close)
 }
 
-/// An HTML page, as a captive portal or a misconfigured proxy would send.
-fn html_page(what: &str) -> Vec<u8> {
-    format!(
+/// A 200 with an HTML page, as a captive portal or a misconfigured proxy would send.
+async fn send_html(tcp: &mut TcpStream, req: &Request, what: &str) -> std::io::Result<After> {
+    let page = format!(
         "<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body><h1>Welcome to the hotel Wi-Fi</h1><p>Please sign in to continue to {what}.</p><form action=\"/login\"><input name=\"room\"></form></body></html>\n"
+    );
+    send(
+        tcp,
+        req,
+        200,
+        "text/html; charset=utf-8",
+        &[],
+        page.as_bytes(),
     )
-    .into_bytes()
+    .await
 }
 
 const REPO_PREFIX: &str = "/v2/terraform-providers/registry.terraform.io/evil/";
@@ -684,25 +704,9 @@ async fn tags(
 ) -> std::io::Result<After> {
     let json = "application/json";
     match fault {
-        Fault::TagsHtml => {
-            send(
-                tcp,
-                req,
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                &html_page("tags"),
-            )
-            .await
-        }
+        Fault::TagsHtml => send_html(tcp, req, "tags").await,
         Fault::TagsEndless => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", json.to_owned()),
-                    ("Transfer-Encoding", "chunked".to_owned()),
-                ],
-            );
+            let head = ok_head(json, Framing::Chunked, &[]);
             tcp.write_all(&head).await?;
             let first = format!("{{\"name\":\"{}\",\"tags\":[\"0.0.0\"", p.repository());
             endless(tcp, true, first.as_bytes(), |i| {
@@ -720,10 +724,7 @@ async fn tags(
             .await
         }
         Fault::TagsEndlessPages => {
-            let page: u64 = req
-                .param("last")
-                .and_then(|l| l.rsplit('.').next().and_then(|n| n.parse().ok()))
-                .map_or(0, |n: u64| n + 1);
+            let page = req.page_start();
             let tag = format!("0.0.{page}");
             let link = format!(
                 "</v2/{}/tags/list?n=1000&last={tag}>; rel=\"next\"",
@@ -741,10 +742,7 @@ async fn tags(
         }
         Fault::TagsMany { count, per_page } => {
             let per_page = per_page.unwrap_or(*count);
-            let start: usize = req
-                .param("last")
-                .and_then(|l| l.rsplit('.').next().and_then(|n| n.parse().ok()))
-                .map_or(0, |n: usize| n + 1);
+            let start = req.page_start();
             let end = (start + per_page).min(*count);
             let tags: Vec<String> = (start..end).map(|i| format!("0.0.{i}")).collect();
             let mut extra = Vec::new();
@@ -762,13 +760,7 @@ async fn tags(
         }
         Fault::TagsDripBody => {
             let body = p.good_tag_list();
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", json.to_owned()),
-                    ("Content-Length", body.len().to_string()),
-                ],
-            );
+            let head = ok_head(json, Framing::Length(body.len() as u64), &[]);
             tcp.write_all(&head).await?;
             drip(tcp, &body).await
         }
@@ -838,28 +830,12 @@ async fn manifest(
                 good_manifest(tcp, req, p, by_right_digest).await
             }
         }
-        Fault::ManifestHtml => {
-            send(
-                tcp,
-                req,
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                &html_page("manifests"),
-            )
-            .await
-        }
+        Fault::ManifestHtml => send_html(tcp, req, "manifests").await,
         Fault::ManifestEndless => {
             if req.is_head() {
                 return send_manifest(tcp, req, &p.manifest, oci, None).await;
             }
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", oci.to_owned()),
-                    ("Transfer-Encoding", "chunked".to_owned()),
-                ],
-            );
+            let head = ok_head(oci, Framing::Chunked, &[]);
             tcp.write_all(&head).await?;
             let first = format!(
                 "{{\"schemaVersion\":2,\"mediaType\":\"{oci}\",\"config\":{{\"mediaType\":\"{MEDIA_TYPE_SEED_CONFIG}\",\"digest\":\"{}\",\"size\":2}},\"layers\":[{{\"mediaType\":\"x\",\"digest\":\"sha256:{}\",\"size\":0}}",
@@ -894,25 +870,19 @@ async fn manifest(
             if req.is_head() {
                 return good_manifest(tcp, req, p, by_tag || by_right_digest).await;
             }
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", oci.to_owned()),
-                    ("Content-Length", p.manifest.len().to_string()),
-                    ("Docker-Content-Digest", p.manifest_digest.clone()),
-                ],
+            let head = ok_head(
+                oci,
+                Framing::Length(p.manifest.len() as u64),
+                &[("Docker-Content-Digest", p.manifest_digest.clone())],
             );
             tcp.write_all(&head).await?;
             drip(tcp, &p.manifest).await
         }
         Fault::ManifestDripHeaders => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", oci.to_owned()),
-                    ("Content-Length", p.manifest.len().to_string()),
-                    ("Docker-Content-Digest", p.manifest_digest.clone()),
-                ],
+            let head = ok_head(
+                oci,
+                Framing::Length(p.manifest.len() as u64),
+                &[("Docker-Content-Digest", p.manifest_digest.clone())],
             );
             drip(tcp, &head).await
         }
@@ -986,25 +956,9 @@ async fn blob(
             )
             .await
         }
-        Fault::BlobHtml => {
-            send(
-                tcp,
-                req,
-                200,
-                "text/html; charset=utf-8",
-                &[],
-                &html_page("the download"),
-            )
-            .await
-        }
+        Fault::BlobHtml => send_html(tcp, req, "the download").await,
         Fault::BlobTruncated | Fault::BlobReset => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", octets.to_owned()),
-                    ("Content-Length", zip.len().to_string()),
-                ],
-            );
+            let head = ok_head(octets, Framing::Length(zip.len() as u64), &[]);
             tcp.write_all(&head).await?;
             tcp.write_all(&zip[..half]).await?;
             tcp.flush().await?;
@@ -1017,13 +971,7 @@ async fn blob(
             })
         }
         Fault::BlobContentLengthTooLarge => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", octets.to_owned()),
-                    ("Content-Length", (zip.len() + 1000).to_string()),
-                ],
-            );
+            let head = ok_head(octets, Framing::Length((zip.len() + 1000) as u64), &[]);
             tcp.write_all(&head).await?;
             tcp.write_all(zip).await?;
             tcp.flush().await?;
@@ -1031,13 +979,7 @@ async fn blob(
             Ok(After::Close)
         }
         Fault::BlobChunkedTruncated => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", octets.to_owned()),
-                    ("Transfer-Encoding", "chunked".to_owned()),
-                ],
-            );
+            let head = ok_head(octets, Framing::Chunked, &[]);
             tcp.write_all(&head).await?;
             for piece in zip[..half].chunks(16 * 1024) {
                 chunk(tcp, piece).await?;
@@ -1047,35 +989,22 @@ async fn blob(
             Ok(After::Close)
         }
         Fault::BlobEndless { content_length } => {
-            let mut headers = vec![("Content-Type", octets.to_owned())];
-            match content_length {
-                Some(l) => headers.push(("Content-Length", l.to_string())),
-                None => headers.push(("Transfer-Encoding", "chunked".to_owned())),
-            }
-            tcp.write_all(&head_bytes(200, &headers)).await?;
+            let framing = match content_length {
+                Some(l) => Framing::Length(*l),
+                None => Framing::Chunked,
+            };
+            tcp.write_all(&ok_head(octets, framing, &[])).await?;
             // The real package first, then more and more.
             let filler: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
             endless(tcp, content_length.is_none(), zip, |_| filler.clone()).await
         }
         Fault::BlobDripBody => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", octets.to_owned()),
-                    ("Content-Length", zip.len().to_string()),
-                ],
-            );
+            let head = ok_head(octets, Framing::Length(zip.len() as u64), &[]);
             tcp.write_all(&head).await?;
             drip(tcp, zip).await
         }
         Fault::BlobDripHeaders => {
-            let head = head_bytes(
-                200,
-                &[
-                    ("Content-Type", octets.to_owned()),
-                    ("Content-Length", zip.len().to_string()),
-                ],
-            );
+            let head = ok_head(octets, Framing::Length(zip.len() as u64), &[]);
             drip(tcp, &head).await
         }
         Fault::BlobRedirect(kind) => evil_redirect(tcp, shared, req, p, *kind, zip).await,
