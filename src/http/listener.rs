@@ -181,6 +181,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 pub struct IdleTimeout<T> {
     inner: T,
     limit: Duration,
+    /// When a byte last moved. Progress only notes the time; the timer is re-armed lazily
+    /// when it fires, so the hot path never touches the timer wheel.
+    last_progress: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -189,23 +192,32 @@ impl<T> IdleTimeout<T> {
         IdleTimeout {
             inner,
             limit,
+            last_progress: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(limit)),
         }
     }
 
     fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.limit);
+        self.last_progress = Instant::now();
     }
 
-    /// After `Pending` from the socket: an error if the deadline has passed, else `Pending`
-    /// with a wake-up registered for the deadline.
+    /// After `Pending` from the socket: an error if nothing moved for `limit`, else `Pending`
+    /// with a wake-up registered for when that would be the case.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle for too long",
-            )),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    let due = self.last_progress + self.limit;
+                    if Instant::now() >= due {
+                        return Poll::Ready(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connection idle for too long",
+                        ));
+                    }
+                    self.deadline.as_mut().reset(due);
+                }
+            }
         }
     }
 }
