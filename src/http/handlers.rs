@@ -111,9 +111,7 @@ fn json_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_maybe_shared(m.json_cache_control()) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, m.json_cache_control());
     h.insert(header::AGE, HeaderValue::from(age.as_secs()));
     resp.extensions_mut().insert(if stale {
         CacheOutcome::Stale

@@ -369,18 +369,18 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
-    pub fn wrap(inner: Body, entry: AccessEntry, metrics: std::sync::Arc<Metrics>) -> Body {
+    /// Not boxed again: hyper takes this type as it is.
+    pub fn wrap(inner: Body, entry: AccessEntry, metrics: std::sync::Arc<Metrics>) -> LoggedBody {
         if entry.is_download {
             metrics.in_flight_downloads.fetch_add(1, Relaxed);
         }
-        let b = LoggedBody {
+        LoggedBody {
             inner,
             sent: 0,
             entry: Some(entry),
             metrics,
             completed: false,
-        };
-        http_body_util::BodyExt::boxed_unsync(b)
+        }
     }
 
     fn finish(&mut self) {

@@ -363,7 +363,7 @@ async fn serve_one<B>(
     peer: SocketAddr,
     role: Role,
     req: http::Request<B>,
-) -> http::Response<body::Body> {
+) -> http::Response<metrics::LoggedBody> {
     let started = Instant::now();
     let id = state.metrics.next_request_id();
     let method = req.method().clone();

@@ -114,7 +114,7 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         .split('/')
         .map(decode_segment)
         .collect::<Result<Vec<_>, _>>()?;
-    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let seg: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
     match seg.as_slice() {
         ["metrics"] => Ok(Route::Metrics),
         ["healthz"] => Ok(Route::Healthz),
@@ -195,7 +195,8 @@ fn registry_route(path: &str) -> Result<RegistryRoute, RouteError> {
     Err(RouteError::NotFound)
 }
 
-fn decode_segment(raw: &str) -> Result<String, RouteError> {
+/// Borrowed when there is nothing to decode, which is the usual case.
+fn decode_segment(raw: &str) -> Result<std::borrow::Cow<'_, str>, RouteError> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| RouteError::Malformed("path is not UTF-8"))?;
@@ -204,7 +205,7 @@ fn decode_segment(raw: &str) -> Result<String, RouteError> {
             "path segments must not be '.', '..' or contain slashes",
         ));
     }
-    Ok(decoded.into_owned())
+    Ok(decoded)
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ pub struct MirrorService {
     /// Keyed by manifest digest (looked up without allocating); the address and version are
     /// checked, since one manifest may be pushed under several names.
     version_bodies: Mutex<HashMap<Digest, VersionBody>>,
-    json_cache_control: bytes::Bytes,
+    json_cache_control: http::HeaderValue,
     /// Whether the origin challenged an anonymous `GET /v2/`, and when we last asked.
     origin_challenge: Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -118,7 +118,7 @@ impl MirrorService {
             store,
             resolved: Mutex::new(HashMap::new()),
             version_bodies: Mutex::new(HashMap::new()),
-            json_cache_control: bytes::Bytes::from(format!(
+            json_cache_control: http::HeaderValue::from_str(&format!(
                 // Answers depend on the client's credentials when packages need authorization.
                 "{}, max-age={}, stale-while-revalidate={}",
                 if access.answers_are_private() {
@@ -128,7 +128,8 @@ impl MirrorService {
                 },
                 config.freshness.index_max_age.as_secs(),
                 config.freshness.stale_while_revalidate.as_secs()
-            )),
+            ))
+            .expect("an ASCII header value"),
             access,
             origin_challenge: Mutex::new(None),
             config,
@@ -136,7 +137,7 @@ impl MirrorService {
     }
 
     /// The `Cache-Control` of this mirror's JSON documents, stating its freshness policy.
-    pub fn json_cache_control(&self) -> bytes::Bytes {
+    pub fn json_cache_control(&self) -> http::HeaderValue {
         self.json_cache_control.clone()
     }
 
