@@ -1,22 +1,35 @@
 #!/usr/bin/env python3
-"""Small helpers for benches/package_bench.sh (standard library only).
+"""Small helpers for the bench scripts in benches/ (standard library only).
 
   free-port                      print a TCP port free on 127.0.0.1 a moment ago
-  make-zip OUT SIZE NAME         write a provider zip of ~SIZE bytes: one stored (uncompressed)
-                                 executable NAME of random bytes; prints "sha256hex size"
+  make-zip OUT SIZE NAME [sh]    write a provider zip of ~SIZE bytes: one stored (uncompressed)
+                                 executable NAME of random bytes (after a "#!/bin/sh" stub that
+                                 exits 1, with "sh"); prints "sha256hex size"
   manifest CONFIG_DIGEST CONFIG_SIZE LAYER_DIGEST LAYER_SIZE PLATFORMS
                                  print the seed-layout OCI image manifest
   json-archive-url FILE PLATFORM print archives[PLATFORM].url of a VERSION.json
+  origin-counts LOG FROM_LINE    origin requests (GET/HEAD on /v2/) per key in docker-registry's
+                                 access log after line FROM_LINE; prints
+                                 "total<TAB>most for one key<TAB>keys<TAB>key: n; ..."
+  static-version OURS_JSON OURS_URL TYPE VERSION
+                                 print the VERSION.json OURS_JSON (fetched from OURS_URL) with
+                                 each archive URL a plain file name next to it; on stderr
+                                 "absolute-url file-name" per archive
   median X...                    print the median of the numbers
+  min X...                       print the smallest of the numbers
   max X...                       print the largest of the numbers
 """
 import hashlib
 import json
 import os
+import re
 import socket
 import statistics
 import sys
 import zipfile
+from urllib.parse import urljoin
+
+SH_STUB = b"#!/bin/sh\nexit 1\n"
 
 
 def free_port():
@@ -26,7 +39,16 @@ def free_port():
     s.close()
 
 
-def make_zip(out, size, name):
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def make_zip(out, size, name, stub=False):
+    """Writes the zip; returns (sha256 hex, file size)."""
     size = int(size)
     chunk = 8 << 20
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -34,19 +56,14 @@ def make_zip(out, size, name):
         info.external_attr = 0o100755 << 16
         info.compress_type = zipfile.ZIP_STORED
         with z.open(info, "w", force_zip64=size >= (1 << 31)) as f:
+            if stub:
+                f.write(SH_STUB)
             left = size
             while left > 0:
                 n = min(chunk, left)
                 f.write(os.urandom(n))
                 left -= n
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    print(h.hexdigest(), os.path.getsize(out))
+    return sha256_file(out), os.path.getsize(out)
 
 
 def manifest(config_digest, config_size, layer_digest, layer_size, platforms):
@@ -72,18 +89,52 @@ def json_archive_url(path, platform):
         print(json.load(f)["archives"][platform]["url"])
 
 
+def origin_counts(log, from_line):
+    counts = {}
+    with open(log, errors="replace") as f:
+        for i, line in enumerate(f):
+            if i < int(from_line):
+                continue
+            m = re.search(r'"(GET|HEAD) (/v2/[^ ?"]+)[^"]* HTTP/[0-9.]+"', line)
+            if m:
+                key = m.group(1) + " " + m.group(2)
+                counts[key] = counts.get(key, 0) + 1
+    total = sum(counts.values())
+    worst = max(counts.values()) if counts else 0
+    detail = "; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+    print(f"{total}\t{worst}\t{len(counts)}\t{detail}")
+
+
+def static_version(ours_json, ours_url, typ, version):
+    with open(ours_json) as f:
+        doc = json.load(f)
+    for platform, a in doc["archives"].items():
+        name = f"terraform-provider-{typ}_{version}_{platform}.zip"
+        print(urljoin(ours_url, a["url"]), name, file=sys.stderr)
+        a["url"] = name
+    print(json.dumps(doc, separators=(",", ":")))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "free-port":
         free_port()
     elif cmd == "make-zip":
-        make_zip(*args)
+        if len(args) == 4 and args[3] != "sh":
+            sys.exit(f"make-zip: unknown option {args[3]}")
+        print(*make_zip(*args[:3], stub=args[3:] == ["sh"]))
     elif cmd == "manifest":
         manifest(*args)
     elif cmd == "json-archive-url":
         json_archive_url(*args)
+    elif cmd == "origin-counts":
+        origin_counts(*args)
+    elif cmd == "static-version":
+        static_version(*args)
     elif cmd == "median":
         print(statistics.median(float(x) for x in args))
+    elif cmd == "min":
+        print(min(float(x) for x in args))
     elif cmd == "max":
         print(max(float(x) for x in args))
     else:

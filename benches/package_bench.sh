@@ -27,7 +27,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-HELPER=(python3 "$ROOT/benches/bench_helper.py")
+. "$ROOT/benches/lib.sh"
+HELPER=("${BENCH_HELPER[@]}")
 BIG_MIB="${BENCH_BIG_MIB:-256}"
 MID_MIB="${BENCH_MID_MIB:-20}"
 HUGE_MIB="${BENCH_HUGE_MIB:-1024}"
@@ -36,154 +37,37 @@ TTFB_SAMPLES="${BENCH_TTFB_SAMPLES:-3}"
 ADDR="registry.terraform.io/bench/pkg"
 REPO="bench/$ADDR"
 PLATFORM="linux_amd64"
-START_TIME=$SECONDS
+SERVER_RUST_LOG=info
 
-log() { printf '[%4ds] %s\n' $((SECONDS - START_TIME)) "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-# --- children and cleanup ----------------------------------------------------------------
-W="$(mktemp -d /tmp/odtr-bench.XXXXXX)"
-PIDS=()
-stop_pid() { # PID [grace seconds]
-    local pid="$1" grace="${2:-10}" i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid" 5; done
-    # Background curls of an interrupted step.
-    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_workdir odtr-bench
 
 # Other work on the machine (a build, tests) skews every figure: before each measurement wait
 # (at most BENCH_QUIET_WAIT seconds) until the CPUs are mostly idle for a second.
 QUIET_WAIT="${BENCH_QUIET_WAIT:-30}"
 QUIET_NOTES=()
-cpu_busy_pct() { # busy % of all CPUs over one second
-    local a b
-    a=($(head -1 /proc/stat))
-    sleep 1
-    b=($(head -1 /proc/stat))
-    awk -v u1="${a[1]}" -v n1="${a[2]}" -v s1="${a[3]}" -v i1="${a[4]}" -v w1="${a[5]}" -v q1="${a[6]}" -v o1="${a[7]}" \
-        -v u2="${b[1]}" -v n2="${b[2]}" -v s2="${b[3]}" -v i2="${b[4]}" -v w2="${b[5]}" -v q2="${b[6]}" -v o2="${b[7]}" \
-        'BEGIN { t = (u2+n2+s2+i2+w2+q2+o2) - (u1+n1+s1+i1+w1+q1+o1); idle = (i2+w2) - (i1+w1);
-                 if (t <= 0) print 0; else printf "%d", 100 * (t - idle) / t }'
-}
 wait_quiet() { # LABEL
-    local start=$SECONDS busy
-    while :; do
-        busy="$(cpu_busy_pct)"
-        [ "$busy" -le 20 ] && break
-        if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
-            log "   machine still ${busy}% busy after ${QUIET_WAIT}s; measuring anyway"
-            break
-        fi
-    done
-    QUIET_NOTES+=("$1: ${busy}% busy")
-}
-
-wait_http() { # URL [seconds] [curl args...]: until it answers at all
-    local url="$1" secs="${2:-20}" i
-    shift 2 || true
-    for ((i = 0; i < secs * 10; i++)); do
-        if curl -s -o /dev/null --max-time 2 "$@" "$url"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
+    wait_idle "measuring anyway"
+    QUIET_NOTES+=("$1: ${IDLE_BUSY}% busy")
 }
 
 # --- build and tools -----------------------------------------------------------------------
-if [ -n "${BENCH_NO_BUILD:-}" ]; then
-    log "BENCH_NO_BUILD set: using the release binary as it is"
-else
-    log "building the release binary"
-    cargo build --release --bin oci-distribution-terraform-registry >"$W/build.log" 2>&1 ||
-        { tail -30 "$W/build.log" >&2; die "cargo build --release"; }
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/oci-distribution-terraform-registry"
-[ -x "$BIN" ] || die "no binary at $BIN"
-command -v docker-registry >/dev/null || die "docker-registry missing: run scripts/install-test-deps.sh"
-for tool in curl openssl python3 sha256sum; do
-    command -v "$tool" >/dev/null || die "$tool missing"
-done
-NGINX="$(command -v nginx || true)"
-if [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ]; then NGINX=/usr/sbin/nginx; fi
-if [ -z "$NGINX" ]; then
-    log "installing nginx (apt-get)"
-    [ "$(id -u)" -eq 0 ] || die "nginx missing and not root to install it"
-    apt-get update >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx >/dev/null
-    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-fi
-# Our tools only talk to 127.0.0.1.
-unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY no_proxy NO_PROXY
-
-log "self-signed certificate for 127.0.0.1"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-    -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1 || die "openssl req"
+build_release
+require_tools curl openssl python3 sha256sum
+find_nginx
+local_only
+make_cert
 CURL=(curl -s --max-time 300 --cacert "$W/cert.pem")
 
 # --- registry ------------------------------------------------------------------------------
-RPORT="$("${HELPER[@]}" free-port)"
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  formatter: text
-storage:
-  filesystem:
-    rootdirectory: "$W/registry/data"
-http:
-  addr: "127.0.0.1:$RPORT"
-EOF
-log "starting docker-registry on 127.0.0.1:$RPORT"
-env -u REGISTRY_HTTP_ADDR docker-registry serve "$W/registry/config.yml" >"$W/registry/registry.log" 2>&1 &
-PIDS+=($!)
-REGISTRY="http://127.0.0.1:$RPORT"
-wait_http "$REGISTRY/v2/" 20 || die "docker-registry did not start: $(tail -5 "$W/registry/registry.log")"
+start_registry info
 
-push_blob() { # FILE HEX
-    local loc code
-    loc="$(curl -s -D - -o /dev/null -X POST "$REGISTRY/v2/$REPO/blobs/uploads/" |
-        tr -d '\r' | sed -n 's/^[Ll]ocation: //p')"
-    [ -n "$loc" ] || die "blob upload: no Location"
-    case "$loc" in http*) ;; *) loc="$REGISTRY$loc" ;; esac
-    code="$(curl -s --max-time 300 -o /dev/null -w '%{http_code}' -T "$1" \
-        -H 'Content-Type: application/octet-stream' "$loc&digest=sha256:$2")"
-    [ "$code" = 201 ] || die "blob upload of $1: HTTP $code"
-}
-
-CONFIG_HEX=""
 publish() { # VERSION SIZE_MIB -> sets PKG_HEX PKG_SIZE PKG_FILE
     local version="$1" mib="$2" out
     PKG_FILE="$W/pkg-$version.zip"
     out="$("${HELPER[@]}" make-zip "$PKG_FILE" $((mib << 20)) "terraform-provider-pkg_v$version")"
     PKG_HEX="${out% *}"
     PKG_SIZE="${out#* }"
-    if [ -z "$CONFIG_HEX" ]; then
-        printf '{}' >"$W/config.json"
-        CONFIG_HEX="$(sha256sum "$W/config.json" | cut -d' ' -f1)"
-        push_blob "$W/config.json" "$CONFIG_HEX"
-    fi
-    push_blob "$PKG_FILE" "$PKG_HEX"
-    "${HELPER[@]}" manifest "sha256:$CONFIG_HEX" 2 "sha256:$PKG_HEX" "$PKG_SIZE" "$PLATFORM" >"$W/manifest.json"
-    local code
-    code="$(curl -s --max-time 30 -o /dev/null -w '%{http_code}' -X PUT \
-        -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-        --data-binary @"$W/manifest.json" "$REGISTRY/v2/$REPO/manifests/$version")"
-    [ "$code" = 201 ] || die "manifest $version: HTTP $code"
+    push_image "$REPO" "$version" "$PKG_FILE" "$PKG_HEX" "$PKG_SIZE" "$PLATFORM"
 }
 
 log "publishing packages: ${BIG_MIB} MiB, ${MID_MIB} MiB, ${HUGE_MIB} MiB (random, stored zip)"
@@ -198,18 +82,8 @@ rm -f "$PKG_FILE" # only the registry keeps it
 
 # --- our server ----------------------------------------------------------------------------
 write_config() { # FILE CACHE_DIR tls|plain
-    local tls=""
-    if [ "$3" = tls ]; then
-        tls="  tls {
-    certificate_file = \"$W/cert.pem\"
-    private_key_file = \"$W/key.pem\"
-  }"
-    fi
     cat >"$1" <<EOF
-server {
-  listen_addr = "127.0.0.1:0"
-$tls
-}
+$(server_block "$3")
 
 cache {
   directory = "$2"
@@ -224,26 +98,6 @@ provider_mirror "mirror" {
 EOF
 }
 
-SERVER_PID="" SERVER_URL=""
-start_server() { # CONFIG NAME -> SERVER_PID SERVER_URL
-    local i line
-    : >"$W/$2.out"
-    RUST_LOG=info "$BIN" --config="$1" server >"$W/$2.out" 2>>"$W/$2.err" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for ((i = 0; i < 300; i++)); do
-        line="$(grep -m1 '^listening on ' "$W/$2.out" || true)"
-        if [ -n "$line" ]; then
-            SERVER_URL="${line#listening on }"
-            SERVER_URL="${SERVER_URL%/}"
-            return 0
-        fi
-        kill -0 "$SERVER_PID" 2>/dev/null || die "server $2 exited: $(tail -5 "$W/$2.err")"
-        sleep 0.1
-    done
-    die "server $2 printed no 'listening on' line within 30 s"
-}
-stop_server() { stop_pid "$SERVER_PID" 35; }
 pkg_url() { # VERSION HEX
     echo "$SERVER_URL/mirror/$ADDR/download/sha256/$2/terraform-provider-pkg_$1_$PLATFORM.zip"
 }
@@ -254,15 +108,16 @@ check_download() { # URL HEX SIZE [curl args] : a complete, correct download
     [ "$got" = "$hex" ] || die "GET $url: sha256 $got, expected $hex"
 }
 
-# curl -w speed of one transfer, checking status and size. Prints bytes/s.
-speed_once() { # URL SIZE [curl args]
-    local url="$1" size="$2" out
-    shift 2
-    out="$("${CURL[@]}" "$@" -o /dev/null -w '%{speed_download} %{size_download} %{http_code} %{http_version}' "$url")"
+# curl -w FIELDS of one transfer, checking status and size. Prints the FIELDS.
+curl_fields() { # FIELDS URL SIZE [curl args]
+    local url="$2" size="$3" out
+    out="$("${CURL[@]}" "${@:4}" -o /dev/null -w "%{http_code} %{size_download} $1" "$url")"
     set -- $out
-    [ "$3" = 200 ] && [ "$2" = "$size" ] || die "GET $url: HTTP $3, $2 bytes of $size"
-    echo "$1"
+    [ "$1" = 200 ] && [ "$2" = "$size" ] || die "GET $url: HTTP $1, $2 bytes of $size"
+    shift 2
+    echo "$*"
 }
+speed_once() { curl_fields '%{speed_download}' "$@"; } # URL SIZE [curl args] -> bytes/s
 # Best of 3 for two URLs, alternating A B A B A B so that a burst of other load does not
 # fall on one side only. Prints "bestA bestB".
 best_of_3_pair() { # URL_A URL_B SIZE [curl args]
@@ -275,52 +130,20 @@ best_of_3_pair() { # URL_A URL_B SIZE [curl args]
     echo "$("${HELPER[@]}" max "${a[@]}") $("${HELPER[@]}" max "${b[@]}")"
 }
 mibs() { awk -v s="$1" 'BEGIN { printf "%.0f", s / 1048576 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # --- nginx ---------------------------------------------------------------------------------
-NPORT_TLS="$("${HELPER[@]}" free-port)"
-NPORT_PLAIN="$("${HELPER[@]}" free-port)"
-mkdir -p "$W/nginx/logs" "$W/nginx/tmp" "$W/www"
+NPORT_TLS="$(free_port)"
+NPORT_PLAIN="$(free_port)"
+mkdir -p "$W/www"
 ln "$BIG_FILE" "$W/www/pkg.zip" 2>/dev/null || cp "$BIG_FILE" "$W/www/pkg.zip"
-NGINX_USER=""
-[ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
-cat >"$W/nginx/nginx.conf" <<EOF
-$NGINX_USER
-daemon off;
-worker_processes auto;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 65;
-  default_type application/zip;
-  client_body_temp_path $W/nginx/tmp/body;
-  proxy_temp_path $W/nginx/tmp/proxy;
-  fastcgi_temp_path $W/nginx/tmp/fastcgi;
-  uwsgi_temp_path $W/nginx/tmp/uwsgi;
-  scgi_temp_path $W/nginx/tmp/scgi;
-  server {
-    listen 127.0.0.1:$NPORT_TLS ssl http2;
-    ssl_certificate $W/cert.pem;
-    ssl_certificate_key $W/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    root $W/www;
-  }
+write_nginx_conf 1024 "" "  default_type application/zip;" "$(nginx_tls_server "$NPORT_TLS" "ssl http2")
   server {
     listen 127.0.0.1:$NPORT_PLAIN;
     root $W/www;
-  }
-}
-EOF
-log "starting nginx ($("$NGINX" -v 2>&1 | sed 's/.*version: //')) on $NPORT_TLS (https) and $NPORT_PLAIN (http)"
-"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/logs/error.log" >"$W/nginx/stdout.log" 2>&1 &
-PIDS+=($!)
+  }"
 NGINX_TLS="https://127.0.0.1:$NPORT_TLS/pkg.zip"
 NGINX_PLAIN="http://127.0.0.1:$NPORT_PLAIN/pkg.zip"
-wait_http "$NGINX_PLAIN" 20 || die "nginx did not start: $(cat "$W/nginx/logs/error.log")"
+start_nginx "$NPORT_TLS (https) and $NPORT_PLAIN (http)" "$NGINX_PLAIN"
 check_download "$NGINX_TLS" "$BIG_HEX" "$BIG_SIZE"
 
 # --- 1. warm throughput --------------------------------------------------------------------
@@ -352,14 +175,7 @@ log "   https/1.1 ours $(mibs "$S_OURS_TLS") MiB/s, nginx $(mibs "$S_NGINX_TLS")
 
 # --- 2. cold time to first byte ------------------------------------------------------------
 log "2. cold time to first byte of the ${BIG_MIB} MiB package ($TTFB_SAMPLES samples, fresh server and cache each)"
-ttfb() { # URL SIZE [curl args] -> "time_starttransfer time_total"
-    local url="$1" size="$2" out
-    shift 2
-    out="$("${CURL[@]}" "$@" -o /dev/null -w '%{time_starttransfer} %{time_total} %{size_download} %{http_code}' "$url")"
-    set -- $out
-    [ "$4" = 200 ] && [ "$3" = "$size" ] || die "GET $url: HTTP $4, $3 bytes of $size"
-    echo "$1 $2"
-}
+ttfb() { curl_fields '%{time_starttransfer} %{time_total}' "$@"; } # URL SIZE [curl args]
 T_REG=() T_OURS=() TT_REG=() TT_OURS=()
 wait_quiet "cold"
 for ((i = 1; i <= TTFB_SAMPLES; i++)); do
@@ -447,18 +263,11 @@ R_TLS="$(ratio "$S_OURS_TLS" "$S_NGINX_TLS")"
 R_H2="$(ratio "$S_OURS_H2" "$S_NGINX_H2")"
 R_PLAIN="$(ratio "$S_OURS_PLAIN" "$S_NGINX_PLAIN")"
 R_TTFB="$(ratio "$M_OURS" "$M_REG")"
-verdict() { awk -v v="$1" -v op="$2" -v goal="$3" 'BEGIN {
-    if (v == "n/a") { print "n/a"; exit }
-    ok = (op == ">=") ? (v + 0 >= goal + 0) : (v + 0 <= goal + 0)
-    print ok ? "met" : "NOT met" }'; }
 AGG_MIBS="$(awk -v n="$M_OK" -v s="$HUGE_SIZE" -v t="$M_SECS" 'BEGIN { if (t > 0) printf "%.0f", n * s / t / 1048576; else print "n/a" }')"
 C50_VERDICT="NOT met"
 [ "$ORIGIN_GETS" = 1 ] && [ "$SUMS_OK" = yes ] && C50_VERDICT="met"
 MEM_VERDICT="$(verdict "$((HWM_KB / 1024))" "<=" 99)"
 
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- src 2>/dev/null || COMMIT="$COMMIT (+ uncommitted changes in src/)"
 TABLE="| measurement | ours | reference | ratio | goal | |
 | --- | ---: | ---: | ---: | --- | --- |
 | warm ${BIG_MIB} MiB, one HTTPS connection, HTTP/1.1 (best of 3) | $(mibs "$S_OURS_TLS") MiB/s | nginx $(mibs "$S_NGINX_TLS") MiB/s | $R_TLS | ≥ 1.1 | $(verdict "$R_TLS" ">=" 1.1) |
@@ -472,11 +281,11 @@ NOTES="- cold samples (s), first byte: ours ${T_OURS[*]}; registry ${T_REG[*]}; 
 - $CLIENTS concurrent ${MID_MIB} MiB downloads took ${C_SECS}s; $DISTINCT distinct sha256 among the clients.
 - $CLIENTS × ${HUGE_MIB} MiB: $M_OK/$CLIENTS complete in ${M_SECS}s (about $AGG_MIBS MiB/s in all); sampled VmRSS peak $((PEAK_RSS_KB / 1024)) MiB; curl's default protocol (HTTP/2 by ALPN).
 - CPU use by anything else just before each measurement (waited up to ${QUIET_WAIT}s for ≤ 20%): $(IFS=';'; echo "${QUIET_NOTES[*]}" | sed 's/;/; /g'); load average at the end $(cut -d' ' -f1-3 /proc/loadavg).
-- nginx: $("$NGINX" -v 2>&1 | sed 's/.*version: //'), worker_processes auto, sendfile on, TLS by OpenSSL (no kTLS); curl: $(curl --version | head -1 | cut -d' ' -f1-2); both servers use the same EC P-256 certificate."
+- nginx: $NGINX_VERSION, worker_processes auto, sendfile on, TLS by OpenSSL (no kTLS); curl: $(curl --version | head -1 | cut -d' ' -f1-2); both servers use the same EC P-256 certificate."
 
 REPORT="## $(date -u '+%Y-%m-%d %H:%M UTC')
 
-Machine: $(nproc) CPUs ($CPU), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr). Commit $COMMIT. All traffic on 127.0.0.1. Run time $((SECONDS - START_TIME)) s.
+Machine: $(machine_desc). Commit $(commit_desc). All traffic on 127.0.0.1. Run time $((SECONDS - START_TIME)) s.
 
 $TABLE
 
@@ -484,14 +293,4 @@ $NOTES
 "
 echo
 echo "$REPORT"
-RESULTS="$ROOT/benches/RESULTS.md"
-if [ ! -f "$RESULTS" ]; then
-    printf '# Package-serving benchmark results\n\nWritten by `bash benches/package_bench.sh` (newest first).\n\n' >"$RESULTS"
-fi
-{
-    head -4 "$RESULTS"
-    echo "$REPORT"
-    tail -n +5 "$RESULTS"
-} >"$W/results.md"
-cp "$W/results.md" "$RESULTS"
-log "results written to benches/RESULTS.md"
+prepend_results RESULTS.md "Package-serving benchmark results" "$REPORT"

@@ -34,6 +34,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+. "$ROOT/benches/lib.sh"
 COMMAND="$(for v in BENCH_NO_BUILD BENCH_DURATION BENCH_CONNECTIONS BENCH_PROVIDERS BENCH_VERSIONS \
     BENCH_PKG_MIN_KIB BENCH_PKG_MAX_KIB BENCH_THREADS BENCH_MIX BENCH_SAMPLE_INTERVAL \
     BENCH_REF_DURATION BENCH_INDEX_MAX_AGE BENCH_GROWTH_LIMIT BENCH_WARMUP BENCH_QUIET_WAIT; do
@@ -58,131 +59,36 @@ PLATFORMS="linux_amd64,darwin_arm64"
 HOST="registry.terraform.io"
 NS="soak"
 PREFIX="soak"
-START_TIME=$SECONDS
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-
-log() { printf '[%4ds] %s\n' $((SECONDS - START_TIME)) "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
+KEEP_WORKDIR="${BENCH_KEEP:-}"
 [ "$DURATION" -ge 20 ] || die "BENCH_DURATION must be at least 20 s"
 [ $((MIX_INDEX + MIX_VERSION + MIX_PACKAGE)) = 100 ] || die "BENCH_MIX must add up to 100"
 
-# --- children and cleanup ----------------------------------------------------------------
-W="$(mktemp -d /tmp/odtr-soak.XXXXXX)"
-PIDS=()
-stop_pid() { # PID [grace seconds]
-    local pid="$1" grace="${2:-10}" i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid" 5; done
-    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${BENCH_KEEP:-}" ]; then log "kept $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_http() { # URL SECONDS [curl args...]: until it answers at all
-    local url="$1" secs="$2" i
-    shift 2
-    for ((i = 0; i < secs * 10; i++)); do
-        if curl -s -o /dev/null --max-time 2 "$@" "$url"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
+make_workdir odtr-soak
 
 # Other work on the machine skews every figure: wait (at most QUIET_WAIT s) until the CPUs
 # are mostly idle for a second, and note how busy they were.
-cpu_busy_pct() {
-    local a b
-    a=($(head -1 /proc/stat))
-    sleep 1
-    b=($(head -1 /proc/stat))
-    awk -v u1="${a[1]}" -v n1="${a[2]}" -v s1="${a[3]}" -v i1="${a[4]}" -v w1="${a[5]}" -v q1="${a[6]}" -v o1="${a[7]}" \
-        -v u2="${b[1]}" -v n2="${b[2]}" -v s2="${b[3]}" -v i2="${b[4]}" -v w2="${b[5]}" -v q2="${b[6]}" -v o2="${b[7]}" \
-        'BEGIN { t = (u2+n2+s2+i2+w2+q2+o2) - (u1+n1+s1+i1+w1+q1+o1); idle = (i2+w2) - (i1+w1);
-                 if (t <= 0) print 0; else printf "%d", 100 * (t - idle) / t }'
-}
 QUIET_NOTE=""
 wait_quiet() {
-    local start=$SECONDS busy
-    while :; do
-        busy="$(cpu_busy_pct)"
-        [ "$busy" -le 20 ] && break
-        [ $((SECONDS - start)) -lt "$QUIET_WAIT" ] || { log "   machine still ${busy}% busy after ${QUIET_WAIT}s; going on"; break; }
-    done
-    QUIET_NOTE="${busy}% busy (waited $((SECONDS - start)) s, at most $QUIET_WAIT)"
+    wait_idle "going on"
+    QUIET_NOTE="${IDLE_BUSY}% busy (waited $IDLE_WAITED s, at most $QUIET_WAIT)"
 }
 machine_busy_ticks() { # busy jiffies of all CPUs since boot
     awk 'NR == 1 { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
 # --- build and tools -----------------------------------------------------------------------
-if [ -n "${BENCH_NO_BUILD:-}" ]; then
-    log "BENCH_NO_BUILD set: using the release binary as it is"
-else
-    log "building the release binary"
-    timeout 3000 cargo build --release --bin oci-distribution-terraform-registry >"$W/build.log" 2>&1 ||
-        { tail -30 "$W/build.log" >&2; die "cargo build --release"; }
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/oci-distribution-terraform-registry"
-[ -x "$BIN" ] || die "no binary at $BIN"
+build_release
 BIN_AGE="$(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC')"
-command -v docker-registry >/dev/null || die "docker-registry missing: run scripts/install-test-deps.sh"
-for tool in curl openssl python3 sha256sum awk ss; do
-    command -v "$tool" >/dev/null || die "$tool missing"
-done
-apt_install() { # PACKAGE
-    log "installing $1 (apt-get)"
-    [ "$(id -u)" -eq 0 ] || die "$1 missing and not root to install it"
-    timeout 300 apt-get update >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y --no-install-recommends "$1" >/dev/null
-}
-command -v wrk >/dev/null || apt_install wrk
-WRK="$(command -v wrk)" || die "wrk missing"
-NGINX="$(command -v nginx || true)"
-[ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || true
-if [ -z "$NGINX" ]; then
-    apt_install nginx
-    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-fi
-# Our tools only talk to 127.0.0.1.
-unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY no_proxy NO_PROXY
-
-log "self-signed certificate for 127.0.0.1"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-    -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1 || die "openssl req"
+require_tools curl openssl python3 sha256sum awk ss
+find_wrk
+find_nginx
+local_only
+make_cert
 CURL=(curl -s --max-time 30 --cacert "$W/cert.pem")
 
 # --- registry ------------------------------------------------------------------------------
-RPORT="$("${HELPER[@]}" free-port)"
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  formatter: text
-storage:
-  filesystem:
-    rootdirectory: "$W/registry/data"
-http:
-  addr: "127.0.0.1:$RPORT"
-EOF
-REGISTRY_LOG="$W/registry/registry.log"
-log "starting docker-registry on 127.0.0.1:$RPORT"
-env -u REGISTRY_HTTP_ADDR docker-registry serve "$W/registry/config.yml" >"$REGISTRY_LOG" 2>&1 &
-PIDS+=($!)
-REGISTRY="http://127.0.0.1:$RPORT"
-wait_http "$REGISTRY/v2/" 20 || die "docker-registry did not start: $(tail -5 "$REGISTRY_LOG")"
+start_registry warn
 # The access log has one line per completed request: "GET /v2/REPO/... HTTP/1.1" STATUS ...
 registry_lines() { wc -l <"$REGISTRY_LOG"; }
 registry_requests() { grep -cE '"(GET|HEAD) /v2/' "$REGISTRY_LOG" || true; }
@@ -203,13 +109,7 @@ write_config() { # FILE CACHE_DIR
     local max_age=""
     [ -n "$INDEX_MAX_AGE" ] && max_age="  index_max_age  = \"$INDEX_MAX_AGE\""
     cat >"$1" <<EOF
-server {
-  listen_addr = "127.0.0.1:0"
-  tls {
-    certificate_file = "$W/cert.pem"
-    private_key_file = "$W/key.pem"
-  }
-}
+$(server_block tls)
 
 cache {
   directory = "$2"
@@ -222,25 +122,6 @@ $max_age
 }
 EOF
 }
-SERVER_PID="" SERVER_URL=""
-start_server() { # CONFIG NAME
-    local i line
-    : >"$W/$2.out"
-    RUST_LOG=warn "$BIN" --config="$1" server >"$W/$2.out" 2>>"$W/$2.err" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for ((i = 0; i < 300; i++)); do
-        line="$(grep -m1 '^listening on ' "$W/$2.out" || true)"
-        if [ -n "$line" ]; then
-            SERVER_URL="${line#listening on }"
-            SERVER_URL="${SERVER_URL%/}"
-            return 0
-        fi
-        kill -0 "$SERVER_PID" 2>/dev/null || die "server $2 exited: $(tail -5 "$W/$2.err")"
-        sleep 0.1
-    done
-    die "server $2 printed no 'listening on' line within 30 s"
-}
 
 # A throw-away server (its own cache) gives the documents and package URLs, and checks every
 # package once; the soak server starts with an empty cache.
@@ -250,55 +131,20 @@ start_server "$W/prep.hcl" prep
 mkdir -p "$W/www"
 KINDS="$(timeout 300 "${HELPER[@]}" prep "$SERVER_URL/mirror/" "$W/cert.pem" "$W/pkgs" "$W/www" "$W/paths.txt")" ||
     die "prep"
-stop_pid "$SERVER_PID" 35
+stop_server
 rm -rf "$W/cache-prep"
 log "   request paths: $KINDS"
 NVERSION_DOCS="$(grep -c '^version ' "$W/paths.txt")"
 
 # --- nginx ---------------------------------------------------------------------------------
-NPORT="$("${HELPER[@]}" free-port)"
-mkdir -p "$W/nginx/logs" "$W/nginx/tmp"
-NGINX_USER=""
-[ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
-cat >"$W/nginx/nginx.conf" <<EOF
-$NGINX_USER
-daemon off;
-worker_processes auto;
-worker_rlimit_nofile 8192;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
+NPORT="$(free_port)"
+write_nginx_conf 4096 "worker_rlimit_nofile 8192;" "  keepalive_requests 1000000;
   types { application/json json; application/zip zip; }
-  default_type application/octet-stream;
-  client_body_temp_path $W/nginx/tmp/body;
-  proxy_temp_path $W/nginx/tmp/proxy;
-  fastcgi_temp_path $W/nginx/tmp/fastcgi;
-  uwsgi_temp_path $W/nginx/tmp/uwsgi;
-  scgi_temp_path $W/nginx/tmp/scgi;
-  server {
-    listen 127.0.0.1:$NPORT ssl;
-    ssl_certificate $W/cert.pem;
-    ssl_certificate_key $W/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:1m;
-    root $W/www;
-  }
-}
-EOF
-NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's/.*version: //')"
-log "starting nginx ($NGINX_VERSION) on 127.0.0.1:$NPORT (https)"
-"$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/logs/error.log" >"$W/nginx/stdout.log" 2>&1 &
-PIDS+=($!)
+  default_type application/octet-stream;" \
+    "$(nginx_tls_server "$NPORT" ssl "ssl_session_cache shared:SSL:1m;")"
 NGINX_URL="https://127.0.0.1:$NPORT"
 FIRST_PKG="$(awk '$1 == "package" { print $2; exit }' "$W/paths.txt")"
-wait_http "$NGINX_URL$FIRST_PKG" 20 --cacert "$W/cert.pem" -f ||
-    die "nginx did not start: $(cat "$W/nginx/logs/error.log")"
+start_nginx "127.0.0.1:$NPORT (https)" "$NGINX_URL$FIRST_PKG" --cacert "$W/cert.pem" -f
 for kind in index version package; do
     p="$(awk -v k="$kind" '$1 == k { print $2; exit }' "$W/paths.txt")"
     code="$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$NGINX_URL$p")"
@@ -395,10 +241,8 @@ stop_pid "$SOAK_PID" 35
 if grep -q 'panicked' "$W/soak.err"; then die "the server panicked: $(grep -m3 panicked "$W/soak.err")"; fi
 
 # --- report --------------------------------------------------------------------------------
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- src 2>/dev/null || COMMIT="$COMMIT (+ uncommitted changes in src/)"
-MACHINE="$(nproc) CPUs ($CPU), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)"
+COMMIT="$(commit_desc)"
+MACHINE="$(machine_desc)"
 if [ -n "$INDEX_MAX_AGE" ]; then
     FRESHNESS="index_max_age = $INDEX_MAX_AGE (other freshness attributes default)"
     MAX_AGE_SECS="$(awk -v s="$INDEX_MAX_AGE" 'BEGIN { n = s + 0; if (s ~ /ms$/) n /= 1000; else if (s ~ /m$/) n *= 60; else if (s ~ /h$/) n *= 3600; else if (s ~ /d$/) n *= 86400; print n }')"
@@ -422,16 +266,5 @@ REPORT="$("${HELPER[@]}" report work="$W" duration="$DURATION" warmup="$WARMUP" 
 [ -n "$REPORT" ] || die "no report (exit $RC)"
 echo
 echo "$REPORT"
-RESULTS="$ROOT/benches/SOAK_RESULTS.md"
-if [ ! -f "$RESULTS" ]; then
-    printf '# Load-and-soak benchmark results\n\nWritten by `bash benches/soak_bench.sh` (newest first).\n\n' >"$RESULTS"
-fi
-{
-    head -4 "$RESULTS"
-    echo "$REPORT"
-    echo
-    tail -n +5 "$RESULTS"
-} >"$W/results.md"
-cp "$W/results.md" "$RESULTS"
-log "results written to benches/SOAK_RESULTS.md"
+prepend_results SOAK_RESULTS.md "Load-and-soak benchmark results" "$REPORT"$'\n'
 [ "$RC" = 0 ] || die "goals not met (see the report)"

@@ -16,8 +16,6 @@
         read the soak's samples, /metrics snapshots, wrk results and the registry's access
         log; print the Markdown report; exit 1 if a goal is not met (see soak_bench.sh)
 """
-import contextlib
-import io
 import json
 import math
 import os
@@ -30,7 +28,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no benches/__pycache__ from importing bench_helper
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_helper  # noqa: E402  (free_port, make_zip)
+import bench_helper  # noqa: E402  (make_zip, sha256_file)
 
 
 # --- packages ----------------------------------------------------------------------------
@@ -45,11 +43,9 @@ def make_packages(root, host, ns, nprov, versions, platforms, min_kib, max_kib, 
             for platform in platforms.split(","):
                 size = rng.randint(int(min_kib), int(max_kib)) * 1024
                 out = os.path.join(d, f"terraform-provider-{typ}_{version}_{platform}.zip")
-                buf = io.StringIO()
-                with contextlib.redirect_stdout(buf):
-                    bench_helper.make_zip(out, size, f"terraform-provider-{typ}_v{version}")
+                _, written = bench_helper.make_zip(out, size, f"terraform-provider-{typ}_v{version}")
                 count += 1
-                total += int(buf.getvalue().split()[1])
+                total += written
     print(count, total)
 
 
@@ -59,16 +55,6 @@ def _get(url, ctx):
         if r.status != 200:
             raise SystemExit(f"GET {url}: HTTP {r.status}")
         return r.read()
-
-
-def _sha256_file(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def prep(base_url, cacert, pkg_root, www, paths_out):
@@ -112,7 +98,7 @@ def prep(base_url, cacert, pkg_root, www, paths_out):
                             raise SystemExit(f"{vurl}: archive URL {purl} is not under {base}")
                         body = _get(purl, ctx)
                         zpath = local[(version, platform)]
-                        if hashlib.sha256(body).hexdigest() != _sha256_file(zpath):
+                        if hashlib.sha256(body).hexdigest() != bench_helper.sha256_file(zpath):
                             raise SystemExit(f"GET {purl}: not the bytes of {zpath}")
                         lines.append(("package", path))
                         links.append((path, zpath))
@@ -583,9 +569,7 @@ def report(kv):
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "free-port":
-        bench_helper.free_port()
-    elif cmd == "make-packages":
+    if cmd == "make-packages":
         make_packages(*args)
     elif cmd == "prep":
         prep(*args)

@@ -25,7 +25,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-HELPER=(python3 "$ROOT/benches/bench_helper.py")
+. "$ROOT/benches/lib.sh"
+HELPER=("${BENCH_HELPER[@]}")
 PROVIDERS="${BENCH_PROVIDERS:-20}"
 PKG_MIB="${BENCH_PKG_MIB:-2}"
 JOBS="${BENCH_JOBS:-8}"
@@ -34,85 +35,20 @@ PLATFORMS=(linux_amd64 darwin_arm64 windows_amd64)
 PREFIX="terraform-providers"
 NS="bench"
 VERSION="1.0.0"
-START_TIME=$SECONDS
+make_workdir odtr-warm-bench
 
-log() { printf '[%4ds] %s\n' $((SECONDS - START_TIME)) "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-# --- children and cleanup ----------------------------------------------------------------
-W="$(mktemp -d /tmp/odtr-warm-bench.XXXXXX)"
-PIDS=()
-stop_pid() { # PID [grace seconds]
-    local pid="$1" grace="${2:-10}" i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid" 5; done
-    for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_http() { # URL [seconds]
-    local url="$1" secs="${2:-20}" i
-    for ((i = 0; i < secs * 10; i++)); do
-        if curl -s -o /dev/null --max-time 2 "$url"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
 min_of() { python3 -c "import sys; print(f'{min(map(float, sys.argv[1:])):.3f}')" "$@"; }
 median_of() { python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
-le() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$1" "$2"; }
-lt() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$1" "$2"; }
 
 # --- build and tools -----------------------------------------------------------------------
-if [ -n "${BENCH_NO_BUILD:-}" ]; then
-    log "BENCH_NO_BUILD set: using the release binary as it is"
-else
-    log "building the release binary"
-    timeout 3000 cargo build --release --bin oci-distribution-terraform-registry >"$W/build.log" 2>&1 ||
-        { tail -30 "$W/build.log" >&2; die "cargo build --release"; }
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/oci-distribution-terraform-registry"
-[ -x "$BIN" ] || die "no binary at $BIN"
-command -v docker-registry >/dev/null || die "docker-registry missing: run scripts/install-test-deps.sh"
-for tool in curl python3 sha256sum; do
-    command -v "$tool" >/dev/null || die "$tool missing"
-done
-unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY no_proxy NO_PROXY
+build_release
+require_tools curl python3 sha256sum
+local_only
 
 # --- registry ------------------------------------------------------------------------------
-RPORT="$("${HELPER[@]}" free-port)"
-mkdir -p "$W/registry"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  formatter: text
-storage:
-  filesystem:
-    rootdirectory: "$W/registry/data"
-http:
-  addr: "127.0.0.1:$RPORT"
-EOF
-log "starting docker-registry on 127.0.0.1:$RPORT"
-env -u REGISTRY_HTTP_ADDR docker-registry serve "$W/registry/config.yml" >"$W/registry/registry.log" 2>&1 &
-PIDS+=($!)
-REGISTRY="http://127.0.0.1:$RPORT"
-wait_http "$REGISTRY/v2/" 20 || die "docker-registry did not start: $(tail -5 "$W/registry/registry.log")"
+start_registry info
 # The access log has one line per completed request: "GET /v2/REPO/blobs/sha256:HEX HTTP/1.1".
 blob_gets() { grep -c '"GET /v2/[^ ]*/blobs/sha256:' "$W/registry/registry.log" || true; }
 
@@ -186,7 +122,7 @@ done
 RAW_DISK_BEST="$(min_of "${RAW_DISK[@]}")"
 
 # --- warm ----------------------------------------------------------------------------------
-WPORT="$("${HELPER[@]}" free-port)"
+WPORT="$(free_port)"
 write_config() { # FILE CACHE_DIR
     cat >"$1" <<EOF
 server {
@@ -208,16 +144,11 @@ EOF
 TIME_BIN=""
 [ -x /usr/bin/time ] && TIME_BIN=/usr/bin/time
 run_warm() { # CONFIG LOG -> prints seconds (and writes user+sys CPU seconds to LOG.cpu)
-    local t0 t1
+    local t0 t1 timer=()
+    [ -n "$TIME_BIN" ] && timer=("$TIME_BIN" -f '%U %S' -o "$2.time")
     t0="$(now)"
-    if [ -n "$TIME_BIN" ]; then
-        timeout 300 "$TIME_BIN" -f '%U %S' -o "$2.time" \
-            "$BIN" --config="$1" warm --jobs "$JOBS" --platform all "${SPECS[@]}" >"$2" 2>&1 ||
-            { tail -20 "$2" >&2; die "warm failed (see above)"; }
-    else
-        timeout 300 "$BIN" --config="$1" warm --jobs "$JOBS" --platform all "${SPECS[@]}" >"$2" 2>&1 ||
-            { tail -20 "$2" >&2; die "warm failed (see above)"; }
-    fi
+    timeout 300 "${timer[@]}" "$BIN" --config="$1" warm --jobs "$JOBS" --platform all "${SPECS[@]}" >"$2" 2>&1 ||
+        { tail -20 "$2" >&2; die "warm failed (see above)"; }
     t1="$(now)"
     if [ -n "$TIME_BIN" ]; then
         python3 -c "import sys; u, s = open(sys.argv[1]).read().split()[-2:]; print(f'{float(u) + float(s):.2f}')" "$2.time" >"$2.cpu"
@@ -262,11 +193,10 @@ HOT_WORST="$(python3 -c "import sys; print(f'{max(map(float, sys.argv[1:])):.3f}
 HOT_FIRST="${HOT[0]}"
 
 # --- report --------------------------------------------------------------------------------
-verdict() { if "$@"; then echo met; else echo "NOT met"; fi; }
-V_RATIO="$(verdict le "$RATIO" 1.3)"
-V_HOT="$(verdict lt "$HOT_WORST" 1.0)"
-V_GETS="$(verdict test "$HOT_GETS" -eq 0)"
-CPU="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+V_RATIO="$(verdict "$RATIO" "<=" 1.3)"
+V_HOT="$(verdict "$HOT_WORST" "<" 1.0)"
+V_GETS="$(verdict "$HOT_GETS" "=" 0)"
+CPU="$(cpu_model)"
 CPU="${CPU:-unknown}"
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 MIB_TOTAL=$((TOTAL_BYTES >> 20))
