@@ -55,26 +55,30 @@ impl MirrorAccess {
     }
 
     /// Whether a stored (or arriving) blob may go to a client only after the origin confirms
-    /// the client may read it from this repository. Not needed on a public mirror, for a
-    /// client holding a sealed URL (issued only after the origin accepted its credential),
-    /// when the copy was fetched for this repository with the same kind of access (anonymous,
-    /// or not: then `fetched_for_this_kind`), or for a credential the origin accepted for this
-    /// repository within `auth_ttl` (`accepted_recently`, checked lazily).
+    /// the client may read it from this repository. Blobs are scoped to a repository at the
+    /// origin, so a copy counts only if it was fetched for this mirror and repository
+    /// (`seen_here`); `same_kind_here` says it was fetched here with the client's kind of
+    /// access (anonymous or not). Not needed:
+    /// - for a client holding a sealed URL, bound to this mirror, repository and digest and
+    ///   issued only after the origin accepted its credential;
+    /// - on a public mirror, for a copy seen here;
+    /// - for an anonymous client, when an anonymous fetch here got the copy;
+    /// - for a credentialed client, when the copy was seen here and the origin accepted this
+    ///   very credential for the repository within `auth_ttl` (`accepted_recently`).
     pub fn blob_needs_origin_check(
         &self,
         via_sealed_url: bool,
         client: &Credential,
-        fetched_for_this_kind: bool,
+        seen_here: bool,
+        same_kind_here: bool,
         accepted_recently: impl FnOnce() -> bool,
     ) -> bool {
         match self {
-            MirrorAccess::Public { .. } => false,
             MirrorAccess::PerClient { .. } if via_sealed_url => false,
+            MirrorAccess::Public { .. } => !seen_here,
             MirrorAccess::PerClient { .. } => match client {
-                // Anonymous copies were served anonymously by the origin from this repository.
-                Credential::Anonymous => !fetched_for_this_kind,
-                // Credentials differ from one another: only this one's acceptance counts.
-                _ => !accepted_recently(),
+                Credential::Anonymous => !same_kind_here,
+                _ => !(seen_here && accepted_recently()),
             },
         }
     }
@@ -116,14 +120,19 @@ mod tests {
         assert!(sealed.sealed_urls() && !open.sealed_urls() && !public.sealed_urls());
         let anon = Credential::Anonymous;
         let token = Credential::PassThrough(http::HeaderValue::from_static("Bearer t"));
-        assert!(open.blob_needs_origin_check(false, &anon, false, || true));
-        assert!(!open.blob_needs_origin_check(false, &anon, true, || false));
-        // Another credential's copy is no proof for this one; its own recent acceptance is.
-        assert!(open.blob_needs_origin_check(false, &token, true, || false));
-        assert!(!open.blob_needs_origin_check(false, &token, false, || true));
-        assert!(!sealed.blob_needs_origin_check(true, &token, false, || false));
-        assert!(sealed.blob_needs_origin_check(false, &token, true, || false));
-        assert!(!public.blob_needs_origin_check(false, &anon, false, || false));
+        // Anonymous: only an anonymous copy fetched here.
+        assert!(open.blob_needs_origin_check(false, &anon, true, false, || true));
+        assert!(!open.blob_needs_origin_check(false, &anon, true, true, || false));
+        // Credentialed: seen here AND this credential accepted for the repository.
+        assert!(open.blob_needs_origin_check(false, &token, true, true, || false));
+        assert!(open.blob_needs_origin_check(false, &token, false, false, || true));
+        assert!(!open.blob_needs_origin_check(false, &token, true, false, || true));
+        // Sealed URLs are the proof; without one, the credential rules apply.
+        assert!(!sealed.blob_needs_origin_check(true, &token, false, false, || false));
+        assert!(sealed.blob_needs_origin_check(false, &token, false, false, || true));
+        // Public mirrors: only copies seen here, whoever asks.
+        assert!(!public.blob_needs_origin_check(false, &anon, true, false, || false));
+        assert!(public.blob_needs_origin_check(false, &anon, false, false, || false));
         assert!(cached_metadata_visible(true, || unreachable!()));
         assert!(!cached_metadata_visible(false, || false));
         assert!(cached_metadata_visible(false, || true));

@@ -343,3 +343,79 @@ async fn the_pull_api_never_hands_cached_content_to_a_client_the_origin_refuses(
     assert_eq!(d.status, 200);
     assert!(d.is_exactly(&zip));
 }
+
+/// Blobs are scoped to a repository at the origin: a blob cached for one repository is not
+/// handed out under another (whose credential the origin accepted) without the origin's
+/// word, nor by a public mirror over another origin that shares the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_blob_never_leaks_to_another_repository_or_mirror() {
+    const OWN_REPO: &str = "terraform-providers/registry.terraform.io/mallory/own";
+    let private = Registry::start(RegistryAuth::Silly);
+    let secret = random_provider_zip("foo", "1.0.0", 50_000, 7);
+    let own = random_provider_zip("own", "1.0.0", 50_000, 8);
+    push_seed_layout(
+        &private,
+        FOO_REPO,
+        "1.0.0",
+        &[("linux_amd64", secret.clone())],
+        private.push_auth(),
+    )
+    .await;
+    push_seed_layout(
+        &private,
+        OWN_REPO,
+        "1.0.0",
+        &[("linux_amd64", own.clone())],
+        private.push_auth(),
+    )
+    .await;
+    // A second, anonymous registry behind a public mirror sharing the same cache.
+    let open = Registry::start(RegistryAuth::None);
+    let cert = TestCert::generate();
+    let config = format!(
+        "{}\nprovider_mirror \"pub\" {{\n  origin_url  = \"{}\"\n  name_prefix = \"public-providers\"\n  public      = true\n}}\n",
+        instance_config(&cert, &private.url()),
+        open.url()
+    );
+    let docker = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &config,
+        &[],
+        &[("DOCKER_CONFIG", docker.path().to_str().unwrap())],
+    );
+    let client = https_client(&cert);
+    let base = server.base_url();
+    let secret_digest = sha256_digest(&secret);
+
+    // Alice caches the secret package.
+    let alice = [("authorization", "Bearer alice")];
+    let url = format!("{base}v2/{FOO_REPO}/blobs/{secret_digest}");
+    let d = download_hashed(&client, &url, &alice).await;
+    assert_eq!(d.status, 200);
+    assert!(d.is_exactly(&secret));
+
+    // Mallory's credential is accepted for his own repository...
+    fetch(
+        &client,
+        &format!("{base}v2/{OWN_REPO}/tags/list"),
+        Some("Bearer mallory"),
+    )
+    .await
+    .expect_status(200);
+    // ...which is no proof that the secret blob is in it.
+    let url = format!("{base}v2/{OWN_REPO}/blobs/{secret_digest}");
+    let d = download_hashed(&client, &url, &[("authorization", "Bearer mallory")]).await;
+    assert_eq!(d.status, 404, "a blob cached for another repository leaked");
+
+    // The public mirror's origin does not have it either.
+    let hex = sha256_hex(&secret);
+    let url = format!(
+        "{}pub/registry.terraform.io/acme/foo/download/sha256/{hex}/terraform-provider-foo_1.0.0_linux_amd64.zip",
+        base
+    );
+    let d = download_hashed(&client, &url, &[]).await;
+    assert_eq!(
+        d.status, 404,
+        "a blob cached for another mirror leaked through a public one"
+    );
+}

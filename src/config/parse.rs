@@ -265,7 +265,20 @@ fn labels(block: &Block) -> Vec<(String, Option<Range<usize>>)> {
 }
 
 /// Parses and validates a whole configuration; `file` is used for messages and relative paths.
+/// No configuration is anywhere near this long; a larger file is refused unread.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
+
 pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(vec![Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "the configuration file is larger than {MAX_CONFIG_BYTES} bytes; this is not a configuration"
+            ),
+        }]);
+    }
     if let Some(at) = super::nesting::too_deep(text) {
         let mut ctx = Ctx {
             file,
@@ -281,7 +294,7 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         );
         return Err(ctx.diags);
     }
-    let body = match hcl_edit::parser::parse_body(text) {
+    let body = match crate::config::nesting::parse_body(text) {
         Ok(b) => b,
         Err(e) => {
             return Err(vec![Diagnostic {
@@ -867,6 +880,12 @@ fn parse_provider_mirror(
                 debug_assert!(known, "members() only returns allowed attributes");
             }
         }
+    }
+    if public && proxy_packages {
+        ctx.error(
+            block.ident.span(),
+            format!("{where_}: public = true serves everyone with the server's credential, so proxy_packages (sealing each client's credential into URLs) cannot apply; set one of them"),
+        );
     }
     let Some(origin_url) = origin_url else {
         if !ctx

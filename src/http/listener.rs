@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -107,11 +107,22 @@ pub async fn accept_loop(
             let deadline = Instant::now() + handshake_timeout;
             let got_request = Arc::new(AtomicBool::new(false));
             let seen = got_request.clone();
+            // Requests being answered: while there are any, a silent client is waiting for
+            // us (perhaps for a slow origin), not idling.
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let busy = in_flight.clone();
             let service = service_fn(move |req| {
                 seen.store(true, Ordering::Relaxed);
                 let state: Arc<AppState> =
                     live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
-                async move { Ok::<_, std::convert::Infallible>(serve_one(state, peer, role, req).await) }
+                let busy = busy.clone();
+                // Counted from the start, so a request still waiting for its answer counts.
+                busy.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let resp = serve_one(state, peer, role, req).await;
+                    busy.fetch_sub(1, Ordering::Relaxed);
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| b.hold(busy)))
+                }
             });
             let first_request_late = async {
                 tokio::time::sleep_until(deadline).await;
@@ -119,7 +130,7 @@ pub async fn accept_loop(
                     std::future::pending::<()>().await;
                 }
             };
-            let tcp = IdleTimeout::new(tcp, idle);
+            let tcp = IdleTimeout::new(tcp, idle, in_flight.clone());
             let serve = async {
                 match acceptor {
                     Some(acceptor) => {
@@ -185,15 +196,18 @@ pub struct IdleTimeout<T> {
     /// when it fires, so the hot path never touches the timer wheel.
     last_progress: Instant,
     deadline: Pin<Box<Sleep>>,
+    /// Requests of this connection being answered: reads wait for them without limit.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl<T> IdleTimeout<T> {
-    pub fn new(inner: T, limit: Duration) -> IdleTimeout<T> {
+    pub fn new(inner: T, limit: Duration, in_flight: Arc<AtomicUsize>) -> IdleTimeout<T> {
         IdleTimeout {
             inner,
             limit,
             last_progress: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(limit)),
+            in_flight,
         }
     }
 
@@ -203,11 +217,16 @@ impl<T> IdleTimeout<T> {
 
     /// After `Pending` from the socket: an error if nothing moved for `limit`, else `Pending`
     /// with a wake-up registered for when that would be the case.
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// `reading`: a read waits without limit while a request is being answered (the
+    /// client is waiting for us); a write never does (the client stopped reading).
+    fn check(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<io::Error> {
         loop {
             match self.deadline.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
+                    if reading && self.in_flight.load(Ordering::Relaxed) > 0 {
+                        self.last_progress = Instant::now();
+                    }
                     let due = self.last_progress + self.limit;
                     if Instant::now() >= due {
                         return Poll::Ready(io::Error::new(
@@ -234,7 +253,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
                 this.progressed();
                 Poll::Ready(r)
             }
-            Poll::Pending => this.check(cx).map(Err),
+            Poll::Pending => this.check(cx, true).map(Err),
         }
     }
 }
@@ -251,7 +270,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
                 this.progressed();
                 Poll::Ready(r)
             }
-            Poll::Pending => this.check(cx).map(Err),
+            Poll::Pending => this.check(cx, false).map(Err),
         }
     }
 
@@ -266,7 +285,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
                 this.progressed();
                 Poll::Ready(r)
             }
-            Poll::Pending => this.check(cx).map(Err),
+            Poll::Pending => this.check(cx, false).map(Err),
         }
     }
 
@@ -278,7 +297,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
             Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => this.check(cx).map(Err),
+            Poll::Pending => this.check(cx, false).map(Err),
         }
     }
 
@@ -303,7 +322,8 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_time_out_and_busy_ones_do_not() {
         let (a, mut b) = tokio::io::duplex(64);
-        let mut idle = IdleTimeout::new(a, Duration::from_millis(500));
+        let busy = Arc::new(AtomicUsize::new(0));
+        let mut idle = IdleTimeout::new(a, Duration::from_millis(500), busy.clone());
         let mut buf = [0u8; 8];
         // Bytes keep arriving every 200 ms: never idle for 500 ms.
         let writer = tokio::spawn(async move {
@@ -320,6 +340,15 @@ mod tests {
         let started = std::time::Instant::now();
         let err = idle.read(&mut buf).await.unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(400));
+        // While a request is being answered, a silent client is waiting, not idle.
+        let (a, _b) = tokio::io::duplex(64);
+        let mut waiting = IdleTimeout::new(a, Duration::from_millis(200), busy.clone());
+        busy.fetch_add(1, Ordering::Relaxed);
+        let r = tokio::time::timeout(Duration::from_millis(800), waiting.read(&mut buf)).await;
+        assert!(r.is_err(), "the read must still be waiting");
+        busy.fetch_sub(1, Ordering::Relaxed);
+        let err = waiting.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -366,9 +366,18 @@ pub struct LoggedBody {
     entry: Option<AccessEntry>,
     metrics: std::sync::Arc<Metrics>,
     completed: bool,
+    /// The connection's count of requests in progress, given back when the body is done.
+    in_flight: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl LoggedBody {
+    /// Counts this response in `counter` until its body is done or dropped.
+    pub fn hold(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> LoggedBody {
+        counter.fetch_add(1, Relaxed);
+        self.in_flight = Some(counter);
+        self
+    }
+
     /// Not boxed again: hyper takes this type as it is.
     pub fn wrap(inner: Body, entry: AccessEntry, metrics: std::sync::Arc<Metrics>) -> LoggedBody {
         if entry.is_download {
@@ -380,6 +389,7 @@ impl LoggedBody {
             entry: Some(entry),
             metrics,
             completed: false,
+            in_flight: None,
         }
     }
 
@@ -446,5 +456,8 @@ impl Drop for LoggedBody {
             self.completed = true;
         }
         self.finish();
+        if let Some(c) = self.in_flight.take() {
+            c.fetch_sub(1, Relaxed);
+        }
     }
 }

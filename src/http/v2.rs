@@ -91,7 +91,16 @@ fn mirror_for<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<MirrorServi
         .mirrors
         .values()
         .filter(|m| m.holds_repository(name))
-        .max_by_key(|m| m.config.name_prefix.len())
+        // Longest prefix; on a tie, deterministically the stricter mirror (not public),
+        // then the first name.
+        .max_by(|a, b| {
+            let (a, b) = (&a.config, &b.config);
+            a.name_prefix
+                .len()
+                .cmp(&b.name_prefix.len())
+                .then(b.public.cmp(&a.public))
+                .then(b.name.cmp(&a.name))
+        })
         .ok_or_else(|| ApiError::UnknownRepository(name.to_owned()))
 }
 

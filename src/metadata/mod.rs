@@ -607,7 +607,8 @@ impl MetadataCache {
                 ))
             }
             Err(OciError::NotFound { what }) => {
-                self.record_acceptance(q, cred, true);
+                // Not an acceptance: registries that hide what a credential may not see
+                // answer 404 too.
                 self.store::<T>(
                     &key,
                     Entry {

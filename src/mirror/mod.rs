@@ -646,14 +646,22 @@ impl MirrorService {
         // A copy fetched for someone else (another mirror or repository, or with other
         // credentials), stored or still arriving, is only handed out once the origin says
         // this client may have it from this repository (src/access.rs decides when).
-        let fetched_for_this_kind = match &lookup {
-            Lookup::Hit(blob) => blob.meta.sources.contains(&source),
-            Lookup::Fill { fill, started } => *started || fill.source == source,
+        let here = |s: &BlobSource| s.mirror == source.mirror && s.repository == source.repository;
+        let (seen_here, same_kind_here) = match &lookup {
+            Lookup::Hit(blob) => (
+                blob.meta.sources.iter().any(here),
+                blob.meta.sources.contains(&source),
+            ),
+            Lookup::Fill { fill, started } => (
+                *started || here(&fill.source),
+                *started || fill.source == source,
+            ),
         };
         let needs_check = self.access.blob_needs_origin_check(
             via_sealed_url,
             &cred,
-            fetched_for_this_kind,
+            seen_here,
+            same_kind_here,
             || {
                 self.meta.credential_accepted(
                     &self.registry,

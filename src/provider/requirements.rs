@@ -76,7 +76,7 @@ fn parse_hcl(path: &Path) -> Result<Body, RequirementsError> {
             ),
         });
     }
-    hcl_edit::parser::parse_body(&text).map_err(|e| RequirementsError::Syntax {
+    crate::config::nesting::parse_body(&text).map_err(|e| RequirementsError::Syntax {
         path: path.to_owned(),
         message: format!("line {}: {}", e.location().line(), e.message()),
     })
