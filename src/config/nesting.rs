@@ -121,10 +121,8 @@ pub fn too_deep(text: &str) -> Option<usize> {
                     }
                     b'"' => stack.push(Level::Str),
                     b'[' | b'{' | b'(' => stack.push(Level::Open),
-                    b']' | b'}' | b')' => {
-                        if stack.last() == Some(&Level::Open) {
-                            stack.pop();
-                        }
+                    b']' | b'}' | b')' if stack.last() == Some(&Level::Open) => {
+                        stack.pop();
                     }
                     _ => {}
                 }

@@ -107,7 +107,9 @@ impl AppState {
                 Arc::new(UrlSealer::with_previous(&secret.0, &previous, ttl))
             }
             // A reload keeps the random key, so URLs handed out before it still work.
-            (None, Some(running)) if running.random_sealer => running.sealer.clone(),
+            (None, Some(running)) if running.random_sealer => {
+                Arc::new(running.sealer.with_ttl(ttl))
+            }
             (None, _) => {
                 if config.provider_mirrors.iter().any(|m| m.proxy_packages) {
                     tracing::warn!("no server.query_string_secret configured: using a random one, so download URLs only work on this instance until it restarts");

@@ -378,6 +378,10 @@ impl MetadataCache {
 
     fn remember<T: Cacheable>(&self, key: &str, entry: Arc<Entry<T>>) {
         let weight = key.len() + 64 + entry.value.as_ref().map_or(0, |v| v.weight());
+        if weight > MAX_MEMORY_BYTES / 4 {
+            // Kept on disk only: a few giants must not push everything else out.
+            return;
+        }
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
         if mem.entries.len() >= MAX_MEMORY_ENTRIES || mem.bytes + weight > MAX_MEMORY_BYTES {
             mem.entries.clear();

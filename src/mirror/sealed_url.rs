@@ -68,6 +68,15 @@ impl UrlSealer {
         }
     }
 
+    /// The same keys with another lifetime for new URLs (a reload that changed only that).
+    pub fn with_ttl(&self, ttl: Duration) -> UrlSealer {
+        UrlSealer {
+            current: self.current.clone(),
+            previous: self.previous.clone(),
+            ttl,
+        }
+    }
+
     /// A sealer with a random key, for servers configured without a `query_string_secret`
     /// (fine for one instance; several behind a balancer need a shared secret).
     pub fn random(ttl: Duration) -> UrlSealer {

@@ -77,6 +77,14 @@ impl Index {
             path: spill_dir.clone(),
             source,
         })?;
+        // Writes a crash interrupted.
+        if let Ok(entries) = std::fs::read_dir(&spill_dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(Index {
             db,
             blobs,
