@@ -1825,6 +1825,20 @@ proptest! {
     #[test]
     fn config_values_round_trip(spec in config_spec()) {
         let text = config_text(&spec);
+        // A public mirror cannot also seal credentials into URLs: that one combination is
+        // refused, naming both settings.
+        let both = spec
+            .mirrors
+            .iter()
+            .any(|m| m.public == Some(true) && m.proxy == Some(true));
+        if both {
+            let d = parse_cfg(&text).expect_err("public and proxy_packages together");
+            prop_assert!(
+                d.iter().any(|d| d.message.contains("public = true") && d.message.contains("proxy_packages")),
+                "{:?}", d
+            );
+            return Ok(());
+        }
         let c = match parse_cfg(&text) {
             Ok(c) => c,
             Err(d) => return Err(TestCaseError::fail(format!("{d:?}\nfor:\n{text}"))),
@@ -3831,13 +3845,17 @@ fn small_parsers_survive_pathological_sizes() {
 fn config_survives_long_inputs() {
     // A long string value, a long comment, many blocks, many errors: all bounded, every
     // error reported with its own line.
+    // Up to the 1 MiB size limit a file is parsed; past it, refused unread with a message.
     let long_value = format!(
         "provider_mirror \"m\" {{\n  origin_url = \"http://h/{}\"\n}}\n",
-        "a".repeat(1 << 20)
+        "a".repeat(1000 * 1000)
     );
     assert!(parse_cfg(&long_value).is_ok());
-    let comment = format!("# {}\n{MINIMAL_MIRROR}", "x".repeat(1 << 20));
+    let comment = format!("# {}\n{MINIMAL_MIRROR}", "x".repeat(1000 * 1000));
     assert!(parse_cfg(&comment).is_ok());
+    let too_long = format!("# {}\n{MINIMAL_MIRROR}", "x".repeat(1 << 20));
+    let d = parse_cfg(&too_long).expect_err("over the size limit");
+    assert!(d[0].message.contains("larger than"), "{d:?}");
     let many_mirrors: String = (0..2000)
         .map(|i| format!("provider_mirror \"m{i}\" {{\n  origin_url = \"http://h/\"\n}}\n"))
         .collect();

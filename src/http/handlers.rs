@@ -101,6 +101,7 @@ fn client_credential<B>(req: &Request<B>) -> Credential {
 /// states the mirror's freshness policy, and a `Warning` when it is served stale.
 fn json_response(
     m: &MirrorService,
+    client: &Credential,
     body: bytes::Bytes,
     age: Duration,
     stale: bool,
@@ -111,7 +112,7 @@ fn json_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(header::CACHE_CONTROL, m.json_cache_control());
+    h.insert(header::CACHE_CONTROL, m.json_cache_control(client));
     h.insert(header::AGE, HeaderValue::from(age.as_secs()));
     resp.extensions_mut().insert(if stale {
         CacheOutcome::Stale
@@ -135,9 +136,10 @@ async fn index<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
-    let doc = m.index(addr, &client_credential(req)).await?;
+    let cred = client_credential(req);
+    let doc = m.index(addr, &cred).await?;
     let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
-    Ok(json_response(m, body.into(), doc.age, doc.stale))
+    Ok(json_response(m, &cred, body.into(), doc.age, doc.stale))
 }
 
 async fn version_json<B>(
@@ -150,7 +152,7 @@ async fn version_json<B>(
     let m = mirror(state, name)?;
     let cred = client_credential(req);
     let body = m.version_json(addr, version, &cred).await?;
-    Ok(json_response(m, body.value, body.age, body.stale))
+    Ok(json_response(m, &cred, body.value, body.age, body.stale))
 }
 
 fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {

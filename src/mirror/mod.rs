@@ -92,7 +92,8 @@ pub struct MirrorService {
     /// Keyed by manifest digest (looked up without allocating); the address and version are
     /// checked, since one manifest may be pushed under several names.
     version_bodies: Mutex<HashMap<Digest, VersionBody>>,
-    json_cache_control: http::HeaderValue,
+    /// `Cache-Control` of the JSON documents: `[public, private]`.
+    json_cache_control: [http::HeaderValue; 2],
     /// Whether the origin challenged an anonymous `GET /v2/`, and when we last asked.
     origin_challenge: Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -118,27 +119,29 @@ impl MirrorService {
             store,
             resolved: Mutex::new(HashMap::new()),
             version_bodies: Mutex::new(HashMap::new()),
-            json_cache_control: http::HeaderValue::from_str(&format!(
-                // Answers depend on the client's credentials when packages need authorization.
-                "{}, max-age={}, stale-while-revalidate={}",
-                if access.answers_are_private() {
-                    "private"
-                } else {
-                    "public"
-                },
-                config.freshness.index_max_age.as_secs(),
-                config.freshness.stale_while_revalidate.as_secs()
-            ))
-            .expect("an ASCII header value"),
+            json_cache_control: [false, true].map(|private| {
+                http::HeaderValue::from_str(&format!(
+                    "{}, max-age={}, stale-while-revalidate={}",
+                    if private { "private" } else { "public" },
+                    config.freshness.index_max_age.as_secs(),
+                    config.freshness.stale_while_revalidate.as_secs()
+                ))
+                .expect("an ASCII header value")
+            }),
             access,
             origin_challenge: Mutex::new(None),
             config,
         }
     }
 
-    /// The `Cache-Control` of this mirror's JSON documents, stating its freshness policy.
-    pub fn json_cache_control(&self) -> http::HeaderValue {
-        self.json_cache_control.clone()
+    /// The `Cache-Control` of this mirror's JSON documents for a client, stating the
+    /// freshness policy. Answers depend on the client's credential (and shared caches must
+    /// not keep them) when URLs are sealed or the client sent one, unless the mirror is public.
+    pub fn json_cache_control(&self, client: &Credential) -> http::HeaderValue {
+        let private = self.access.answers_are_private()
+            || (!matches!(self.access, MirrorAccess::Public { .. })
+                && !matches!(client, Credential::Anonymous));
+        self.json_cache_control[usize::from(private)].clone()
     }
 
     /// The command that would put what is missing into the cache.

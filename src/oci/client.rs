@@ -340,21 +340,43 @@ impl OciClient {
             .and_then(Digest::parse))
     }
 
-    /// Whether the registry's `GET /v2/` challenges an anonymous client. An unreachable
-    /// registry does not (the client will hear about that on its real request).
+    /// Whether the registry demands credentials of an anonymous client: its `GET /v2/`
+    /// answers 401, and, for a Bearer challenge, its token realm refuses an anonymous token
+    /// (registries such as Docker Hub or GHCR challenge everyone but hand anonymous pull
+    /// tokens out). An unreachable registry does not (the client hears of that later).
     pub async fn demands_credentials(&self, reg: &Registry) -> bool {
         let Ok(url) = reg.api("v2/") else {
             return false;
         };
-        match self
-            .http
-            .get(url)
-            .timeout(self.options.metadata_timeout)
-            .send()
-            .await
-        {
-            Ok(resp) => resp.status() == StatusCode::UNAUTHORIZED,
-            Err(_) => false,
+        let timeout = self.options.metadata_timeout;
+        let resp = match self.http.get(url).timeout(timeout).send().await {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return false;
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse);
+        let Some(realm) = challenge
+            .as_ref()
+            .filter(|c| c.is_bearer())
+            .and_then(|c| c.params.get("realm"))
+            .and_then(|r| url::Url::parse(r).ok())
+            .filter(|r| r.scheme() == "https" || r.scheme() == "http")
+        else {
+            return true;
+        };
+        let mut realm = realm;
+        if let Some(service) = challenge.as_ref().and_then(|c| c.params.get("service")) {
+            realm.query_pairs_mut().append_pair("service", service);
+        }
+        match self.http.get(realm).timeout(timeout).send().await {
+            Ok(r) => !r.status().is_success(),
+            Err(_) => true,
         }
     }
 
