@@ -1216,3 +1216,29 @@ async fn endless_and_dripping_origins_are_cut_off_within_the_limits() {
 
     fx.conclude("endless and slow", problems).await;
 }
+
+/// A request waiting on a slow origin is the client waiting for us, not an idle connection:
+/// with `idle_timeout` shorter than the origin's timeout, the client still gets the answer
+/// to the origin timing out (504), not a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_slow_origin_is_not_cut_by_the_idle_timeout() {
+    let fx = Fixture::start(
+        "",
+        "  idle_timeout = \"1s\"\n  origin_metadata_timeout = \"4s\"",
+    );
+    let p = fx.evil.add("slow-manifest", 1, Fault::ManifestDripHeaders);
+    let started = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        fx.client.get(fx.version_url(&p)).send(),
+    )
+    .await
+    .expect("bounded")
+    .expect("the connection must not be dropped while the server waits on the origin");
+    assert_eq!(resp.status(), 504, "the origin's timeout is the answer");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "answered after {:?}, before the origin timeout",
+        started.elapsed()
+    );
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +21,44 @@ use tokio::time::{Instant, Sleep};
 
 use super::{serve_one, AppState, Live};
 use crate::config::Limits;
+
+/// Requests of one connection being answered, and when the last one finished: while a
+/// request is in progress the client is waiting for us, and idleness counts from its end.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds after `epoch` when the last request finished.
+    last_done_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn end(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_done_ms.fetch_max(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    fn last_done(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed))
+    }
+}
 
 /// Which endpoints a listener answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +147,7 @@ pub async fn accept_loop(
             let seen = got_request.clone();
             // Requests being answered: while there are any, a silent client is waiting for
             // us (perhaps for a slow origin), not idling.
-            let in_flight = Arc::new(AtomicUsize::new(0));
+            let in_flight = Arc::new(Activity::new());
             let busy = in_flight.clone();
             let service = service_fn(move |req| {
                 seen.store(true, Ordering::Relaxed);
@@ -117,11 +155,12 @@ pub async fn accept_loop(
                     live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
                 let busy = busy.clone();
                 // Counted from the start, so a request still waiting for its answer counts.
-                busy.fetch_add(1, Ordering::Relaxed);
+                busy.begin();
                 async move {
                     let resp = serve_one(state, peer, role, req).await;
-                    busy.fetch_sub(1, Ordering::Relaxed);
-                    Ok::<_, std::convert::Infallible>(resp.map(|b| b.hold(busy)))
+                    let resp = resp.map(|b| b.hold(busy.clone()));
+                    busy.end();
+                    Ok::<_, std::convert::Infallible>(resp)
                 }
             });
             let first_request_late = async {
@@ -195,46 +234,71 @@ pub struct IdleTimeout<T> {
     /// When a byte last moved. Progress only notes the time; the timer is re-armed lazily
     /// when it fires, so the hot path never touches the timer wheel.
     last_progress: Instant,
+    /// Since when a write has been waiting for the client to read.
+    write_blocked_since: Option<Instant>,
     deadline: Pin<Box<Sleep>>,
     /// Requests of this connection being answered: reads wait for them without limit.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<Activity>,
 }
 
 impl<T> IdleTimeout<T> {
-    pub fn new(inner: T, limit: Duration, in_flight: Arc<AtomicUsize>) -> IdleTimeout<T> {
+    pub fn new(inner: T, limit: Duration, in_flight: Arc<Activity>) -> IdleTimeout<T> {
         IdleTimeout {
             inner,
             limit,
             last_progress: Instant::now(),
+            write_blocked_since: None,
             deadline: Box::pin(tokio::time::sleep(limit)),
             in_flight,
         }
     }
 
-    fn progressed(&mut self) {
+    fn progressed(&mut self, wrote: bool) {
         self.last_progress = Instant::now();
+        if wrote {
+            self.write_blocked_since = None;
+        }
     }
 
-    /// After `Pending` from the socket: an error if nothing moved for `limit`, else `Pending`
-    /// with a wake-up registered for when that would be the case.
-    /// `reading`: a read waits without limit while a request is being answered (the
-    /// client is waiting for us); a write never does (the client stopped reading).
+    /// After `Pending` from the socket: an error if the connection has been idle too long,
+    /// else `Pending` with a wake-up registered. Idle means: a write blocked for `limit` (the
+    /// client stopped reading), or no byte either way for `limit` while no request of the
+    /// connection is being answered (a read waiting on us is the client waiting, not idling).
     fn check(&mut self, cx: &mut Context<'_>, reading: bool) -> Poll<io::Error> {
+        let now = Instant::now();
+        if !reading && self.write_blocked_since.is_none() {
+            self.write_blocked_since = Some(now);
+        }
         loop {
+            let busy = self.in_flight.busy();
+            // Idle since the last byte, or since the last answer was ready, whichever is later.
+            let idle_since = self.last_progress.max(self.in_flight.last_done());
+            let read_due = (!busy).then(|| idle_since + self.limit);
+            let write_due = self.write_blocked_since.map(|t| t + self.limit);
+            let due = match (read_due, write_due) {
+                (Some(r), Some(w)) => r.min(w),
+                (Some(d), None) | (None, Some(d)) => d,
+                // Nothing can time out now; the next poll of the socket looks again.
+                (None, None) => return Poll::Pending,
+            };
+            if Instant::now() >= due {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ));
+            }
+            // Moving the timer touches the timer wheel: only ever bring it earlier here; a
+            // timer that fires early is re-armed lazily below.
+            if self.deadline.deadline() > due {
+                self.deadline.as_mut().reset(due);
+            }
             match self.deadline.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
-                    if reading && self.in_flight.load(Ordering::Relaxed) > 0 {
-                        self.last_progress = Instant::now();
+                    let now = Instant::now();
+                    if now < due {
+                        self.deadline.as_mut().reset(due);
                     }
-                    let due = self.last_progress + self.limit;
-                    if Instant::now() >= due {
-                        return Poll::Ready(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "connection idle for too long",
-                        ));
-                    }
-                    self.deadline.as_mut().reset(due);
                 }
             }
         }
@@ -250,7 +314,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.progressed();
+                this.progressed(false);
                 Poll::Ready(r)
             }
             Poll::Pending => this.check(cx, true).map(Err),
@@ -267,7 +331,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
-                this.progressed();
+                this.progressed(true);
                 Poll::Ready(r)
             }
             Poll::Pending => this.check(cx, false).map(Err),
@@ -282,7 +346,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
-                this.progressed();
+                this.progressed(true);
                 Poll::Ready(r)
             }
             Poll::Pending => this.check(cx, false).map(Err),
@@ -296,7 +360,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Ready(r) => {
+                // Nothing left waiting for the client.
+                this.write_blocked_since = None;
+                Poll::Ready(r)
+            }
             Poll::Pending => this.check(cx, false).map(Err),
         }
     }
@@ -322,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_time_out_and_busy_ones_do_not() {
         let (a, mut b) = tokio::io::duplex(64);
-        let busy = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(Activity::new());
         let mut idle = IdleTimeout::new(a, Duration::from_millis(500), busy.clone());
         let mut buf = [0u8; 8];
         // Bytes keep arriving every 200 ms: never idle for 500 ms.
@@ -344,10 +412,10 @@ mod tests {
         // While a request is being answered, a silent client is waiting, not idle.
         let (a, _b) = tokio::io::duplex(64);
         let mut waiting = IdleTimeout::new(a, Duration::from_millis(200), busy.clone());
-        busy.fetch_add(1, Ordering::Relaxed);
+        busy.begin();
         let r = tokio::time::timeout(Duration::from_millis(800), waiting.read(&mut buf)).await;
         assert!(r.is_err(), "the read must still be waiting");
-        busy.fetch_sub(1, Ordering::Relaxed);
+        busy.end();
         let err = waiting.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }

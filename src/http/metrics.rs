@@ -367,14 +367,14 @@ pub struct LoggedBody {
     metrics: std::sync::Arc<Metrics>,
     completed: bool,
     /// The connection's count of requests in progress, given back when the body is done.
-    in_flight: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    in_flight: Option<std::sync::Arc<super::listener::Activity>>,
 }
 
 impl LoggedBody {
     /// Counts this response in `counter` until its body is done or dropped.
-    pub fn hold(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> LoggedBody {
-        counter.fetch_add(1, Relaxed);
-        self.in_flight = Some(counter);
+    pub fn hold(mut self, activity: std::sync::Arc<super::listener::Activity>) -> LoggedBody {
+        activity.begin();
+        self.in_flight = Some(activity);
         self
     }
 
@@ -456,8 +456,8 @@ impl Drop for LoggedBody {
             self.completed = true;
         }
         self.finish();
-        if let Some(c) = self.in_flight.take() {
-            c.fetch_sub(1, Relaxed);
+        if let Some(a) = self.in_flight.take() {
+            a.end();
         }
     }
 }
