@@ -546,17 +546,29 @@ impl MirrorService {
         self.meta
             .tags(&self.registry, repo, &cred, &self.config.freshness)
             .await
-            .map_err(|e| {
-                self.metadata_error(
-                    e,
-                    || {
-                        MirrorError::Origin(Arc::new(OciError::NotFound {
-                            what: format!("repository {repo}"),
-                        }))
-                    },
-                    repo,
-                )
-            })
+            .map_err(|e| self.pull_api_error(e, repo, || format!("repository {repo}")))
+    }
+
+    /// A metadata error of the OCI pull API: "not found" as the registry would say it, and
+    /// an offline hint naming the provider the repository holds.
+    fn pull_api_error(
+        &self,
+        e: MetadataError,
+        repo: &str,
+        what: impl FnOnce() -> String,
+    ) -> MirrorError {
+        self.metadata_error(
+            e,
+            || MirrorError::Origin(Arc::new(OciError::NotFound { what: what() })),
+            self.provider_of(repo),
+        )
+    }
+
+    /// The provider address part of a repository name (without the mirror's prefix).
+    fn provider_of<'a>(&self, repo: &'a str) -> &'a str {
+        repo.strip_prefix(self.config.name_prefix.as_str())
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(repo)
     }
 
     /// A manifest by tag or digest (the OCI pull API), as the origin sent it.
@@ -576,17 +588,7 @@ impl MirrorService {
                 &self.config.freshness,
             )
             .await
-            .map_err(|e| {
-                self.metadata_error(
-                    e,
-                    || {
-                        MirrorError::Origin(Arc::new(OciError::NotFound {
-                            what: format!("manifest {repo}:{reference}"),
-                        }))
-                    },
-                    repo,
-                )
-            })
+            .map_err(|e| self.pull_api_error(e, repo, || format!("manifest {repo}:{reference}")))
     }
 
     /// Any blob of a repository this mirror serves, for a client presenting `client`
@@ -598,7 +600,7 @@ impl MirrorService {
         client: Credential,
     ) -> Result<PackageBody, MirrorError> {
         let cred = self.origin_credential(client);
-        let warm = || self.warm_command(repo);
+        let warm = || self.warm_command(self.provider_of(repo));
         self.blob(repo, digest, cred, "application/octet-stream", warm, false)
             .await
     }
