@@ -19,6 +19,13 @@ server {
   # How long a sealed download URL stays valid (default "3m").
   download_url_ttl = "3m"
 
+  # When rotating query_string_secret, keep the old one here until download_url_ttl has
+  # passed, so URLs handed out before the rotation keep working (reload with SIGHUP).
+  # previous_query_string_secrets = ["<old 64 hex characters>"]
+
+  # Serve /metrics, /healthz and /readyz on a separate plain-HTTP address instead.
+  # admin_listen_addr = "127.0.0.1:9100"
+
   # Terraform only uses https:// mirrors. Without a tls block the server speaks
   # plain HTTP, for use behind a TLS-terminating proxy.
   tls {
@@ -43,4 +50,17 @@ provider_mirror "mirror" {
   # credentials with package downloads, so with proxy_packages = true the
   # download URLs carry the token sealed under query_string_secret.
   proxy_packages = true
+
+  # public = true would instead serve this mirror's data to every client, fetched with the
+  # server's own credential (docker config.json). It cannot be combined with proxy_packages.
 }
+
+# Hard bounds on clients and origins; every one has a safe default (README, "limits").
+# limits {
+#   max_request_header_bytes = "16KiB"
+#   idle_timeout             = "60s"
+#   max_connections          = 4096
+#   max_origin_fetches       = 64
+#   max_package_size         = "4GiB"
+#   origin_fetch_timeout     = "30m"
+# }
