@@ -85,12 +85,16 @@ pub(crate) enum QueryKind {
 }
 
 impl Query {
-    fn tags(registry: &Registry, repository: &str) -> Query {
+    fn new(registry: &Registry, repository: &str, kind: QueryKind) -> Query {
         Query {
             registry: registry.clone(),
             repository: repository.to_owned(),
-            kind: QueryKind::Tags,
+            kind,
         }
+    }
+
+    fn tags(registry: &Registry, repository: &str) -> Query {
+        Query::new(registry, repository, QueryKind::Tags)
     }
 
     fn key(&self) -> String {
@@ -199,11 +203,7 @@ impl MetadataCache {
         cred: &Credential,
         policy: &FreshnessPolicy,
     ) -> Result<Cached<Arc<Vec<String>>>, MetadataError> {
-        let q = Query {
-            registry: registry.clone(),
-            repository: repository.to_owned(),
-            kind: QueryKind::Tags,
-        };
+        let q = Query::new(registry, repository, QueryKind::Tags);
         self.lookup::<Vec<String>>(q, cred, policy).await
     }
 
@@ -216,21 +216,14 @@ impl MetadataCache {
         cred: &Credential,
         policy: &FreshnessPolicy,
     ) -> Result<Cached<(Digest, Arc<Manifest>)>, MetadataError> {
-        let q = Query {
-            registry: registry.clone(),
-            repository: repository.to_owned(),
-            kind: QueryKind::TagDigest(tag.to_owned()),
-        };
-        let tag_key = q.key();
-        let digest = self.lookup::<Digest>(q, cred, policy).await?;
-        let manifest = self
-            .manifest(registry, repository, &digest.value, cred, policy)
-            .await
-            .inspect_err(|e| self.forget_if_bad_pointer(&tag_key, e))?;
+        let doc = self
+            .manifest_document(registry, repository, tag, cred, policy)
+            .await?;
+        let (digest, body) = doc.value;
         Ok(Cached {
-            value: ((*digest.value).clone(), manifest.value),
-            age: digest.age,
-            stale: digest.stale,
+            value: (digest, body.parsed.clone()),
+            age: doc.age,
+            stale: doc.stale,
         })
     }
 
@@ -246,21 +239,17 @@ impl MetadataCache {
         let (digest, age, stale, tag_key) = match Digest::parse(reference) {
             Some(d) => (d, Duration::ZERO, false, None),
             None => {
-                let q = Query {
-                    registry: registry.clone(),
-                    repository: repository.to_owned(),
-                    kind: QueryKind::TagDigest(reference.to_owned()),
-                };
+                let q = Query::new(
+                    registry,
+                    repository,
+                    QueryKind::TagDigest(reference.to_owned()),
+                );
                 let key = q.key();
                 let d = self.lookup::<Digest>(q, cred, policy).await?;
                 ((*d.value).clone(), d.age, d.stale, Some(key))
             }
         };
-        let q = Query {
-            registry: registry.clone(),
-            repository: repository.to_owned(),
-            kind: QueryKind::Manifest(digest.clone()),
-        };
+        let q = Query::new(registry, repository, QueryKind::Manifest(digest.clone()));
         let body = self
             .lookup::<ManifestBody>(q, cred, policy)
             .await
@@ -285,11 +274,7 @@ impl MetadataCache {
         cred: &Credential,
         policy: &FreshnessPolicy,
     ) -> Result<Cached<Arc<Manifest>>, MetadataError> {
-        let q = Query {
-            registry: registry.clone(),
-            repository: repository.to_owned(),
-            kind: QueryKind::Manifest(digest.clone()),
-        };
+        let q = Query::new(registry, repository, QueryKind::Manifest(digest.clone()));
         let body = self.lookup::<ManifestBody>(q, cred, policy).await?;
         Ok(Cached {
             value: body.value.parsed.clone(),

@@ -120,6 +120,25 @@ impl Challenge {
         })
     }
 
+    /// The token realm's URL for this challenge (with its `service`, and `scope` if given),
+    /// when the realm is an http(s) URL.
+    pub fn token_url(&self, scope: Option<&str>) -> Option<url::Url> {
+        let mut url = url::Url::parse(self.params.get("realm")?).ok()?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return None;
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(service) = self.params.get("service") {
+                q.append_pair("service", service);
+            }
+            if let Some(scope) = scope {
+                q.append_pair("scope", scope);
+            }
+        }
+        Some(url)
+    }
+
     pub fn is_bearer(&self) -> bool {
         self.scheme == "bearer"
     }

@@ -362,18 +362,11 @@ impl OciClient {
             .and_then(|v| v.to_str().ok())
             .and_then(Challenge::parse);
         let Some(realm) = challenge
-            .as_ref()
-            .filter(|c| c.is_bearer())
-            .and_then(|c| c.params.get("realm"))
-            .and_then(|r| url::Url::parse(r).ok())
-            .filter(|r| r.scheme() == "https" || r.scheme() == "http")
+            .filter(Challenge::is_bearer)
+            .and_then(|c| c.token_url(None))
         else {
             return true;
         };
-        let mut realm = realm;
-        if let Some(service) = challenge.as_ref().and_then(|c| c.params.get("service")) {
-            realm.query_pairs_mut().append_pair("service", service);
-        }
         match self.http.get(realm).timeout(timeout).send().await {
             Ok(r) => !r.status().is_success(),
             Err(_) => true,
@@ -460,23 +453,10 @@ impl OciClient {
         scope: &str,
         cred: &Credential,
     ) -> Result<Option<String>, OciError> {
-        let Some(realm) = challenge.params.get("realm") else {
+        // The challenge's scope may name more than a pull; we ask for pull only.
+        let Some(realm_url) = challenge.token_url(Some(scope)) else {
             return Ok(None);
         };
-        let Ok(mut realm_url) = url::Url::parse(realm) else {
-            return Ok(None);
-        };
-        if realm_url.scheme() != "https" && realm_url.scheme() != "http" {
-            return Ok(None);
-        }
-        {
-            let mut q = realm_url.query_pairs_mut();
-            if let Some(service) = challenge.params.get("service") {
-                q.append_pair("service", service);
-            }
-            // The challenge's scope may name more than a pull; we ask for pull only.
-            q.append_pair("scope", scope);
-        }
         let req = cred
             .apply(self.http.get(realm_url))
             .timeout(self.options.metadata_timeout);
