@@ -13,5 +13,7 @@ pub mod metadata;
 pub mod mirror;
 pub mod oci;
 pub mod provider;
+pub mod registry;
+pub mod signing;
 pub mod store;
 pub mod tls;

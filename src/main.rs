@@ -50,16 +50,19 @@ enum Command {
     /// Inspect and look after the package cache.
     #[command(subcommand)]
     Cache(odtr::cli::cache::CacheCommand),
-    /// Publish provider packages into an OCI registry (see docs/push.md).
+    /// Publish provider packages or a module into an OCI registry (see docs/push.md).
     Push(odtr::cli::push::PushArgs),
+    /// Create an OpenPGP key pair for the provider registry to sign SHA256SUMS with.
+    Keygen(odtr::cli::keygen::KeygenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    // `push --registry` needs no configuration file, so it runs before one is loaded.
+    // `push --registry` and `keygen` need no configuration file, so they run before one is loaded.
     let command = match cli.command {
         Some(Command::Push(args)) => return odtr::cli::push::main(cli.config.as_deref(), args),
+        Some(Command::Keygen(args)) => return odtr::cli::keygen::main(args),
         other => other,
     };
     let config = match Config::locate_and_load(cli.config.as_deref()) {
@@ -105,7 +108,9 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| e.to_string()),
             Command::Cache(c) => odtr::cli::cache::run(&config, c).map_err(|e| e.to_string()),
-            Command::Push(_) => unreachable!("push runs before the configuration is loaded"),
+            Command::Push(_) | Command::Keygen(_) => {
+                unreachable!("push and keygen run before the configuration is loaded")
+            }
         }
     });
     match result {

@@ -2866,6 +2866,7 @@ fn manifest_struct() -> impl Strategy<Value = AnyManifest> {
                     artifact_type,
                     config,
                     layers,
+                    subject: None,
                     annotations,
                 })
             },
@@ -3449,9 +3450,9 @@ proptest! {
             assert_normalized_address(&a)?;
             prop_assert_eq!(requirements::parse_address(&a.to_string()).ok(), Some(a.clone()));
         }
-        if let Ok(a) = push_parse_address(&s) {
+        if let Ok(a) = push_parse_address(&s, None) {
             assert_normalized_address(&a)?;
-            prop_assert_eq!(push_parse_address(&a.to_string()).ok(), Some(a.clone()));
+            prop_assert_eq!(push_parse_address(&a.to_string(), None).ok(), Some(a.clone()));
         }
         let spec = match &at {
             Some(c) => format!("{s}@{c}"),

@@ -65,6 +65,7 @@ async fn push_lib(
     let target = PushTarget {
         registry: OciRegistry::new(url::Url::parse(registry_url).unwrap()),
         name_prefix: prefix.to_owned(),
+        with_hostname: true,
         credential,
     };
     publish::push(&client, &target, &releases, &opts, &NoProgress)

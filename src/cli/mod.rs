@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod export;
+pub mod keygen;
 pub mod lock;
 pub mod push;
 pub mod server;

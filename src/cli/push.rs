@@ -45,11 +45,36 @@ impl From<LayoutArg> for PublishLayout {
 /// --address), or zip files (with --address, and --version unless their names carry it).
 /// Every package is checked before anything is written.
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["mirror", "registry"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["mirror", "registry", "provider_registry", "module_registry"])))]
 pub struct PushArgs {
     /// Push to the origin registry and name prefix of this provider_mirror of the configuration.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["registry", "repository_prefix"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["registry", "repository_prefix", "module"])]
     pub mirror: Option<String>,
+
+    /// Push to the configuration's provider_registry (repositories PREFIX/NAMESPACE/TYPE);
+    /// --address may then be just NAMESPACE/TYPE.
+    #[arg(long, conflicts_with_all = ["registry", "repository_prefix", "mirror", "module"])]
+    pub provider_registry: bool,
+
+    /// Push a --module to the configuration's module_registry.
+    #[arg(long, requires = "module", conflicts_with_all = ["registry", "repository_prefix", "mirror"])]
+    pub module_registry: bool,
+
+    /// Publish the Terraform module in this directory (with --address NAMESPACE/NAME/SYSTEM
+    /// and --version), zipped without .terraform/ and .git/.
+    #[arg(long, value_name = "DIR", requires_all = ["address", "provider_version"])]
+    pub module: Option<PathBuf>,
+
+    /// The author's ASCII-armored OpenPGP public key: release directories holding the
+    /// author's terraform-provider-TYPE_VERSION_SHA256SUMS.sig are checked against it, and
+    /// SHA256SUMS, signature and key are published with the version for the provider registry.
+    #[arg(long, value_name = "FILE")]
+    pub author_key: Option<PathBuf>,
+
+    /// Plugin protocol versions the provider speaks, comma-separated (default: from the
+    /// release's terraform-provider-TYPE_VERSION_manifest.json, else 5.0).
+    #[arg(long, value_name = "VERSIONS", value_delimiter = ',')]
+    pub protocols: Vec<String>,
 
     /// Push to this registry (e.g. https://ghcr.io or http://127.0.0.1:5000); no configuration
     /// file is needed.
@@ -95,7 +120,7 @@ pub struct PushArgs {
     /// Provider packages: a `terraform providers mirror` directory; a release directory
     /// (terraform-provider-TYPE_VERSION_OS_ARCH.zip files and their _SHA256SUMS) with
     /// --address; or zip files with --address (and --version if their names lack it).
-    #[arg(required = true, value_name = "SOURCE")]
+    #[arg(required_unless_present = "module", value_name = "SOURCE")]
     pub sources: Vec<PathBuf>,
 }
 
@@ -129,6 +154,24 @@ pub enum PushError {
     Client(#[from] OciError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the configuration {0} has no {1} block")]
+    NoRegistry(PathBuf, &'static str),
+    #[error("{path}: the author's signature of SHA256SUMS {problem}")]
+    AuthorSignature { path: PathBuf, problem: String },
+    #[error("--author-key {path}: {reason}")]
+    AuthorKey { path: PathBuf, reason: String },
+    #[error("--protocols: {0:?} is not a protocol version (MAJOR.MINOR, e.g. 5.0)")]
+    Protocol(String),
+    #[error(transparent)]
+    Module(#[from] crate::registry::module_package::ModulePackageError),
+    #[error("--address {0}")]
+    ModuleAddress(String),
+    #[error("module {module} {version}: the tag already holds other content{}; pass --force to replace it", .existing.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    ModuleConflict {
+        module: String,
+        version: String,
+        existing: Option<crate::oci::Digest>,
+    },
 }
 
 fn known_list(known: &[String]) -> String {
@@ -182,14 +225,18 @@ pub fn parse_registry_url(s: &str) -> Result<url::Url, PushError> {
     Ok(url)
 }
 
-/// `HOST/NAMESPACE/TYPE`.
-pub fn parse_address(s: &str) -> Result<ProviderAddress, PushError> {
+/// `HOST/NAMESPACE/TYPE`; for a provider registry (`registry_host`) also `NAMESPACE/TYPE`.
+pub fn parse_address(s: &str, registry_host: Option<&str>) -> Result<ProviderAddress, PushError> {
     let parts: Vec<&str> = s.split('/').collect();
-    let [host, namespace, type_name] = parts.as_slice() else {
-        return Err(PushError::Address {
-            address: s.to_owned(),
-            reason: "not three parts".into(),
-        });
+    let (host, namespace, type_name) = match (parts.as_slice(), registry_host) {
+        ([host, namespace, type_name], _) => (*host, *namespace, *type_name),
+        ([namespace, type_name], Some(host)) => (host, *namespace, *type_name),
+        _ => {
+            return Err(PushError::Address {
+                address: s.to_owned(),
+                reason: "not three parts".into(),
+            })
+        }
     };
     ProviderAddress::new(host, namespace, type_name).map_err(|e| PushError::Address {
         address: s.to_owned(),
@@ -202,6 +249,24 @@ pub fn resolve_destination(
     config_path: Option<&Path>,
     args: &PushArgs,
 ) -> Result<(Registry, String), PushError> {
+    if args.provider_registry || args.module_registry {
+        let config = Config::locate_and_load(config_path)?;
+        let origin = if args.provider_registry {
+            config.provider_registry.as_ref().map(|r| &r.origin)
+        } else {
+            config.module_registry.as_ref().map(|r| &r.origin)
+        };
+        let block = if args.provider_registry {
+            "provider_registry"
+        } else {
+            "module_registry"
+        };
+        let origin = origin.ok_or_else(|| PushError::NoRegistry(config.source.clone(), block))?;
+        return Ok((
+            Registry::new(origin.origin_url.clone()),
+            origin.name_prefix.clone(),
+        ));
+    }
     match (&args.mirror, &args.registry) {
         (Some(name), _) => {
             let config = Config::locate_and_load(config_path)?;
@@ -259,7 +324,14 @@ pub fn resolve_credential(
 }
 
 pub fn source_options(args: &PushArgs) -> Result<SourceOptions, PushError> {
-    let address = args.address.as_deref().map(parse_address).transpose()?;
+    let registry_host = args
+        .provider_registry
+        .then_some(crate::registry::REGISTRY_HOST);
+    let address = args
+        .address
+        .as_deref()
+        .map(|a| parse_address(a, registry_host))
+        .transpose()?;
     let version = args
         .provider_version
         .as_deref()
@@ -296,10 +368,12 @@ pub async fn run(
         .await
         .map_err(|e| PushError::Runtime(std::io::Error::other(e)))?
         .map_err(PushError::Sources)?;
+    let releases = with_release_extras(args, releases)?;
     let client = OciClient::new(ClientOptions::default())?;
     let target = PushTarget {
         registry,
         name_prefix,
+        with_hostname: !args.provider_registry,
         credential,
     };
     let opts = PushOptions {
@@ -314,6 +388,138 @@ pub async fn run(
         .map_err(PushError::Plan)
 }
 
+/// Adds what release directories hold beside the packages: protocol versions, and the
+/// author's signed SHA256SUMS (checked against `--author-key`).
+fn with_release_extras(
+    args: &PushArgs,
+    mut releases: Vec<sources::ProviderRelease>,
+) -> Result<Vec<sources::ProviderRelease>, PushError> {
+    for p in &args.protocols {
+        if !crate::registry::providers::is_protocol_version(p) {
+            return Err(PushError::Protocol(p.clone()));
+        }
+    }
+    let author_key = match &args.author_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| PushError::AuthorKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            crate::signing::public_key_id(&text).map_err(|e| PushError::AuthorKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let dirs: Vec<&PathBuf> = args.sources.iter().filter(|p| p.is_dir()).collect();
+    for release in &mut releases {
+        let mut protocols = None;
+        for dir in &dirs {
+            let extras = sources::release_extras(dir, &release.address.type_name, &release.version)
+                .map_err(|e| PushError::Sources(vec![e]))?;
+            protocols = protocols.or(extras.protocols);
+            let (Some((sums_path, sums)), Some((sig_path, signature))) =
+                (extras.sums, extras.signature)
+            else {
+                continue;
+            };
+            let Some(key) = &author_key else {
+                return Err(PushError::AuthorSignature {
+                    path: sig_path,
+                    problem: "needs the author's public key to be checked and published: pass --author-key FILE".into(),
+                });
+            };
+            crate::signing::verify_detached(key, &sums, &signature).map_err(|e| {
+                PushError::AuthorSignature {
+                    path: sig_path.clone(),
+                    problem: format!(
+                        "does not verify against --author-key ({e}); was {} changed after signing?",
+                        sums_path.display()
+                    ),
+                }
+            })?;
+            release.signatures = Some(sources::AuthorSignatures {
+                sums,
+                signature,
+                public_key: key.clone(),
+            });
+        }
+        release.protocols = if args.protocols.is_empty() {
+            protocols.unwrap_or_default()
+        } else {
+            args.protocols.clone()
+        };
+        if let Some(p) = release
+            .protocols
+            .iter()
+            .find(|p| !crate::registry::providers::is_protocol_version(p))
+        {
+            return Err(PushError::Protocol(p.clone()));
+        }
+    }
+    Ok(releases)
+}
+
+/// `push --module DIR`: zips the module and publishes it; prints what happened.
+async fn run_module(
+    config_path: Option<&Path>,
+    args: &PushArgs,
+    dir: &Path,
+) -> Result<String, PushError> {
+    use crate::registry::module_package::{self, ModuleOutcome};
+    let (registry, name_prefix) = resolve_destination(config_path, args)?;
+    let module =
+        crate::registry::modules::ModuleAddress::parse(args.address.as_deref().unwrap_or_default())
+            .map_err(PushError::ModuleAddress)?;
+    let version_text = args.provider_version.as_deref().unwrap_or_default();
+    let version = semver::Version::parse(version_text).map_err(|e| PushError::Version {
+        version: version_text.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let credential = {
+        let args = args.clone();
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || {
+            resolve_credential(&args, &registry, &mut std::io::stdin().lock())
+        })
+        .await
+        .map_err(|e| PushError::Runtime(std::io::Error::other(e)))??
+    };
+    let owned = dir.to_owned();
+    let zip = tokio::task::spawn_blocking(move || module_package::zip_directory(&owned))
+        .await
+        .map_err(|e| PushError::Runtime(std::io::Error::other(e)))??;
+    let plan = module_package::plan(&module, &version, &name_prefix, zip);
+    let client = OciClient::new(ClientOptions::default())?;
+    let outcome = module_package::push(
+        &client,
+        &registry,
+        &credential,
+        &plan,
+        args.force,
+        args.dry_run,
+    )
+    .await?;
+    let size = HumanBytes(plan.zip.len() as u64);
+    let at = format!(
+        "{}:{} ({})",
+        plan.repository, plan.tag, plan.manifest_digest
+    );
+    match outcome {
+        ModuleOutcome::Pushed => Ok(format!("Pushed module {module} {version}, {size}, to {at}.")),
+        ModuleOutcome::Replaced => Ok(format!("Replaced module {module} {version}, {size}, at {at}.")),
+        ModuleOutcome::UpToDate => Ok(format!("Module {module} {version} is already up to date at {at}.")),
+        ModuleOutcome::WouldPush => Ok(format!("Dry run, nothing was written: module {module} {version}, {size}, would be pushed to {at}.")),
+        ModuleOutcome::Conflict { existing } => Err(PushError::ModuleConflict {
+            module: module.to_string(),
+            version: version.to_string(),
+            existing,
+        }),
+    }
+}
+
 /// Entry point from `main`: runs, prints the summary, and sets the exit status.
 pub fn main(config_path: Option<&Path>, args: PushArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -326,6 +532,18 @@ pub fn main(config_path: Option<&Path>, args: PushArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(dir) = &args.module {
+        return match runtime.block_on(run_module(config_path, &args, dir)) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let progress = ConsoleProgress::new(std::io::stderr().is_terminal());
     let result = runtime.block_on(run(config_path, &args, &progress));
     progress.clear();
@@ -625,8 +843,14 @@ mod tests {
         );
         assert!(parse_registry_url("ftp://x/").is_err());
         assert!(parse_registry_url("https://x/?a=b").is_err());
-        assert!(parse_address("registry.terraform.io/acme").is_err());
-        assert!(parse_address("registry.terraform.io/acme/foo_bar").is_err());
+        assert!(parse_address("registry.terraform.io/acme", None).is_err());
+        assert!(parse_address("registry.terraform.io/acme/foo_bar", None).is_err());
+        assert_eq!(
+            parse_address("acme/foo", Some("h.invalid"))
+                .unwrap()
+                .to_string(),
+            "h.invalid/acme/foo"
+        );
     }
 
     #[test]

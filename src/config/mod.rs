@@ -1,4 +1,5 @@
-//! The configuration file: HCL blocks `server { ... }` and `provider_mirror "NAME" { ... }`,
+//! The configuration file: HCL blocks `server { ... }`, `provider_mirror "NAME" { ... }`,
+//! `provider_registry { ... }` and `module_registry { ... }`,
 //! loaded and validated up front so that every mistake is reported with its file and line.
 
 pub mod nesting;
@@ -24,6 +25,28 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: Limits,
     pub provider_mirrors: Vec<ProviderMirrorConfig>,
+    pub provider_registry: Option<ProviderRegistryConfig>,
+    pub module_registry: Option<ModuleRegistryConfig>,
+}
+
+/// Internal names of the registries' origins (in cache records and sealed URLs). Mirror names
+/// cannot start with `_`, so these never collide with one.
+pub const PROVIDER_REGISTRY_NAME: &str = "_providers";
+pub const MODULE_REGISTRY_NAME: &str = "_modules";
+
+/// `provider_registry { ... }`: Terraform's provider registry protocol for this host.
+#[derive(Debug, Clone)]
+pub struct ProviderRegistryConfig {
+    /// Where the providers live; their repositories are `NAME_PREFIX/NAMESPACE/TYPE`.
+    pub origin: ProviderMirrorConfig,
+    pub signing_key_file: PathBuf,
+}
+
+/// `module_registry { ... }`: Terraform's module registry protocol for this host.
+#[derive(Debug, Clone)]
+pub struct ModuleRegistryConfig {
+    /// Where the modules live; their repositories are `NAME_PREFIX/NAMESPACE/NAME/SYSTEM`.
+    pub origin: ProviderMirrorConfig,
 }
 
 /// Hard bounds on what clients and origins may make the server do. Each has a safe default;
@@ -225,5 +248,13 @@ impl Config {
 
     pub fn mirror(&self, name: &str) -> Option<&ProviderMirrorConfig> {
         self.provider_mirrors.iter().find(|m| m.name == name)
+    }
+
+    /// Every origin the server serves from: the mirrors, then the registries.
+    pub fn origins(&self) -> impl Iterator<Item = &ProviderMirrorConfig> {
+        self.provider_mirrors
+            .iter()
+            .chain(self.provider_registry.iter().map(|r| &r.origin))
+            .chain(self.module_registry.iter().map(|r| &r.origin))
     }
 }

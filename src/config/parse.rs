@@ -10,13 +10,14 @@ use hcl_edit::structure::{Attribute, Block, BlockLabel, Body, Structure};
 use hcl_edit::Span;
 
 use super::{
-    units, CacheConfig, Config, Diagnostic, FreshnessPolicy, Limits, ProviderMirrorConfig,
-    QueryStringSecret, ServerConfig, TlsConfig, DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL,
-    DEFAULT_LISTEN_ADDR,
+    units, CacheConfig, Config, Diagnostic, FreshnessPolicy, Limits, ModuleRegistryConfig,
+    ProviderMirrorConfig, ProviderRegistryConfig, QueryStringSecret, ServerConfig, TlsConfig,
+    DEFAULT_CACHE_MAX_SIZE, DEFAULT_DOWNLOAD_URL_TTL, DEFAULT_LISTEN_ADDR, MODULE_REGISTRY_NAME,
+    PROVIDER_REGISTRY_NAME,
 };
 
 /// Mirror names we keep for our own endpoints, so a mirror can never shadow them.
-const RESERVED_NAMES: &[&str] = &["v2", "metrics", "healthz", "readyz", "admin"];
+const RESERVED_NAMES: &[&str] = &["v1", "v2", "metrics", "healthz", "readyz", "admin"];
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -320,6 +321,8 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             "metadata_cache",
             "limits",
             "provider_mirror",
+            "provider_registry",
+            "module_registry",
         ],
     );
     let mut limits: Option<Limits> = None;
@@ -329,6 +332,8 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     let mut mirror_freshness: Vec<FreshnessOverrides> = Vec::new();
     let mut server = None;
     let mut mirrors: Vec<ProviderMirrorConfig> = Vec::new();
+    let mut provider_registry: Option<(ProviderRegistryConfig, FreshnessOverrides)> = None;
+    let mut module_registry: Option<(ModuleRegistryConfig, FreshnessOverrides)> = None;
     for block in blocks {
         match block.ident.as_str() {
             "server" => {
@@ -381,6 +386,26 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                     }
                 }
             }
+            "provider_registry" => {
+                if provider_registry.is_some() {
+                    ctx.error(
+                        block.ident.span(),
+                        "only one \"provider_registry\" block is allowed (Terraform finds one per host)",
+                    );
+                    continue;
+                }
+                provider_registry = parse_provider_registry(&mut ctx, block);
+            }
+            "module_registry" => {
+                if module_registry.is_some() {
+                    ctx.error(
+                        block.ident.span(),
+                        "only one \"module_registry\" block is allowed (Terraform finds one per host)",
+                    );
+                    continue;
+                }
+                module_registry = parse_module_registry(&mut ctx, block);
+            }
             _ => unreachable!("members() only returns allowed blocks"),
         }
     }
@@ -390,10 +415,20 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     for (m, overrides) in mirrors.iter_mut().zip(&mirror_freshness) {
         m.freshness = overrides.apply(defaults.apply(FreshnessPolicy::default()));
     }
-    if mirrors.is_empty() && ctx.diags.is_empty() {
+    if let Some((r, overrides)) = &mut provider_registry {
+        r.origin.freshness = overrides.apply(defaults.apply(FreshnessPolicy::default()));
+    }
+    if let Some((r, overrides)) = &mut module_registry {
+        r.origin.freshness = overrides.apply(defaults.apply(FreshnessPolicy::default()));
+    }
+    if mirrors.is_empty()
+        && provider_registry.is_none()
+        && module_registry.is_none()
+        && ctx.diags.is_empty()
+    {
         ctx.error(
             None,
-            "no provider_mirror block: the server would have nothing to serve",
+            "no provider_mirror, provider_registry or module_registry block: the server would have nothing to serve",
         );
     }
     if ctx.diags.is_empty() {
@@ -403,6 +438,8 @@ pub fn parse_config(file: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             cache: cache.unwrap_or_else(default_cache),
             limits: limits.unwrap_or_default(),
             provider_mirrors: mirrors,
+            provider_registry: provider_registry.map(|(r, _)| r),
+            module_registry: module_registry.map(|(r, _)| r),
         })
     } else {
         Err(ctx.diags)
@@ -822,22 +859,101 @@ fn parse_provider_mirror(
         }
     };
     let where_ = format!("provider_mirror \"{name}\"");
-    let (attrs, _) = ctx.members(
-        &block.body,
-        &where_,
-        &[
-            "origin_url",
-            "name_prefix",
-            "proxy_packages",
-            "public",
-            "index_max_age",
-            "stale_while_revalidate",
-            "stale_if_error",
-            "negative_ttl",
-            "auth_ttl",
-        ],
+    let (m, overrides, _) = parse_origin_block(ctx, block, name, &where_, &[])?;
+    Some((m, overrides))
+}
+
+fn parse_provider_registry(
+    ctx: &mut Ctx,
+    block: &Block,
+) -> Option<(ProviderRegistryConfig, FreshnessOverrides)> {
+    let where_ = "provider_registry";
+    if !block.labels.is_empty() {
+        ctx.error(
+            block.ident.span(),
+            "a \"provider_registry\" block takes no label",
+        );
+    }
+    let (origin, overrides, extras) = parse_origin_block(
+        ctx,
+        block,
+        PROVIDER_REGISTRY_NAME.to_owned(),
+        where_,
+        &["signing_key_file"],
+    )?;
+    let mut signing_key_file = None;
+    for attr in extras {
+        if let Some(p) = ctx.path(attr) {
+            if !p.is_file() {
+                ctx.error(
+                    attr.value.span(),
+                    format!("signing_key_file {} does not exist or is not a file (create one with the keygen subcommand)", p.display()),
+                );
+            }
+            signing_key_file = Some(p);
+        }
+    }
+    let Some(signing_key_file) = signing_key_file else {
+        ctx.error(
+            block.ident.span(),
+            "provider_registry needs \"signing_key_file\", an ASCII-armored OpenPGP private key that signs the SHA256SUMS documents (create one with the keygen subcommand)",
+        );
+        return None;
+    };
+    Some((
+        ProviderRegistryConfig {
+            origin,
+            signing_key_file,
+        },
+        overrides,
+    ))
+}
+
+fn parse_module_registry(
+    ctx: &mut Ctx,
+    block: &Block,
+) -> Option<(ModuleRegistryConfig, FreshnessOverrides)> {
+    if !block.labels.is_empty() {
+        ctx.error(
+            block.ident.span(),
+            "a \"module_registry\" block takes no label",
+        );
+    }
+    let (origin, overrides, _) = parse_origin_block(
+        ctx,
+        block,
+        MODULE_REGISTRY_NAME.to_owned(),
+        "module_registry",
         &[],
-    );
+    )?;
+    Some((ModuleRegistryConfig { origin }, overrides))
+}
+
+/// Attributes every block backed by an OCI origin takes.
+const ORIGIN_ATTRIBUTES: &[&str] = &[
+    "origin_url",
+    "name_prefix",
+    "proxy_packages",
+    "public",
+    "index_max_age",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "negative_ttl",
+    "auth_ttl",
+];
+
+/// The body of a `provider_mirror`, `provider_registry` or `module_registry` block; the
+/// attributes named in `extra` are returned for the caller to read.
+fn parse_origin_block<'b>(
+    ctx: &mut Ctx,
+    block: &'b Block,
+    name: String,
+    where_: &str,
+    extra: &[&str],
+) -> Option<(ProviderMirrorConfig, FreshnessOverrides, Vec<&'b Attribute>)> {
+    let allowed: Vec<&str> = ORIGIN_ATTRIBUTES.iter().chain(extra).copied().collect();
+    let (attrs, _) = ctx.members(&block.body, where_, &allowed, &[]);
+    let mut extras = Vec::new();
     let mut freshness = FreshnessOverrides::default();
     let mut origin_url = None;
     let mut name_prefix = String::new();
@@ -875,6 +991,7 @@ fn parse_provider_mirror(
                     public = b;
                 }
             }
+            k if extra.contains(&k) => extras.push(attr),
             _ => {
                 let known = freshness.read(ctx, attr);
                 debug_assert!(known, "members() only returns allowed attributes");
@@ -910,6 +1027,7 @@ fn parse_provider_mirror(
             freshness: FreshnessPolicy::default(),
         },
         freshness,
+        extras,
     ))
 }
 
@@ -1202,8 +1320,44 @@ provider_mirror "m" { origin_url = "http://ok/" }
     }
 
     #[test]
+    fn registries() {
+        let dir = std::env::temp_dir().join(format!("odtr-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key.asc"), "x").unwrap();
+        let file = dir.join("config.hcl");
+        let c = parse_config(
+            &file,
+            "provider_registry {\n  origin_url = \"http://r/\"\n  name_prefix = \"p\"\n  signing_key_file = \"key.asc\"\n  index_max_age = \"1m\"\n}\nmodule_registry {\n  origin_url = \"http://r/\"\n  public = true\n}\n",
+        )
+        .unwrap();
+        let p = c.provider_registry.as_ref().unwrap();
+        assert_eq!(p.signing_key_file, dir.join("key.asc"));
+        assert_eq!(p.origin.name, PROVIDER_REGISTRY_NAME);
+        assert_eq!(p.origin.name_prefix, "p");
+        assert_eq!(p.origin.freshness.index_max_age, Duration::from_secs(60));
+        let m = c.module_registry.as_ref().unwrap();
+        assert!(m.origin.public);
+        assert_eq!(m.origin.name, MODULE_REGISTRY_NAME);
+        assert!(c.provider_mirrors.is_empty());
+        assert_eq!(c.origins().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let e = errors("provider_registry {\n  origin_url = \"http://r/\"\n}\n");
+        assert!(e.contains("needs \"signing_key_file\""), "{e}");
+        let e = errors("provider_registry {\n  origin_url = \"http://r/\"\n  signing_key_file = \"/nonexistent/k.asc\"\n}\n");
+        assert!(e.contains("does not exist"), "{e}");
+        let e = errors("module_registry \"x\" {\n  origin_url = \"http://r/\"\n}\nmodule_registry {\n  origin_url = \"http://r/\"\n}\n");
+        assert!(e.contains("takes no label"), "{e}");
+        assert!(e.contains("only one \"module_registry\""), "{e}");
+        let e = errors("provider_mirror \"v1\" {\n  origin_url = \"http://r/\"\n}\n");
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
     fn empty_config_complains() {
-        assert!(errors("").contains("no provider_mirror block"));
+        assert!(
+            errors("").contains("no provider_mirror, provider_registry or module_registry block")
+        );
     }
 }
 

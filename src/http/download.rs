@@ -26,11 +26,7 @@ pub async fn download<B>(
         .mirrors
         .get(name)
         .ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))?;
-    let token = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "t")
-            .map(|(_, v)| v.into_owned())
-    });
+    let token = sealed_token(req);
     let blob = BlobHeaders {
         content_type: "application/zip",
         // The URL names the content, so it never changes; but a mirror that needs
@@ -49,6 +45,15 @@ pub async fn download<B>(
             .map_err(ApiError::from)
     };
     serve_blob(req, is_head, digest, blob, addr, authorize, lookup).await
+}
+
+/// The sealed token of a download URL (`?t=...`), if any.
+pub fn sealed_token<B>(req: &Request<B>) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "t")
+            .map(|(_, v)| v.into_owned())
+    })
 }
 
 /// How a blob response is labelled.

@@ -16,6 +16,8 @@ pub enum ApiError {
     UnknownMirror(String),
     #[error("no configured mirror serves repository {0:?} (its name_prefix must lead it)")]
     UnknownRepository(String),
+    #[error("this server has no {0} configured")]
+    NotConfigured(&'static str),
     #[error("invalid query parameter {0:?}")]
     BadQuery(&'static str),
     #[error("method not allowed: this server only answers GET and HEAD")]
@@ -48,14 +50,16 @@ impl ApiError {
             ApiError::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
             ApiError::Route(RouteError::TooLong(_)) => StatusCode::URI_TOO_LONG,
             ApiError::Route(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownMirror(_) | ApiError::UnknownRepository(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownMirror(_)
+            | ApiError::UnknownRepository(_)
+            | ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Mirror(m) => match m {
-                MirrorError::UnknownProvider(_) | MirrorError::UnknownVersion(..) => {
-                    StatusCode::NOT_FOUND
+                MirrorError::Unknown(_) | MirrorError::UnknownVersion(..) => StatusCode::NOT_FOUND,
+                MirrorError::NotAProvider { .. } | MirrorError::NotAModule { .. } => {
+                    StatusCode::BAD_GATEWAY
                 }
-                MirrorError::NotAProvider { .. } => StatusCode::BAD_GATEWAY,
                 MirrorError::MissingDownloadToken => StatusCode::UNAUTHORIZED,
                 MirrorError::BadDownloadToken(_) => StatusCode::FORBIDDEN,
                 MirrorError::Origin(o) => origin_status(o),

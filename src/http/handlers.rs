@@ -72,6 +72,9 @@ pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Res
             addr,
             digest,
         }) => super::download::download(&state, &mirror, &addr, &digest, &req, is_head).await,
+        Ok(Route::Discovery) => Ok(super::registry::discovery(&state)),
+        Ok(Route::Providers(r)) => super::registry::providers(&state, r, &req, is_head).await,
+        Ok(Route::Modules(r)) => super::registry::modules(&state, r, &req, is_head).await,
         Ok(Route::Registry(_)) => unreachable!("answered above"),
     };
     let mut resp = result.unwrap_or_else(ApiError::into_response);
@@ -90,7 +93,7 @@ fn mirror<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<MirrorService>,
         .ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))
 }
 
-fn client_credential<B>(req: &Request<B>) -> Credential {
+pub(super) fn client_credential<B>(req: &Request<B>) -> Credential {
     match req.headers().get(header::AUTHORIZATION) {
         Some(v) if !v.is_empty() => Credential::PassThrough(v.clone()),
         _ => Credential::Anonymous,
@@ -99,7 +102,7 @@ fn client_credential<B>(req: &Request<B>) -> Credential {
 
 /// A mirror JSON document with the cache's view of it: `Age`, a `Cache-Control` that
 /// states the mirror's freshness policy, and a `Warning` when it is served stale.
-fn json_response(
+pub(super) fn json_response(
     m: &MirrorService,
     client: &Credential,
     body: bytes::Bytes,

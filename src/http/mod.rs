@@ -8,6 +8,7 @@ mod handlers;
 mod listener;
 mod metrics;
 pub mod range;
+mod registry;
 pub mod router;
 mod v2;
 
@@ -23,8 +24,10 @@ use crate::access::MirrorAccess;
 use crate::config::Config;
 use crate::metadata::MetadataCache;
 use crate::mirror::sealed_url::UrlSealer;
-use crate::mirror::MirrorService;
+use crate::mirror::{MirrorService, Naming};
 use crate::oci::{ClientOptions, OciClient, OciError};
+use crate::registry::modules::ModuleRegistry;
+use crate::registry::providers::ProviderRegistry;
 use crate::store::{BlobStore, StoreConfig};
 
 pub use error::ApiError;
@@ -41,6 +44,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub mirrors: HashMap<String, Arc<MirrorService>>,
+    pub provider_registry: Option<Arc<ProviderRegistry>>,
+    pub module_registry: Option<Arc<ModuleRegistry>>,
     pub store: Arc<BlobStore>,
     pub meta: Arc<MetadataCache>,
     pub tls: bool,
@@ -63,6 +68,8 @@ pub enum ServerError {
     Client(#[from] OciError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("provider_registry signing_key_file: {0}")]
+    SigningKey(#[from] crate::signing::SigningError),
     #[error(
         "public mirror {mirror:?}: cannot get the server's credential for its origin: {source}"
     )]
@@ -117,8 +124,7 @@ impl AppState {
                 Arc::new(UrlSealer::random(ttl))
             }
         };
-        let mut mirrors = HashMap::new();
-        for m in &config.provider_mirrors {
+        let service = |m: &crate::config::ProviderMirrorConfig, naming| {
             let access = MirrorAccess::from_config(m).map_err(|e| ServerError::Credential {
                 mirror: m.name.clone(),
                 source: e,
@@ -126,18 +132,42 @@ impl AppState {
             if m.public {
                 tracing::info!(mirror = %m.name, "public mirror: its data is served to every client, fetched with the server's own credential");
             }
-            let service = MirrorService::new(
+            Ok::<_, ServerError>(Arc::new(MirrorService::new(
                 m.clone(),
+                naming,
                 access,
                 meta.clone(),
                 sealer.clone(),
                 store.clone(),
-            );
-            mirrors.insert(m.name.clone(), Arc::new(service));
+            )))
+        };
+        let mut mirrors = HashMap::new();
+        for m in &config.provider_mirrors {
+            mirrors.insert(m.name.clone(), service(m, Naming::WithHostname)?);
         }
+        let provider_registry = match &config.provider_registry {
+            Some(r) => {
+                let key = crate::signing::SigningKey::load(&r.signing_key_file)?;
+                tracing::info!(key_id = %key.key_id, "provider registry: signing SHA256SUMS documents");
+                Some(Arc::new(ProviderRegistry::new(
+                    service(&r.origin, Naming::WithoutHostname)?,
+                    Arc::new(key),
+                )))
+            }
+            None => None,
+        };
+        let module_registry = match &config.module_registry {
+            Some(r) => Some(Arc::new(ModuleRegistry::new(service(
+                &r.origin,
+                Naming::WithoutHostname,
+            )?))),
+            None => None,
+        };
         Ok(AppState {
             metrics,
             mirrors,
+            provider_registry,
+            module_registry,
             store,
             meta,
             tls: config.server.tls.is_some(),

@@ -2,7 +2,9 @@
 //! only ever see well-formed names.
 
 use crate::oci::Digest;
-use crate::provider::{AddressError, ProviderAddress};
+use crate::provider::{AddressError, ProviderAddress, TargetPlatform};
+use crate::registry::modules::ModuleAddress;
+use crate::registry::REGISTRY_HOST;
 
 /// Longest request path parsed at all; the configured limit (`max_path_length`) is lower.
 pub const MAX_PATH_LEN: usize = 65_536;
@@ -29,6 +31,52 @@ pub enum Route {
     },
     /// The OCI Distribution pull API (`/v2/...`).
     Registry(RegistryRoute),
+    /// `/.well-known/terraform.json`: which registry protocols this host speaks.
+    Discovery,
+    /// The provider registry protocol (`/v1/providers/...`).
+    Providers(ProviderRoute),
+    /// The module registry protocol (`/v1/modules/...`).
+    Modules(ModuleRoute),
+}
+
+/// `/v1/providers/NAMESPACE/TYPE/...`. Addresses carry [`REGISTRY_HOST`]: the host is ours.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProviderRoute {
+    Versions {
+        addr: ProviderAddress,
+    },
+    Download {
+        addr: ProviderAddress,
+        version: semver::Version,
+        platform: TargetPlatform,
+    },
+    /// The SHA256SUMS of the version whose manifest has this digest, or its signature.
+    Sums {
+        addr: ProviderAddress,
+        version: semver::Version,
+        manifest: Digest,
+        signature: bool,
+    },
+    Package {
+        addr: ProviderAddress,
+        digest: Digest,
+    },
+}
+
+/// `/v1/modules/NAMESPACE/NAME/SYSTEM/...`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ModuleRoute {
+    Versions {
+        module: ModuleAddress,
+    },
+    Download {
+        module: ModuleAddress,
+        version: semver::Version,
+    },
+    Package {
+        module: ModuleAddress,
+        digest: Digest,
+    },
 }
 
 /// `/v2/` paths. Repository names hold slashes, so the endpoint is found from the end.
@@ -64,6 +112,10 @@ pub enum RouteError {
     Version(String),
     #[error("{0:?} is not a sha256 digest")]
     Digest(String),
+    #[error("invalid module address: {0}")]
+    Module(String),
+    #[error("{0:?} is not a platform (OS and architecture)")]
+    Platform(String),
 }
 
 impl Route {
@@ -83,6 +135,18 @@ impl Route {
             Route::MirrorIndex { .. } => "index",
             Route::MirrorVersion { .. } => "version",
             Route::MirrorDownload { .. } => "download",
+            Route::Discovery => "discovery",
+            Route::Providers(r) => match r {
+                ProviderRoute::Versions { .. } => "provider_versions",
+                ProviderRoute::Download { .. } => "provider_download",
+                ProviderRoute::Sums { .. } => "provider_shasums",
+                ProviderRoute::Package { .. } => "provider_package",
+            },
+            Route::Modules(r) => match r {
+                ModuleRoute::Versions { .. } => "module_versions",
+                ModuleRoute::Download { .. } => "module_download",
+                ModuleRoute::Package { .. } => "module_package",
+            },
             Route::Registry(r) => match r {
                 RegistryRoute::Base => "v2_base",
                 RegistryRoute::Tags { .. } => "v2_tags",
@@ -119,6 +183,9 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
         ["metrics"] => Ok(Route::Metrics),
         ["healthz"] => Ok(Route::Healthz),
         ["readyz"] => Ok(Route::Readyz),
+        [".well-known", "terraform.json"] => Ok(Route::Discovery),
+        ["v1", "providers", rest @ ..] => provider_route(rest).map(Route::Providers),
+        ["v1", "modules", rest @ ..] => module_route(rest).map(Route::Modules),
         [_mirror] | [_mirror, ""] => Ok(Route::Home),
         [mirror, host, ns, ty, file] => {
             let addr = ProviderAddress::new(host, ns, ty)?;
@@ -150,6 +217,73 @@ pub fn route(path: &str) -> Result<Route, RouteError> {
                 digest,
             })
         }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn version(v: &str) -> Result<semver::Version, RouteError> {
+    semver::Version::parse(v).map_err(|_| RouteError::Version(v.to_owned()))
+}
+
+fn digest(hex: &str) -> Result<Digest, RouteError> {
+    Digest::from_sha256_hex(hex).ok_or_else(|| RouteError::Digest(hex.to_owned()))
+}
+
+fn provider_route(seg: &[&str]) -> Result<ProviderRoute, RouteError> {
+    let addr = |ns: &str, ty: &str| ProviderAddress::new(REGISTRY_HOST, ns, ty);
+    match seg {
+        [ns, ty, "versions"] => Ok(ProviderRoute::Versions {
+            addr: addr(ns, ty)?,
+        }),
+        [ns, ty, "download", "sha256", hex, file] if file.ends_with(".zip") => {
+            Ok(ProviderRoute::Package {
+                addr: addr(ns, ty)?,
+                digest: digest(hex)?,
+            })
+        }
+        [ns, ty, v, "download", os, arch] => Ok(ProviderRoute::Download {
+            addr: addr(ns, ty)?,
+            version: version(v)?,
+            platform: TargetPlatform::parse(&format!("{os}_{arch}"))
+                .ok_or_else(|| RouteError::Platform(format!("{os}_{arch}")))?,
+        }),
+        [ns, ty, v, "sha256", hex, file] => {
+            let signature = if file.ends_with("SHA256SUMS.sig") {
+                true
+            } else if file.ends_with("SHA256SUMS") {
+                false
+            } else {
+                return Err(RouteError::NotFound);
+            };
+            Ok(ProviderRoute::Sums {
+                addr: addr(ns, ty)?,
+                version: version(v)?,
+                manifest: digest(hex)?,
+                signature,
+            })
+        }
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn module_route(seg: &[&str]) -> Result<ModuleRoute, RouteError> {
+    let module = |ns: &str, name: &str, system: &str| {
+        ModuleAddress::new(ns, name, system).map_err(RouteError::Module)
+    };
+    match seg {
+        [ns, name, system, "versions"] => Ok(ModuleRoute::Versions {
+            module: module(ns, name, system)?,
+        }),
+        [ns, name, system, "download", "sha256", hex, file] if file.ends_with(".zip") => {
+            Ok(ModuleRoute::Package {
+                module: module(ns, name, system)?,
+                digest: digest(hex)?,
+            })
+        }
+        [ns, name, system, v, "download"] => Ok(ModuleRoute::Download {
+            module: module(ns, name, system)?,
+            version: version(v)?,
+        }),
         _ => Err(RouteError::NotFound),
     }
 }
@@ -238,6 +372,70 @@ mod tests {
     }
 
     #[test]
+    fn registry_routes() {
+        assert_eq!(route("/.well-known/terraform.json"), Ok(Route::Discovery));
+        let foo = ProviderAddress::new(REGISTRY_HOST, "acme", "foo").unwrap();
+        assert_eq!(
+            route("/v1/providers/Acme/foo/versions"),
+            Ok(Route::Providers(ProviderRoute::Versions {
+                addr: foo.clone()
+            }))
+        );
+        assert_eq!(
+            route("/v1/providers/acme/foo/1.2.0/download/linux/amd64"),
+            Ok(Route::Providers(ProviderRoute::Download {
+                addr: foo.clone(),
+                version: semver::Version::new(1, 2, 0),
+                platform: TargetPlatform::parse("linux_amd64").unwrap(),
+            }))
+        );
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            route(&format!(
+                "/v1/providers/acme/foo/1.2.0/sha256/{hex}/SHA256SUMS.sig"
+            )),
+            Ok(Route::Providers(ProviderRoute::Sums {
+                addr: foo.clone(),
+                version: semver::Version::new(1, 2, 0),
+                manifest: Digest::from_sha256_hex(&hex).unwrap(),
+                signature: true,
+            }))
+        );
+        assert_eq!(
+            route(&format!(
+                "/v1/providers/acme/foo/download/sha256/{hex}/x.zip"
+            )),
+            Ok(Route::Providers(ProviderRoute::Package {
+                addr: foo,
+                digest: Digest::from_sha256_hex(&hex).unwrap(),
+            }))
+        );
+        let net = ModuleAddress::new("acme", "net", "aws").unwrap();
+        assert_eq!(
+            route("/v1/modules/acme/net/aws/versions"),
+            Ok(Route::Modules(ModuleRoute::Versions {
+                module: net.clone()
+            }))
+        );
+        assert_eq!(
+            route("/v1/modules/acme/net/aws/1.0.0/download"),
+            Ok(Route::Modules(ModuleRoute::Download {
+                module: net.clone(),
+                version: semver::Version::new(1, 0, 0),
+            }))
+        );
+        assert_eq!(
+            route(&format!(
+                "/v1/modules/acme/net/aws/download/sha256/{hex}/m.zip"
+            )),
+            Ok(Route::Modules(ModuleRoute::Package {
+                module: net,
+                digest: Digest::from_sha256_hex(&hex).unwrap(),
+            }))
+        );
+    }
+
+    #[test]
     fn rejects_bad_paths() {
         assert_eq!(
             route("/m/h.io/a/b/nope.json"),
@@ -305,6 +503,18 @@ mod tests {
             Err(RouteError::Malformed(_))
         ));
         assert!(matches!(route("/a/b/c"), Err(RouteError::NotFound)));
+        assert!(matches!(
+            route("/v1/providers/acme/foo/nope/download/linux/amd64"),
+            Err(RouteError::Version(_))
+        ));
+        assert!(matches!(
+            route("/v1/modules/acme/net/aws/1.0.0/download/x"),
+            Err(RouteError::NotFound)
+        ));
+        assert!(matches!(
+            route("/v1/modules/ac%20me/net/aws/versions"),
+            Err(RouteError::Module(_))
+        ));
         assert!(matches!(route("relative"), Err(RouteError::Malformed(_))));
     }
 }

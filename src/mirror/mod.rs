@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::access::MirrorAccess;
 use crate::config::ProviderMirrorConfig;
 use crate::metadata::{Cached, MetadataCache, MetadataError};
-use crate::oci::{Credential, Digest, Manifest, OciError, Registry};
+use crate::oci::{join_repository, Credential, Digest, Manifest, OciError, Registry};
 use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
 use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
 use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
@@ -28,12 +28,15 @@ pub enum MirrorError {
     /// Offline mode, or nothing cached: says what is missing and how to fetch it.
     #[error("this mirror is offline and its cache does not hold {what}; to add it, run on a host that can reach the registry: {warm_command}")]
     Offline { what: String, warm_command: String },
-    #[error("provider {0} is not available from this mirror")]
-    UnknownProvider(ProviderAddress),
-    #[error("provider {0} has no version {1} in this mirror")]
-    UnknownVersion(ProviderAddress, semver::Version),
+    /// What is missing, as the client names it (`provider NS/TYPE`, `module NS/NAME/SYSTEM`).
+    #[error("{0} is not available from this server")]
+    Unknown(String),
+    #[error("{0} has no version {1} on this server")]
+    UnknownVersion(String, semver::Version),
     #[error("the origin's data for {what} is not a provider in a known layout: {reason}")]
     NotAProvider { what: String, reason: LayoutError },
+    #[error("the origin's data for {what} is not a module package ({reason})")]
+    NotAModule { what: String, reason: String },
     #[error("this download URL needs its signed query string; get a fresh URL from the version's JSON document")]
     MissingDownloadToken,
     #[error("this download URL is invalid or has expired; get a fresh URL from the version's JSON document")]
@@ -77,9 +80,19 @@ pub struct Archive {
     pub hashes: Vec<String>,
 }
 
-/// One configured `provider_mirror`.
+/// How a provider address maps to an OCI repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `NAME_PREFIX/HOSTNAME/NAMESPACE/TYPE`: a mirror serves providers of any host.
+    WithHostname,
+    /// `NAME_PREFIX/NAMESPACE/TYPE`: a registry's providers belong to this server's host.
+    WithoutHostname,
+}
+
+/// One configured origin: a `provider_mirror`, or the origin behind a registry.
 pub struct MirrorService {
     pub config: ProviderMirrorConfig,
+    naming: Naming,
     access: MirrorAccess,
     registry: Registry,
     meta: Arc<MetadataCache>,
@@ -107,12 +120,14 @@ const MAX_RESOLVED: usize = 10_000;
 impl MirrorService {
     pub fn new(
         config: ProviderMirrorConfig,
+        naming: Naming,
         access: MirrorAccess,
         meta: Arc<MetadataCache>,
         sealer: Arc<UrlSealer>,
         store: Arc<BlobStore>,
     ) -> MirrorService {
         MirrorService {
+            naming,
             registry: Registry::new(config.origin_url.clone()),
             meta,
             sealer,
@@ -145,14 +160,24 @@ impl MirrorService {
     }
 
     /// The command that would put what is missing into the cache.
-    fn warm_command(&self, what: &str) -> String {
-        format!(
-            "oci-distribution-terraform-registry warm --mirror {} {what}",
-            self.name()
-        )
+    pub fn warm_command(&self, what: &str) -> String {
+        let target = match self.name() {
+            crate::config::PROVIDER_REGISTRY_NAME => "--provider-registry".to_owned(),
+            crate::config::MODULE_REGISTRY_NAME => "--module-registry".to_owned(),
+            name => format!("--mirror {name}"),
+        };
+        format!("oci-distribution-terraform-registry warm {target} {what}")
     }
 
-    fn metadata_error(
+    /// A provider as this service's clients name it.
+    pub fn describe(&self, addr: &ProviderAddress) -> String {
+        match self.naming {
+            Naming::WithHostname => addr.to_string(),
+            Naming::WithoutHostname => format!("{}/{}", addr.namespace, addr.type_name),
+        }
+    }
+
+    pub fn metadata_error(
         &self,
         e: MetadataError,
         not_found: impl FnOnce() -> MirrorError,
@@ -183,7 +208,45 @@ impl MirrorService {
     }
 
     pub fn repository(&self, addr: &ProviderAddress) -> String {
-        addr.repository(&self.config.name_prefix)
+        match self.naming {
+            Naming::WithHostname => addr.repository(&self.config.name_prefix),
+            Naming::WithoutHostname => join_repository(
+                &self.config.name_prefix,
+                &[&addr.namespace, &addr.type_name],
+            ),
+        }
+    }
+
+    /// The tags of `repo` for a client presenting `client`; `unknown` is the error when the
+    /// origin has no such repository, `warm` what `warm` would need to fetch it.
+    pub async fn tags_for(
+        &self,
+        repo: &str,
+        client: &Credential,
+        unknown: impl FnOnce() -> MirrorError,
+        warm: &str,
+    ) -> Result<Cached<Arc<Vec<String>>>, MirrorError> {
+        let cred = &self.origin_credential(client.clone());
+        self.meta
+            .tags(&self.registry, repo, cred, &self.config.freshness)
+            .await
+            .map_err(|e| self.metadata_error(e, unknown, warm))
+    }
+
+    /// The manifest (or index) `tag` of `repo` points at, for a client presenting `client`.
+    pub async fn tagged_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        client: &Credential,
+        unknown: impl FnOnce() -> MirrorError,
+        warm: &str,
+    ) -> Result<Cached<(Digest, Arc<Manifest>)>, MirrorError> {
+        let cred = &self.origin_credential(client.clone());
+        self.meta
+            .manifest_for_tag(&self.registry, repo, tag, cred, &self.config.freshness)
+            .await
+            .map_err(|e| self.metadata_error(e, unknown, warm))
     }
 
     /// The versions available: every tag that reads as a semantic version.
@@ -192,19 +255,14 @@ impl MirrorService {
         addr: &ProviderAddress,
         cred: &Credential,
     ) -> Result<Cached<IndexDocument>, MirrorError> {
-        let repo = self.repository(addr);
-        let cred = &self.origin_credential(cred.clone());
         let tags = self
-            .meta
-            .tags(&self.registry, &repo, cred, &self.config.freshness)
-            .await
-            .map_err(|e| {
-                self.metadata_error(
-                    e,
-                    || MirrorError::UnknownProvider(addr.clone()),
-                    &addr.to_string(),
-                )
-            })?;
+            .tags_for(
+                &self.repository(addr),
+                cred,
+                || MirrorError::Unknown(format!("provider {}", self.describe(addr))),
+                &self.describe(addr),
+            )
+            .await?;
         let versions = tags
             .value
             .iter()
@@ -218,6 +276,55 @@ impl MirrorService {
         })
     }
 
+    /// The manifest (or index) a version's tag points at, for a client presenting `cred`.
+    pub async fn version_manifest(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        cred: &Credential,
+    ) -> Result<Cached<(Digest, Arc<Manifest>)>, MirrorError> {
+        let unknown = || {
+            MirrorError::UnknownVersion(
+                format!("provider {}", self.describe(addr)),
+                version.clone(),
+            )
+        };
+        self.tagged_manifest(
+            &self.repository(addr),
+            &tag_for_version(version),
+            cred,
+            unknown,
+            &format!("{}@{version}", self.describe(addr)),
+        )
+        .await
+    }
+
+    /// A manifest of `repo` by digest, for a client presenting `cred`.
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        cred: &Credential,
+        warm: &str,
+    ) -> Result<Arc<Manifest>, MirrorError> {
+        let cred = &self.origin_credential(cred.clone());
+        self.meta
+            .manifest(&self.registry, repo, digest, cred, &self.config.freshness)
+            .await
+            .map(|m| m.value)
+            .map_err(|e| {
+                self.metadata_error(
+                    e,
+                    || {
+                        MirrorError::Origin(Arc::new(OciError::NotFound {
+                            what: format!("manifest {digest} of {repo}"),
+                        }))
+                    },
+                    warm,
+                )
+            })
+    }
+
     /// The packages of one version, whichever layout it is stored in.
     pub async fn packages(
         &self,
@@ -225,18 +332,30 @@ impl MirrorService {
         version: &semver::Version,
         cred: &Credential,
     ) -> Result<Cached<(Digest, Arc<Vec<Package>>)>, MirrorError> {
+        let m = self.version_manifest(addr, version, cred).await?;
+        let (digest, manifest) = &m.value;
+        let packages = self
+            .manifest_packages(addr, version, digest, manifest, cred)
+            .await?;
+        Ok(Cached {
+            value: (digest.clone(), packages),
+            age: m.age,
+            stale: m.stale,
+        })
+    }
+
+    /// The packages a version's manifest lists (remembered per manifest digest).
+    pub async fn manifest_packages(
+        &self,
+        addr: &ProviderAddress,
+        version: &semver::Version,
+        digest: &Digest,
+        manifest: &Manifest,
+        cred: &Credential,
+    ) -> Result<Arc<Vec<Package>>, MirrorError> {
         let repo = self.repository(addr);
         let cred = &self.origin_credential(cred.clone());
-        let tag = tag_for_version(version);
-        let policy = &self.config.freshness;
-        let warm = || format!("{addr}@{version}");
-        let unknown = || MirrorError::UnknownVersion(addr.clone(), version.clone());
-        let m = self
-            .meta
-            .manifest_for_tag(&self.registry, &repo, &tag, cred, policy)
-            .await
-            .map_err(|e| self.metadata_error(e, unknown, &warm()))?;
-        let (digest, manifest) = &m.value;
+        let warm = || format!("{}@{version}", self.describe(addr));
         let cached = self
             .resolved
             .lock()
@@ -258,11 +377,7 @@ impl MirrorService {
                 p
             }
         };
-        Ok(Cached {
-            value: (digest.clone(), packages),
-            age: m.age,
-            stale: m.stale,
-        })
+        Ok(packages)
     }
 
     /// `VERSION.json` as bytes. For mirrors without sealed URLs the body is the same for
@@ -324,7 +439,7 @@ impl MirrorService {
         cred: &Credential,
         warm: &str,
     ) -> Result<Vec<Package>, MirrorError> {
-        let what = format!("{addr} {version}");
+        let what = format!("{} {version}", self.describe(addr));
         let not_a_provider = |reason| MirrorError::NotAProvider {
             what: what.clone(),
             reason,
@@ -384,10 +499,6 @@ impl MirrorService {
         cred: &Credential,
     ) -> Result<VersionDocument, MirrorError> {
         let repo = self.repository(addr);
-        let credential: &[u8] = match cred {
-            Credential::PassThrough(v) => v.as_bytes(),
-            _ => b"",
-        };
         let mut archives = BTreeMap::new();
         for p in packages {
             let mut url = format!(
@@ -397,19 +508,7 @@ impl MirrorService {
                 version,
                 p.platform
             );
-            if self.access.sealed_urls() {
-                let binding = Binding {
-                    mirror: self.name(),
-                    repository: &repo,
-                    digest: p.digest.as_str(),
-                };
-                let token = self
-                    .sealer
-                    .seal(&binding, credential)
-                    .map_err(MirrorError::BadDownloadToken)?;
-                url.push_str("?t=");
-                url.push_str(&token);
-            }
+            url.push_str(&self.seal_query(&repo, p.digest.as_str(), cred)?);
             // h1: ours, computed from the verified bytes in the cache, when we have it;
             // else the publisher's annotation (push records it), so clients can lock every
             // platform without the mirror downloading them all first.
@@ -429,6 +528,33 @@ impl MirrorService {
         Ok(VersionDocument { archives })
     }
 
+    /// The query string (`?t=...`, or nothing) that lets a URL of this server naming
+    /// `subject` in `repo` be fetched without credentials, when this service seals URLs.
+    pub fn seal_query(
+        &self,
+        repo: &str,
+        subject: &str,
+        cred: &Credential,
+    ) -> Result<String, MirrorError> {
+        if !self.access.sealed_urls() {
+            return Ok(String::new());
+        }
+        let credential: &[u8] = match cred {
+            Credential::PassThrough(v) => v.as_bytes(),
+            _ => b"",
+        };
+        let binding = Binding {
+            mirror: self.name(),
+            repository: repo,
+            digest: subject,
+        };
+        let token = self
+            .sealer
+            .seal(&binding, credential)
+            .map_err(MirrorError::BadDownloadToken)?;
+        Ok(format!("?t={token}"))
+    }
+
     /// Which credential a download may use: with `proxy_packages`, the one sealed into its URL.
     pub fn download_credential(
         &self,
@@ -436,15 +562,25 @@ impl MirrorService {
         digest: &Digest,
         token: Option<&str>,
     ) -> Result<Credential, MirrorError> {
+        self.sealed_credential(&self.repository(addr), digest.as_str(), token)
+    }
+
+    /// The credential a URL sealed by [`MirrorService::seal_query`] carries (the server's
+    /// own when URLs are not sealed).
+    pub fn sealed_credential(
+        &self,
+        repo: &str,
+        subject: &str,
+        token: Option<&str>,
+    ) -> Result<Credential, MirrorError> {
         if !self.access.sealed_urls() {
             return Ok(self.origin_credential(Credential::Anonymous));
         }
         let token = token.ok_or(MirrorError::MissingDownloadToken)?;
-        let repo = self.repository(addr);
         let binding = Binding {
             mirror: self.name(),
-            repository: &repo,
-            digest: digest.as_str(),
+            repository: repo,
+            digest: subject,
         };
         let credential = self
             .sealer
@@ -495,12 +631,93 @@ impl MirrorService {
         digest: &Digest,
         token: Option<&str>,
     ) -> Result<PackageBody, MirrorError> {
-        let cred = self.download_credential(addr, digest, token)?;
-        let repo = self.repository(addr);
-        let warm = || self.warm_command(&addr.to_string());
-        let sealed = self.access.sealed_urls();
-        self.blob(&repo, digest, cred, "application/zip", warm, sealed)
+        let warm = self.warm_command(&self.describe(addr));
+        self.sealed_blob(&self.repository(addr), digest, token, warm)
             .await
+    }
+
+    /// A zip named by a URL from [`MirrorService::seal_query`] (or unsealed, when this
+    /// service does not seal URLs), from the cache or one shared origin fetch.
+    pub async fn sealed_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        token: Option<&str>,
+        warm_command: String,
+    ) -> Result<PackageBody, MirrorError> {
+        let cred = self.sealed_credential(repo, digest.as_str(), token)?;
+        let sealed = self.access.sealed_urls();
+        self.blob(
+            repo,
+            digest,
+            cred,
+            "application/zip",
+            || warm_command,
+            sealed,
+        )
+        .await
+    }
+
+    /// A small blob (a signature, a key, a checksum list) read whole, at most `max` bytes,
+    /// through the same verified cache and access rules as packages. `cred` is the client's,
+    /// or the one a sealed URL carried (`via_sealed_url`).
+    pub async fn small_blob(
+        &self,
+        repo: &str,
+        descriptor: &crate::oci::Descriptor,
+        client: Credential,
+        via_sealed_url: bool,
+        max: u64,
+        warm_command: String,
+    ) -> Result<bytes::Bytes, MirrorError> {
+        let what = || format!("blob {} of {repo}", descriptor.digest);
+        if descriptor.size > max {
+            return Err(MirrorError::Origin(Arc::new(OciError::TooLarge {
+                what: what(),
+                limit: max,
+            })));
+        }
+        let cred = if via_sealed_url {
+            client
+        } else {
+            self.origin_credential(client)
+        };
+        let body = self
+            .blob(
+                repo,
+                &descriptor.digest,
+                cred,
+                "application/octet-stream",
+                || warm_command,
+                via_sealed_url,
+            )
+            .await?;
+        let stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>> = match body {
+            PackageBody::Cached(blob) => {
+                let size = blob.meta.size;
+                crate::store::file_range(blob.file, 0, size)
+                    .map_err(|e| e.to_string())
+                    .boxed()
+            }
+            PackageBody::Filling { fill, .. } => {
+                fill.stream(0, None).map_err(|e| e.to_string()).boxed()
+            }
+        };
+        let mut out = Vec::new();
+        let mut stream = stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                MirrorError::Origin(Arc::new(OciError::Protocol(format!("{}: {e}", what()))))
+            })?;
+            out.extend_from_slice(&chunk);
+            if out.len() as u64 > max {
+                return Err(MirrorError::Origin(Arc::new(OciError::TooLarge {
+                    what: what(),
+                    limit: max,
+                })));
+            }
+        }
+        Ok(out.into())
     }
 
     /// Whether an anonymous client of this mirror would be asked for credentials by the

@@ -125,6 +125,18 @@ pub fn is_valid_tag(tag: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// `PREFIX/a/b/...`, or `a/b/...` without a prefix.
+pub fn join_repository(prefix: &str, parts: &[&str]) -> String {
+    let mut repo = prefix.to_owned();
+    for p in parts {
+        if !repo.is_empty() {
+            repo.push('/');
+        }
+        repo.push_str(p);
+    }
+    repo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

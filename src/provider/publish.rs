@@ -23,13 +23,17 @@ use super::layout::{
     H1_ANNOTATION, SEED_CONFIG_MEDIA_TYPE, SEED_LAYER_MEDIA_TYPE, SEED_PLATFORMS_ANNOTATION,
     TITLE_ANNOTATION, TOFU_INDEX_ARTIFACT_TYPE, TOFU_LAYER_MEDIA_TYPE, TOFU_TARGET_ARTIFACT_TYPE,
 };
-use super::sources::{PackageFile, ProviderRelease};
+use super::sources::{AuthorSignatures, PackageFile, ProviderRelease};
 use super::{tag_for_version, ProviderAddress};
 use crate::oci::{
-    is_valid_repository_name, is_valid_tag, with_retries, BlobSource, BlobUpload, Credential,
-    Descriptor, Digest, ImageIndex, ImageManifest, OciClient, OciError, Platform, Registry,
-    UploadOptions, UploadOutcome, MEDIA_TYPE_EMPTY_JSON, MEDIA_TYPE_OCI_INDEX,
+    is_valid_repository_name, is_valid_tag, join_repository, with_retries, BlobSource, BlobUpload,
+    Credential, Descriptor, Digest, ImageIndex, ImageManifest, OciClient, OciError, Platform,
+    Registry, UploadOptions, UploadOutcome, MEDIA_TYPE_EMPTY_JSON, MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
+};
+use crate::registry::providers::{
+    signatures_tag, PROTOCOLS_ANNOTATION, PUBLIC_KEY_MEDIA_TYPE, SHA256SUMS_MEDIA_TYPE,
+    SIGNATURES_ARTIFACT_TYPE, SIGNATURE_MEDIA_TYPE,
 };
 
 /// The content of the empty config blob, `{}`.
@@ -92,6 +96,9 @@ pub struct VersionPlan {
     pub platform_manifests: Vec<PlannedManifest>,
     /// The manifest the tag points at.
     pub tagged: PlannedManifest,
+    /// The author's SHA256SUMS, signature and key, written after `tagged` under
+    /// [`signatures_tag`] of its digest (their blobs are in `blobs`).
+    pub signatures: Option<PlannedManifest>,
 }
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
@@ -140,8 +147,16 @@ pub fn plan_version(
     release: &ProviderRelease,
     layout: PublishLayout,
     name_prefix: &str,
+    with_hostname: bool,
 ) -> Result<VersionPlan, PlanError> {
-    let repository = release.address.repository(name_prefix);
+    let repository = if with_hostname {
+        release.address.repository(name_prefix)
+    } else {
+        join_repository(
+            name_prefix,
+            &[&release.address.namespace, &release.address.type_name],
+        )
+    };
     if !is_valid_repository_name(&repository) {
         return Err(PlanError::InvalidRepository {
             address: release.address.to_string(),
@@ -171,6 +186,11 @@ pub fn plan_version(
         PublishLayout::Seed => (Vec::new(), seed_manifest(release, &config)),
         PublishLayout::OpenTofu => opentofu_manifests(release, &config),
     };
+    let signatures = release.signatures.as_ref().map(|s| {
+        let (manifest, parts) = signatures_manifest(s, &tagged, &config);
+        blobs.extend(parts);
+        manifest
+    });
     Ok(VersionPlan {
         address: release.address.clone(),
         version: release.version.clone(),
@@ -179,7 +199,61 @@ pub fn plan_version(
         blobs,
         platform_manifests,
         tagged,
+        signatures,
     })
+}
+
+/// The version's protocol versions, as an annotation of the manifest its tag names.
+fn version_annotations(release: &ProviderRelease) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    if !release.protocols.is_empty() {
+        a.insert(PROTOCOLS_ANNOTATION.to_owned(), release.protocols.join(","));
+    }
+    a
+}
+
+/// The author's signature material as an artifact whose subject is the version's manifest.
+fn signatures_manifest(
+    s: &AuthorSignatures,
+    subject: &PlannedManifest,
+    config: &PlannedBlob,
+) -> (PlannedManifest, Vec<PlannedBlob>) {
+    let part = |media_type: &str, bytes: Vec<u8>, label: &str| {
+        let bytes = Bytes::from(bytes);
+        let blob = PlannedBlob {
+            digest: Digest::of_bytes(&bytes),
+            size: bytes.len() as u64,
+            source: BlobSource::Memory(bytes),
+            label: label.to_owned(),
+        };
+        (descriptor(media_type, &blob.digest, blob.size), blob)
+    };
+    let parts = [
+        part(SHA256SUMS_MEDIA_TYPE, s.sums.clone(), "SHA256SUMS"),
+        part(SIGNATURE_MEDIA_TYPE, s.signature.clone(), "SHA256SUMS.sig"),
+        part(
+            PUBLIC_KEY_MEDIA_TYPE,
+            s.public_key.clone().into_bytes(),
+            "public key",
+        ),
+    ];
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
+        artifact_type: Some(SIGNATURES_ARTIFACT_TYPE.to_owned()),
+        config: descriptor(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
+        layers: parts.iter().map(|(d, _)| d.clone()).collect(),
+        subject: Some(Box::new(descriptor(
+            subject.media_type,
+            &subject.digest,
+            subject.body.len() as u64,
+        ))),
+        annotations: BTreeMap::new(),
+    };
+    (
+        manifest_json(MEDIA_TYPE_OCI_MANIFEST, &manifest),
+        parts.into_iter().map(|(_, b)| b).collect(),
+    )
 }
 
 fn layer_annotations(p: &PackageFile) -> BTreeMap<String, String> {
@@ -216,7 +290,8 @@ fn seed_manifest(release: &ProviderRelease, config: &PlannedBlob) -> PlannedMani
         artifact_type: None,
         config: descriptor(SEED_CONFIG_MEDIA_TYPE, &config.digest, config.size),
         layers,
-        annotations: BTreeMap::new(),
+        subject: None,
+        annotations: version_annotations(release),
     };
     manifest_json(MEDIA_TYPE_OCI_MANIFEST, &manifest)
 }
@@ -237,6 +312,7 @@ fn opentofu_manifests(
             artifact_type: Some(TOFU_TARGET_ARTIFACT_TYPE.to_owned()),
             config: descriptor(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
             layers: vec![layer],
+            subject: None,
             annotations: BTreeMap::new(),
         };
         let planned = manifest_json(MEDIA_TYPE_OCI_MANIFEST, &manifest);
@@ -260,7 +336,7 @@ fn opentofu_manifests(
         media_type: Some(MEDIA_TYPE_OCI_INDEX.to_owned()),
         artifact_type: Some(TOFU_INDEX_ARTIFACT_TYPE.to_owned()),
         manifests: entries,
-        annotations: BTreeMap::new(),
+        annotations: version_annotations(release),
     };
     (
         platform_manifests,
@@ -278,6 +354,9 @@ pub struct PushTarget {
     pub registry: Registry,
     /// Repository prefix, without leading or trailing `/` (may be empty).
     pub name_prefix: String,
+    /// Mirrors name repositories `PREFIX/HOST/NAMESPACE/TYPE`; a provider registry, whose
+    /// providers all belong to its own host, `PREFIX/NAMESPACE/TYPE`.
+    pub with_hostname: bool,
     pub credential: Credential,
 }
 
@@ -434,7 +513,7 @@ pub async fn push(
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for r in releases {
-        match plan_version(r, opts.layout, &target.name_prefix) {
+        match plan_version(r, opts.layout, &target.name_prefix, target.with_hostname) {
             Ok(p) => plans.push(p),
             Err(e) => errors.push(e),
         }
@@ -505,7 +584,16 @@ impl Pusher<'_> {
         })
         .await;
         let existing = match fetched {
-            Ok(m) if m.digest == plan.tagged.digest => return Ok(VersionOutcome::UpToDate),
+            Ok(m) if m.digest == plan.tagged.digest => {
+                // Signatures may be added to a version pushed without them.
+                if self.signatures_missing(plan).await? {
+                    self.push_blobs(plan).await?;
+                    if !self.opts.dry_run {
+                        self.put_signatures(plan).await?;
+                    }
+                }
+                return Ok(VersionOutcome::UpToDate);
+            }
             Ok(m) => Some(Some(m.digest)),
             Err(OciError::NotFound { .. }) => None,
             // Something is there that we cannot even read as a manifest: it differs.
@@ -520,14 +608,7 @@ impl Pusher<'_> {
             }
         }
 
-        let results: Vec<Result<(), OciError>> = futures::stream::iter(&plan.blobs)
-            .map(|blob| self.push_blob(plan, blob))
-            .buffer_unordered(self.opts.jobs.max(1))
-            .collect()
-            .await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(e);
-        }
+        self.push_blobs(plan).await?;
         if self.opts.dry_run {
             return Ok(VersionOutcome::WouldPush {
                 replacing: existing.is_some(),
@@ -545,10 +626,52 @@ impl Pusher<'_> {
             }
         }
         self.put_manifest(repo, &plan.tag, &plan.tagged).await?;
+        self.put_signatures(plan).await?;
         Ok(match existing {
             None => VersionOutcome::Pushed,
             Some(previous) => VersionOutcome::Replaced { previous },
         })
+    }
+
+    async fn push_blobs(&self, plan: &VersionPlan) -> Result<(), OciError> {
+        let results: Vec<Result<(), OciError>> = futures::stream::iter(&plan.blobs)
+            .map(|blob| self.push_blob(plan, blob))
+            .buffer_unordered(self.opts.jobs.max(1))
+            .collect()
+            .await;
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the plan carries author signatures the registry does not hold yet.
+    async fn signatures_missing(&self, plan: &VersionPlan) -> Result<bool, OciError> {
+        let Some(s) = &plan.signatures else {
+            return Ok(false);
+        };
+        let tag = signatures_tag(&plan.tagged.digest);
+        let present = self
+            .client
+            .head_manifest(
+                &self.target.registry,
+                &plan.repository,
+                &tag,
+                &self.target.credential,
+                &self.opts.upload,
+            )
+            .await?;
+        Ok(present.and_then(|h| h.digest).as_ref() != Some(&s.digest))
+    }
+
+    async fn put_signatures(&self, plan: &VersionPlan) -> Result<(), OciError> {
+        match &plan.signatures {
+            Some(s) => {
+                let tag = signatures_tag(&plan.tagged.digest);
+                self.put_manifest(&plan.repository, &tag, s).await
+            }
+            None => Ok(()),
+        }
     }
 
     async fn put_manifest(
@@ -643,6 +766,8 @@ mod tests {
         ProviderRelease {
             address: ProviderAddress::new("registry.terraform.io", "acme", "foo").unwrap(),
             version: "1.2.3+b1".parse().unwrap(),
+            protocols: Vec::new(),
+            signatures: None,
             packages: packages
                 .iter()
                 .map(|(platform, n)| PackageFile {
@@ -660,7 +785,7 @@ mod tests {
     #[test]
     fn opentofu_plan_matches_the_layout_and_is_read_back() {
         let r = release(&[("darwin_arm64", 1), ("linux_amd64", 2)]);
-        let plan = plan_version(&r, PublishLayout::OpenTofu, "tp").unwrap();
+        let plan = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap();
         assert_eq!(plan.repository, "tp/registry.terraform.io/acme/foo");
         assert_eq!(plan.tag, "1.2.3_b1");
         assert_eq!(plan.blobs.len(), 3);
@@ -701,14 +826,14 @@ mod tests {
         assert_eq!(targets[1].1.digest, plan.platform_manifests[1].digest);
 
         // Deterministic.
-        let again = plan_version(&r, PublishLayout::OpenTofu, "tp").unwrap();
+        let again = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap();
         assert_eq!(again.tagged.digest, plan.tagged.digest);
     }
 
     #[test]
     fn seed_plan_shares_layers_between_identical_packages() {
         let r = release(&[("darwin_arm64", 1), ("linux_amd64", 2), ("linux_arm64", 2)]);
-        let plan = plan_version(&r, PublishLayout::Seed, "").unwrap();
+        let plan = plan_version(&r, PublishLayout::Seed, "", true).unwrap();
         assert_eq!(plan.repository, "registry.terraform.io/acme/foo");
         assert!(plan.platform_manifests.is_empty());
         assert_eq!(plan.blobs.len(), 3);
@@ -731,7 +856,7 @@ mod tests {
     fn invalid_repository_names_are_refused() {
         let mut r = release(&[("linux_amd64", 1)]);
         r.address = ProviderAddress::new("localhost:8080", "acme", "foo").unwrap();
-        let err = plan_version(&r, PublishLayout::OpenTofu, "tp").unwrap_err();
+        let err = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap_err();
         assert!(matches!(err, PlanError::InvalidRepository { .. }), "{err}");
     }
 }

@@ -38,6 +38,86 @@ pub struct ProviderRelease {
     pub address: ProviderAddress,
     pub version: semver::Version,
     pub packages: Vec<PackageFile>,
+    /// Plugin protocol versions (`5.0`, `6.0`) the provider speaks, when known.
+    pub protocols: Vec<String>,
+    /// The author's signed SHA256SUMS, to be published with the version.
+    pub signatures: Option<AuthorSignatures>,
+}
+
+/// A release's SHA256SUMS as its author signed it, with the signature and public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorSignatures {
+    pub sums: Vec<u8>,
+    /// A binary (or armored) detached OpenPGP signature of `sums`.
+    pub signature: Vec<u8>,
+    /// The author's ASCII-armored public key.
+    pub public_key: String,
+}
+
+/// What a release directory may hold beside its packages: the author's detached signature
+/// of SHA256SUMS (`terraform-provider-TYPE_VERSION_SHA256SUMS.sig`) and the registry manifest
+/// declaring protocol versions (`terraform-provider-TYPE_VERSION_manifest.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseExtras {
+    pub sums: Option<(PathBuf, Vec<u8>)>,
+    pub signature: Option<(PathBuf, Vec<u8>)>,
+    pub protocols: Option<Vec<String>>,
+}
+
+/// Largest SHA256SUMS, signature or manifest read from a release directory.
+const MAX_EXTRA_FILE: u64 = 1 << 20;
+
+/// Reads the [`ReleaseExtras`] of `type_name` `version` in `dir`, if it has any.
+pub fn release_extras(
+    dir: &Path,
+    type_name: &str,
+    version: &semver::Version,
+) -> Result<ReleaseExtras, SourceError> {
+    let prefix = format!("terraform-provider-{type_name}_{version}");
+    let read = |suffix: &str| -> Result<Option<(PathBuf, Vec<u8>)>, SourceError> {
+        let path = dir.join(format!("{prefix}_{suffix}"));
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let io = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        if len > MAX_EXTRA_FILE {
+            return Err(SourceError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!("larger than {MAX_EXTRA_FILE} bytes")),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(io)?;
+        Ok(Some((path, bytes)))
+    };
+    let protocols = match read("manifest.json")? {
+        None => None,
+        Some((path, bytes)) => {
+            #[derive(serde::Deserialize)]
+            struct Manifest {
+                metadata: Metadata,
+            }
+            #[derive(serde::Deserialize)]
+            struct Metadata {
+                protocol_versions: Vec<String>,
+            }
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| SourceError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(format!(
+                    "not a registry manifest ({{\"version\":1,\"metadata\":{{\"protocol_versions\":[\"5.0\"]}}}}): {e}"
+                )),
+            })?;
+            Some(m.metadata.protocol_versions)
+        }
+    };
+    Ok(ReleaseExtras {
+        sums: read("SHA256SUMS")?,
+        signature: read("SHA256SUMS.sig")?,
+        protocols,
+    })
 }
 
 /// Settings from the command line that some kinds of source need.
@@ -278,6 +358,8 @@ fn group(found: Vec<Found>, errors: &mut Vec<SourceError>) -> Vec<ProviderReleas
             address,
             version,
             packages: packages.into_values().collect(),
+            protocols: Vec::new(),
+            signatures: None,
         })
         .collect()
 }

@@ -1,0 +1,182 @@
+//! HTTP for Terraform's registry protocols: service discovery, provider registry and module
+//! registry endpoints. The work is done in [`crate::registry`]; this maps it onto HTTP.
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+
+use super::body::{empty, full, Body};
+use super::download::{sealed_token, serve_blob, BlobHeaders};
+use super::error::ApiError;
+use super::handlers::{client_credential, json_response};
+use super::router::{ModuleRoute, ProviderRoute};
+use super::AppState;
+use crate::registry::Discovery;
+
+pub fn discovery(state: &AppState) -> Response<Body> {
+    let doc = Discovery::new(
+        state.provider_registry.is_some(),
+        state.module_registry.is_some(),
+    );
+    let mut resp = Response::new(full(
+        serde_json::to_vec(&doc).expect("documents always serialise"),
+    ));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+pub async fn providers<B>(
+    state: &AppState,
+    route: ProviderRoute,
+    req: &Request<B>,
+    is_head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let r = state
+        .provider_registry
+        .as_ref()
+        .ok_or(ApiError::NotConfigured("provider_registry"))?;
+    let origin = r.origin();
+    let cred = client_credential(req);
+    match route {
+        ProviderRoute::Versions { addr } => {
+            let doc = r.versions(&addr, &cred).await?;
+            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
+            Ok(json_response(
+                origin,
+                &cred,
+                body.into(),
+                doc.age,
+                doc.stale,
+            ))
+        }
+        ProviderRoute::Download {
+            addr,
+            version,
+            platform,
+        } => {
+            let doc = r.download(&addr, &version, &platform, &cred).await?;
+            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
+            Ok(json_response(
+                origin,
+                &cred,
+                body.into(),
+                doc.age,
+                doc.stale,
+            ))
+        }
+        ProviderRoute::Sums {
+            addr,
+            version,
+            manifest,
+            signature,
+        } => {
+            let token = sealed_token(req);
+            let signed = r.sums(&addr, &version, &manifest, token.as_deref()).await?;
+            let (body, content_type) = if signature {
+                (signed.signature.clone(), "application/pgp-signature")
+            } else {
+                (signed.document.clone(), "text/plain; charset=utf-8")
+            };
+            let len = body.len();
+            let mut resp = Response::new(if is_head { empty() } else { full(body) });
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            // Named by the manifest digest, so it never changes; private when sealed.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(if origin.needs_authorization() {
+                    "private, max-age=31536000, immutable"
+                } else {
+                    "public, max-age=31536000, immutable"
+                }),
+            );
+            Ok(resp)
+        }
+        ProviderRoute::Package { addr, digest } => {
+            let token = sealed_token(req);
+            let blob = BlobHeaders {
+                content_type: "application/zip",
+                private: origin.needs_authorization(),
+            };
+            let authorize = async {
+                origin
+                    .download_credential(&addr, &digest, token.as_deref())
+                    .map(|_| ())
+                    .map_err(ApiError::from)
+            };
+            let lookup = async {
+                origin
+                    .package(&addr, &digest, token.as_deref())
+                    .await
+                    .map_err(ApiError::from)
+            };
+            let what = origin.describe(&addr);
+            serve_blob(req, is_head, &digest, blob, what, authorize, lookup).await
+        }
+    }
+}
+
+pub async fn modules<B>(
+    state: &AppState,
+    route: ModuleRoute,
+    req: &Request<B>,
+    is_head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let r = state
+        .module_registry
+        .as_ref()
+        .ok_or(ApiError::NotConfigured("module_registry"))?;
+    let origin = r.origin();
+    let cred = client_credential(req);
+    match route {
+        ModuleRoute::Versions { module } => {
+            let doc = r.versions(&module, &cred).await?;
+            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
+            Ok(json_response(
+                origin,
+                &cred,
+                body.into(),
+                doc.age,
+                doc.stale,
+            ))
+        }
+        ModuleRoute::Download { module, version } => {
+            let digest = r.package_digest(&module, &version, &cred).await?;
+            let location = r.download_location(&module, &version, &digest, &cred)?;
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(
+                "x-terraform-get",
+                HeaderValue::from_str(&location).map_err(|_| ApiError::BadQuery("location"))?,
+            );
+            h.insert(header::CACHE_CONTROL, origin.json_cache_control(&cred));
+            Ok(resp)
+        }
+        ModuleRoute::Package { module, digest } => {
+            let token = sealed_token(req);
+            let blob = BlobHeaders {
+                content_type: "application/zip",
+                private: origin.needs_authorization(),
+            };
+            let authorize = async {
+                r.download_credential(&module, &digest, token.as_deref())
+                    .map_err(ApiError::from)
+            };
+            let lookup = async {
+                r.package(&module, &digest, token.as_deref())
+                    .await
+                    .map_err(ApiError::from)
+            };
+            let what = format!("module {module}");
+            serve_blob(req, is_head, &digest, blob, what, authorize, lookup).await
+        }
+    }
+}
