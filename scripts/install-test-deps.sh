@@ -53,6 +53,19 @@ else
     }
 fi
 
+# --- gpg (authors sign SHA256SUMS with it in the registry tests) ------------------
+if command -v gpg >/dev/null 2>&1; then
+    echo "install-test-deps: gpg already installed ($(command -v gpg))"
+else
+    echo "install-test-deps: installing gnupg (apt-get)"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnupg
+    command -v gpg >/dev/null 2>&1 || {
+        echo "install-test-deps: gpg still not on PATH after install" >&2
+        exit 1
+    }
+fi
+
 # --- cargo-deny ---------------------------------------------------------------
 CARGO_DENY_VERSION="0.20.2"
 if cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
