@@ -55,6 +55,23 @@ provider_mirror "mirror" {
   # server's own credential (docker config.json). It cannot be combined with proxy_packages.
 }
 
+# This host as a provider registry (https://HOST/.well-known/terraform.json, /v1/providers/):
+# provider HOST/acme/widgets is read from the repository terraform-registry/providers/acme/widgets.
+# Create the key with:
+#   oci-distribution-terraform-registry keygen --private-key signing-key.asc --public-key signing-key.pub
+# provider_registry {
+#   origin_url       = "http://127.0.0.1:5000/"
+#   name_prefix      = "terraform-registry/providers"
+#   signing_key_file = "signing-key.asc"
+# }
+
+# This host as a module registry (/v1/modules/): module HOST/acme/network/aws at version V
+# is the repository terraform-registry/modules/acme/network/aws, tag V.
+# module_registry {
+#   origin_url  = "http://127.0.0.1:5000/"
+#   name_prefix = "terraform-registry/modules"
+# }
+
 # Hard bounds on clients and origins; every one has a safe default (README, "limits").
 # limits {
 #   max_request_header_bytes = "16KiB"

@@ -183,8 +183,20 @@ fn home<B>(state: &AppState, req: &Request<B>) -> Response<Body> {
             "provider_installation {{\n  network_mirror {{\n    url = \"https://{host}/{name}/\"\n  }}\n}}\n"
         ));
     }
+    let mirrors = if items.is_empty() {
+        String::new()
+    } else {
+        format!("<p>It serves Terraform's provider network mirror protocol ({scheme}) from OCI registries. Mirrors:</p>\n<ul>\n{items}</ul>\n<p>To install providers through them, put this in your Terraform CLI configuration (<code>~/.terraformrc</code>, or the file named by <code>TF_CLI_CONFIG_FILE</code>):</p>\n<pre>{snippets}</pre>\n")
+    };
+    let mut registries = String::new();
+    if state.provider_registry.is_some() {
+        registries.push_str(&format!("<p>It is the provider registry of this host: <code>required_providers {{ x = {{ source = \"{host}/NAMESPACE/TYPE\" }} }}</code>.</p>\n"));
+    }
+    if state.module_registry.is_some() {
+        registries.push_str(&format!("<p>It is the module registry of this host: <code>module \"x\" {{ source = \"{host}/NAMESPACE/NAME/SYSTEM\" }}</code>.</p>\n"));
+    }
     let page = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Terraform provider mirror</title></head>\n<body>\n<h1>Terraform provider mirror</h1>\n<p>This server serves Terraform's provider network mirror protocol ({scheme}) from OCI registries. Mirrors:</p>\n<ul>\n{items}</ul>\n<p>To install providers through it, put this in your Terraform CLI configuration (<code>~/.terraformrc</code>, or the file named by <code>TF_CLI_CONFIG_FILE</code>):</p>\n<pre>{snippets}</pre>\n<p>oci-distribution-terraform-registry {}</p>\n</body></html>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Terraform provider mirror</title></head>\n<body>\n<h1>Terraform provider mirror</h1>\n{mirrors}{registries}<p>oci-distribution-terraform-registry {}</p>\n</body></html>\n",
         env!("CARGO_PKG_VERSION")
     );
     let mut resp = Response::new(full(page));

@@ -169,7 +169,7 @@ impl MirrorService {
         format!("oci-distribution-terraform-registry warm {target} {what}")
     }
 
-    /// A provider as this service's clients name it.
+    /// A provider as this service's clients name it (registry providers without the host).
     pub fn describe(&self, addr: &ProviderAddress) -> String {
         match self.naming {
             Naming::WithHostname => addr.to_string(),

@@ -57,9 +57,18 @@ impl ProviderAddress {
     }
 }
 
+/// The hostname of providers served by this server's own provider registry. Clients name
+/// the server by whatever host they reach it at; nothing depends on it (nor on `Host`), so
+/// addresses carry this placeholder, which is never shown.
+pub const THIS_HOST: &str = "this-host.invalid";
+
 impl fmt::Display for ProviderAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.hostname, self.namespace, self.type_name)
+        if self.hostname == THIS_HOST {
+            write!(f, "{}/{}", self.namespace, self.type_name)
+        } else {
+            write!(f, "{}/{}/{}", self.hostname, self.namespace, self.type_name)
+        }
     }
 }
 

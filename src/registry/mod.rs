@@ -9,9 +9,7 @@ pub mod providers;
 
 use serde::Serialize;
 
-/// The hostname registry provider addresses carry inside the server. Clients name this
-/// server by whatever host they reach it at; nothing here depends on it (nor on `Host`).
-pub const REGISTRY_HOST: &str = "this-host.invalid";
+pub use crate::provider::THIS_HOST as REGISTRY_HOST;
 
 pub const PROVIDERS_PATH: &str = "/v1/providers/";
 pub const MODULES_PATH: &str = "/v1/modules/";
