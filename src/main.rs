@@ -50,7 +50,7 @@ enum Command {
     /// Inspect and look after the package cache.
     #[command(subcommand)]
     Cache(odtr::cli::cache::CacheCommand),
-    /// Publish provider packages or a module into an OCI registry (see docs/push.md).
+    /// Publish provider packages or a module into an OCI registry (see the README).
     Push(odtr::cli::push::PushArgs),
     /// Create an OpenPGP key pair for the provider registry to sign SHA256SUMS with.
     Keygen(odtr::cli::keygen::KeygenArgs),

@@ -1,6 +1,6 @@
 //! `push`: publishes provider packages into an OCI registry, in the OpenTofu layout (default)
 //! or the seed layout, so the mirror (and OpenTofu's own `oci_mirror`) can serve them.
-//! See docs/push.md.
+//! See the README, "Publishing providers with `push`".
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
