@@ -332,6 +332,8 @@ pub fn readyz(state: &AppState) -> Response<Body> {
         "ready": cache_dir_ok,
         "cache": { "directory": state.store.root().display().to_string(), "ok": cache_dir_ok, "bytes": state.store.total_bytes() },
         "mirrors": state.mirrors.keys().collect::<Vec<_>>(),
+        "provider_registry": state.provider_registry.as_ref().map(|r| serde_json::json!({ "signing_key_id": r.key().key_id })),
+        "module_registry": state.module_registry.is_some(),
         "offline": state.meta.is_offline(),
     });
     let mut resp = Response::new(full(body.to_string() + "\n"));

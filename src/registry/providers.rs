@@ -15,7 +15,7 @@ use super::push_segment;
 use crate::metadata::Cached;
 use crate::mirror::{MirrorError, MirrorService};
 use crate::oci::{Credential, Digest, Manifest, OciError};
-use crate::provider::layout::Package;
+use crate::provider::layout::{self, Package, VersionLayout};
 use crate::provider::{version_from_tag, ProviderAddress, TargetPlatform};
 use crate::signing::SigningKey;
 
@@ -54,19 +54,21 @@ pub fn package_filename(
 
 /// A SHA256SUMS document listing `packages` under their conventional names, sorted.
 pub fn sha256sums(type_name: &str, version: &semver::Version, packages: &[Package]) -> String {
-    let mut lines: Vec<String> = packages
+    let mut entries: Vec<(String, &str)> = packages
         .iter()
         .map(|p| {
-            format!(
-                "{}  {}\n",
+            (
+                package_filename(type_name, version, &p.platform),
                 p.digest.hex(),
-                package_filename(type_name, version, &p.platform)
             )
         })
         .collect();
-    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    lines.dedup();
-    lines.concat()
+    entries.sort();
+    entries.dedup();
+    entries
+        .iter()
+        .map(|(file, hex)| format!("{hex}  {file}\n"))
+        .collect()
 }
 
 /// The protocol versions a version's manifest declares.
@@ -248,12 +250,17 @@ impl ProviderRegistry {
         client: &Credential,
     ) -> Result<VersionEntry, MirrorError> {
         let m = self.origin.version_manifest(addr, version, client).await?;
-        let (digest, manifest) = &m.value;
-        let packages = self
-            .origin
-            .manifest_packages(addr, version, digest, manifest, client)
-            .await?;
-        let mut platforms: Vec<&TargetPlatform> = packages.iter().map(|p| &p.platform).collect();
+        let manifest = &m.value.1;
+        // The platforms are in the version's own manifest in both layouts: listing them
+        // needs no per-platform manifest.
+        let layout = layout::classify(manifest).map_err(|reason| MirrorError::NotAProvider {
+            what: format!("provider {} {version}", self.origin.describe(addr)),
+            reason,
+        })?;
+        let mut platforms: Vec<&TargetPlatform> = match &layout {
+            VersionLayout::Seed(packages) => packages.iter().map(|p| &p.platform).collect(),
+            VersionLayout::OpenTofu(targets) => targets.iter().map(|(p, _)| p).collect(),
+        };
         platforms.sort();
         platforms.dedup();
         Ok(VersionEntry {
