@@ -67,11 +67,20 @@ impl SigningKey {
             path: shown.clone(),
             source,
         };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > MAX_KEY_FILE {
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        #[cfg(unix)]
+        if let Ok(meta) = file.metadata() {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %shown, "the signing key file is readable by other users; `chmod 600` it");
+            }
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_KEY_FILE + 1), &mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_KEY_FILE {
             return Err(SigningError::TooLarge { path: shown });
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
         SigningKey::from_armored(&text).map_err(|e| match e {
             SigningError::NotASecretKey { reason, .. } => SigningError::NotASecretKey {
                 path: shown.clone(),
@@ -100,6 +109,12 @@ impl SigningKey {
             .to_armored_string(ArmorOptions::default())
             .map_err(pgp_error)?;
         let key_id = hex::encode_upper(secret.legacy_key_id().as_ref());
+        if !matches!(
+            secret.algorithm(),
+            pgp::crypto::public_key::PublicKeyAlgorithm::RSA
+        ) {
+            tracing::warn!(key_id = %key_id, algorithm = ?secret.algorithm(), "the signing key is not RSA: Terraform before 1.1 cannot check its signatures");
+        }
         let key = SigningKey {
             secret,
             public_armored,

@@ -87,8 +87,14 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeygenError> {
             err(e)
         }
     })?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // Never leave a half-written key behind.
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 /// Entry point from `main` (no configuration file needed).

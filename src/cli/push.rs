@@ -323,6 +323,20 @@ pub fn resolve_credential(
     Ok(credentials::credential_for(registry.base())?)
 }
 
+/// [`resolve_credential`] off the async threads: reading stdin and running credential
+/// helpers block.
+async fn blocking_credential(
+    args: &PushArgs,
+    registry: &Registry,
+) -> Result<Credential, PushError> {
+    let (args, registry) = (args.clone(), registry.clone());
+    tokio::task::spawn_blocking(move || {
+        resolve_credential(&args, &registry, &mut std::io::stdin().lock())
+    })
+    .await
+    .map_err(|e| PushError::Runtime(std::io::Error::other(e)))?
+}
+
 pub fn source_options(args: &PushArgs) -> Result<SourceOptions, PushError> {
     let registry_host = args
         .provider_registry
@@ -353,16 +367,7 @@ pub async fn run(
 ) -> Result<PushReport, PushError> {
     let (registry, name_prefix) = resolve_destination(config_path, args)?;
     let source_opts = source_options(args)?;
-    let credential = {
-        let args = args.clone();
-        let registry = registry.clone();
-        // Reading stdin and running credential helpers block.
-        tokio::task::spawn_blocking(move || {
-            resolve_credential(&args, &registry, &mut std::io::stdin().lock())
-        })
-        .await
-        .map_err(|e| PushError::Runtime(std::io::Error::other(e)))??
-    };
+    let credential = blocking_credential(args, &registry).await?;
     let sources = args.sources.clone();
     let releases = tokio::task::spawn_blocking(move || sources::collect(&sources, &source_opts))
         .await
@@ -431,6 +436,27 @@ fn with_release_extras(
                     problem: "needs the author's public key to be checked and published: pass --author-key FILE".into(),
                 });
             };
+            // Every package pushed must be what the signed list names.
+            let listed = String::from_utf8_lossy(&sums).into_owned();
+            for p in &release.packages {
+                let ok = listed.lines().any(|l| {
+                    l.split_once(char::is_whitespace)
+                        .is_some_and(|(hex, name)| {
+                            hex.eq_ignore_ascii_case(p.digest.hex())
+                                && name.trim_start().trim_start_matches('*') == p.file_name
+                        })
+                });
+                if !ok {
+                    return Err(PushError::AuthorSignature {
+                        path: sums_path.clone(),
+                        problem: format!(
+                            "does not list {} with its sha256 {}",
+                            p.file_name,
+                            p.digest.hex()
+                        ),
+                    });
+                }
+            }
             crate::signing::verify_detached(key, &sums, &signature).map_err(|e| {
                 PushError::AuthorSignature {
                     path: sig_path.clone(),
@@ -444,6 +470,15 @@ fn with_release_extras(
                 sums,
                 signature,
                 public_key: key.clone(),
+            });
+        }
+        if author_key.is_some() && release.signatures.is_none() {
+            return Err(PushError::AuthorSignature {
+                path: dirs.first().map(|d| d.to_path_buf()).unwrap_or_default(),
+                problem: format!(
+                    "is missing: --author-key was given, but no terraform-provider-{}_{}_SHA256SUMS and .sig were found next to the packages",
+                    release.address.type_name, release.version
+                ),
             });
         }
         release.protocols = if args.protocols.is_empty() {
@@ -478,15 +513,7 @@ async fn run_module(
         version: version_text.to_owned(),
         reason: e.to_string(),
     })?;
-    let credential = {
-        let args = args.clone();
-        let registry = registry.clone();
-        tokio::task::spawn_blocking(move || {
-            resolve_credential(&args, &registry, &mut std::io::stdin().lock())
-        })
-        .await
-        .map_err(|e| PushError::Runtime(std::io::Error::other(e)))??
-    };
+    let credential = blocking_credential(args, &registry).await?;
     let owned = dir.to_owned();
     let zip = tokio::task::spawn_blocking(move || module_package::zip_directory(&owned))
         .await

@@ -18,6 +18,8 @@ pub enum ApiError {
     UnknownRepository(String),
     #[error("this server has no {0} configured")]
     NotConfigured(&'static str),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("invalid query parameter {0:?}")]
     BadQuery(&'static str),
     #[error("method not allowed: this server only answers GET and HEAD")]
@@ -54,11 +56,15 @@ impl ApiError {
             | ApiError::UnknownRepository(_)
             | ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Mirror(m) => match m {
                 MirrorError::Unknown(_) | MirrorError::UnknownVersion(..) => StatusCode::NOT_FOUND,
-                MirrorError::NotAProvider { .. } | MirrorError::NotAModule { .. } => {
-                    StatusCode::BAD_GATEWAY
+                MirrorError::NotAProvider { .. }
+                | MirrorError::NotAModule { .. }
+                | MirrorError::BadSignatures { .. } => StatusCode::BAD_GATEWAY,
+                MirrorError::Signing(_) | MirrorError::Local(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
                 }
                 MirrorError::MissingDownloadToken => StatusCode::UNAUTHORIZED,
                 MirrorError::BadDownloadToken(_) => StatusCode::FORBIDDEN,

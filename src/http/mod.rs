@@ -118,7 +118,7 @@ impl AppState {
                 Arc::new(running.sealer.with_ttl(ttl))
             }
             (None, _) => {
-                if config.provider_mirrors.iter().any(|m| m.proxy_packages) {
+                if config.origins().any(|m| m.proxy_packages) {
                     tracing::warn!("no server.query_string_secret configured: using a random one, so download URLs only work on this instance until it restarts");
                 }
                 Arc::new(UrlSealer::random(ttl))

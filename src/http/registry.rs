@@ -9,7 +9,20 @@ use super::error::ApiError;
 use super::handlers::{client_credential, json_response};
 use super::router::{ModuleRoute, ProviderRoute};
 use super::AppState;
+use crate::metadata::Cached;
+use crate::mirror::MirrorService;
+use crate::oci::Credential;
 use crate::registry::Discovery;
+
+/// A registry JSON document, with the origin's freshness headers.
+fn json_doc(
+    origin: &MirrorService,
+    cred: &Credential,
+    doc: Cached<impl serde::Serialize>,
+) -> Response<Body> {
+    let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
+    json_response(origin, cred, body.into(), doc.age, doc.stale)
+}
 
 pub fn discovery(state: &AppState) -> Response<Body> {
     let doc = Discovery::new(
@@ -45,31 +58,17 @@ pub async fn providers<B>(
     let cred = client_credential(req);
     match route {
         ProviderRoute::Versions { addr } => {
-            let doc = r.versions(&addr, &cred).await?;
-            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
-            Ok(json_response(
-                origin,
-                &cred,
-                body.into(),
-                doc.age,
-                doc.stale,
-            ))
+            Ok(json_doc(origin, &cred, r.versions(&addr, &cred).await?))
         }
         ProviderRoute::Download {
             addr,
             version,
             platform,
-        } => {
-            let doc = r.download(&addr, &version, &platform, &cred).await?;
-            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
-            Ok(json_response(
-                origin,
-                &cred,
-                body.into(),
-                doc.age,
-                doc.stale,
-            ))
-        }
+        } => Ok(json_doc(
+            origin,
+            &cred,
+            r.download(&addr, &version, &platform, &cred).await?,
+        )),
         ProviderRoute::Sums {
             addr,
             version,
@@ -88,15 +87,9 @@ pub async fn providers<B>(
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            // Named by the manifest digest, so it never changes; private when sealed.
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(if origin.needs_authorization() {
-                    "private, max-age=31536000, immutable"
-                } else {
-                    "public, max-age=31536000, immutable"
-                }),
-            );
+            // The version's manifest fixes the list, but not who signs it (author signatures
+            // may be pushed later, the server's key may be rotated): as fresh as the JSON.
+            h.insert(header::CACHE_CONTROL, origin.json_cache_control(&cred));
             Ok(resp)
         }
         ProviderRoute::Package { addr, digest } => {
@@ -137,27 +130,21 @@ pub async fn modules<B>(
     let cred = client_credential(req);
     match route {
         ModuleRoute::Versions { module } => {
-            let doc = r.versions(&module, &cred).await?;
-            let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
-            Ok(json_response(
-                origin,
-                &cred,
-                body.into(),
-                doc.age,
-                doc.stale,
-            ))
+            Ok(json_doc(origin, &cred, r.versions(&module, &cred).await?))
         }
         ModuleRoute::Download { module, version } => {
             let digest = r.package_digest(&module, &version, &cred).await?;
-            let location = r.download_location(&module, &version, &digest, &cred)?;
-            let mut resp = Response::new(empty());
+            let location = r.download_location(&module, &version, &digest.value, &cred)?;
+            // The location is built from checked path segments and a base64url token.
+            let location = HeaderValue::from_str(&location)
+                .map_err(|_| ApiError::Internal("module location is not a header value"))?;
+            // Like a JSON answer (Age, Cache-Control, Warning), without a body.
+            let mut resp =
+                json_response(origin, &cred, bytes::Bytes::new(), digest.age, digest.stale);
             *resp.status_mut() = StatusCode::NO_CONTENT;
             let h = resp.headers_mut();
-            h.insert(
-                "x-terraform-get",
-                HeaderValue::from_str(&location).map_err(|_| ApiError::BadQuery("location"))?,
-            );
-            h.insert(header::CACHE_CONTROL, origin.json_cache_control(&cred));
+            h.remove(header::CONTENT_TYPE);
+            h.insert("x-terraform-get", location);
             Ok(resp)
         }
         ModuleRoute::Package { module, digest } => {

@@ -26,7 +26,7 @@ pub enum MirrorError {
     #[error(transparent)]
     Origin(Arc<OciError>),
     /// Offline mode, or nothing cached: says what is missing and how to fetch it.
-    #[error("this mirror is offline and its cache does not hold {what}; to add it, run on a host that can reach the registry: {warm_command}")]
+    #[error("this server is offline and its cache does not hold {what}; to add it, run on a host that can reach the registry: {warm_command}")]
     Offline { what: String, warm_command: String },
     /// What is missing, as the client names it (`provider NS/TYPE`, `module NS/NAME/SYSTEM`).
     #[error("{0} is not available from this server")]
@@ -37,6 +37,15 @@ pub enum MirrorError {
     NotAProvider { what: String, reason: LayoutError },
     #[error("the origin's data for {what} is not a module package ({reason})")]
     NotAModule { what: String, reason: String },
+    /// The author's signature material of a version is malformed.
+    #[error("the origin's signatures for {what} are unusable: {reason}")]
+    BadSignatures { what: String, reason: String },
+    /// Signing with the server's own key failed.
+    #[error("cannot sign SHA256SUMS: {0}")]
+    Signing(String),
+    /// The cache could not be read.
+    #[error("cannot read the cache: {0}")]
+    Local(String),
     #[error("this download URL needs its signed query string; get a fresh URL from the version's JSON document")]
     MissingDownloadToken,
     #[error("this download URL is invalid or has expired; get a fresh URL from the version's JSON document")]
@@ -247,6 +256,26 @@ impl MirrorService {
             .manifest_for_tag(&self.registry, repo, tag, cred, &self.config.freshness)
             .await
             .map_err(|e| self.metadata_error(e, unknown, warm))
+    }
+
+    /// The manifest `tag` of `repo` points at, or `None` when the origin has no such tag
+    /// (or, offline, when the cache does not know it).
+    pub async fn optional_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        client: &Credential,
+    ) -> Result<Option<(Digest, Arc<Manifest>)>, MirrorError> {
+        let cred = &self.origin_credential(client.clone());
+        match self
+            .meta
+            .manifest_for_tag(&self.registry, repo, tag, cred, &self.config.freshness)
+            .await
+        {
+            Ok(m) => Ok(Some(m.value)),
+            Err(MetadataError::NotFound(_)) | Err(MetadataError::Offline(_)) => Ok(None),
+            Err(MetadataError::Origin(o)) => Err(MirrorError::Origin(o)),
+        }
     }
 
     /// The versions available: every tag that reads as a semantic version.
@@ -502,11 +531,9 @@ impl MirrorService {
         let mut archives = BTreeMap::new();
         for p in packages {
             let mut url = format!(
-                "download/sha256/{}/terraform-provider-{}_{}_{}.zip",
+                "download/sha256/{}/{}",
                 p.digest.hex(),
-                addr.type_name,
-                version,
-                p.platform
+                crate::provider::package_filename(&addr.type_name, version, &p.platform)
             );
             url.push_str(&self.seal_query(&repo, p.digest.as_str(), cred)?);
             // h1: ours, computed from the verified bytes in the cache, when we have it;
@@ -692,23 +719,26 @@ impl MirrorService {
                 via_sealed_url,
             )
             .await?;
-        let stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>> = match body {
-            PackageBody::Cached(blob) => {
-                let size = blob.meta.size;
-                crate::store::file_range(blob.file, 0, size)
-                    .map_err(|e| e.to_string())
-                    .boxed()
-            }
-            PackageBody::Filling { fill, .. } => {
-                fill.stream(0, None).map_err(|e| e.to_string()).boxed()
-            }
-        };
+        let stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, MirrorError>> =
+            match body {
+                PackageBody::Cached(blob) => {
+                    let size = blob.meta.size;
+                    crate::store::file_range(blob.file, 0, size)
+                        .map_err(|e| MirrorError::Local(e.to_string()))
+                        .boxed()
+                }
+                PackageBody::Filling { fill, .. } => fill
+                    .stream(0, None)
+                    .map_err(|e| match e {
+                        crate::store::FillError::Origin(o) => MirrorError::Origin(o),
+                        other => MirrorError::Local(other.to_string()),
+                    })
+                    .boxed(),
+            };
         let mut out = Vec::new();
         let mut stream = stream;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                MirrorError::Origin(Arc::new(OciError::Protocol(format!("{}: {e}", what()))))
-            })?;
+            let chunk = chunk?;
             out.extend_from_slice(&chunk);
             if out.len() as u64 > max {
                 return Err(MirrorError::Origin(Arc::new(OciError::TooLarge {

@@ -57,6 +57,15 @@ impl ProviderAddress {
     }
 }
 
+/// The conventional file name of a provider package.
+pub fn package_filename(
+    type_name: &str,
+    version: &semver::Version,
+    platform: &TargetPlatform,
+) -> String {
+    format!("terraform-provider-{type_name}_{version}_{platform}.zip")
+}
+
 /// The hostname of providers served by this server's own provider registry. Clients name
 /// the server by whatever host they reach it at; nothing depends on it (nor on `Host`), so
 /// addresses carry this placeholder, which is never shown.

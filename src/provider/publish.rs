@@ -101,17 +101,6 @@ pub struct VersionPlan {
     pub signatures: Option<PlannedManifest>,
 }
 
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_owned(),
-        digest: digest.clone(),
-        size,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
-        platform: None,
-    }
-}
-
 fn manifest_json<T: serde::Serialize>(media_type: &'static str, doc: &T) -> PlannedManifest {
     // The documents are plain structs of strings and numbers, which always serialize; the
     // field order is fixed by the struct definitions and annotations are BTreeMaps, so the
@@ -226,7 +215,7 @@ fn signatures_manifest(
             source: BlobSource::Memory(bytes),
             label: label.to_owned(),
         };
-        (descriptor(media_type, &blob.digest, blob.size), blob)
+        (Descriptor::new(media_type, &blob.digest, blob.size), blob)
     };
     let parts = [
         part(SHA256SUMS_MEDIA_TYPE, s.sums.clone(), "SHA256SUMS"),
@@ -241,9 +230,9 @@ fn signatures_manifest(
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
         artifact_type: Some(SIGNATURES_ARTIFACT_TYPE.to_owned()),
-        config: descriptor(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
+        config: Descriptor::new(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
         layers: parts.iter().map(|(d, _)| d.clone()).collect(),
-        subject: Some(Box::new(descriptor(
+        subject: Some(Box::new(Descriptor::new(
             subject.media_type,
             &subject.digest,
             subject.body.len() as u64,
@@ -270,7 +259,7 @@ fn seed_manifest(release: &ProviderRelease, config: &PlannedBlob) -> PlannedMani
         match layers.iter_mut().find(|(d, _)| d.digest == p.digest) {
             Some((_, platforms)) => platforms.push(p.platform.to_string()),
             None => {
-                let mut d = descriptor(SEED_LAYER_MEDIA_TYPE, &p.digest, p.size);
+                let mut d = Descriptor::new(SEED_LAYER_MEDIA_TYPE, &p.digest, p.size);
                 d.annotations = layer_annotations(p);
                 layers.push((d, vec![p.platform.to_string()]));
             }
@@ -288,7 +277,7 @@ fn seed_manifest(release: &ProviderRelease, config: &PlannedBlob) -> PlannedMani
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
         artifact_type: None,
-        config: descriptor(SEED_CONFIG_MEDIA_TYPE, &config.digest, config.size),
+        config: Descriptor::new(SEED_CONFIG_MEDIA_TYPE, &config.digest, config.size),
         layers,
         subject: None,
         annotations: version_annotations(release),
@@ -304,19 +293,19 @@ fn opentofu_manifests(
     let mut platform_manifests = Vec::new();
     let mut entries = Vec::new();
     for p in &release.packages {
-        let mut layer = descriptor(TOFU_LAYER_MEDIA_TYPE, &p.digest, p.size);
+        let mut layer = Descriptor::new(TOFU_LAYER_MEDIA_TYPE, &p.digest, p.size);
         layer.annotations = layer_annotations(p);
         let manifest = ImageManifest {
             schema_version: 2,
             media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
             artifact_type: Some(TOFU_TARGET_ARTIFACT_TYPE.to_owned()),
-            config: descriptor(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
+            config: Descriptor::new(MEDIA_TYPE_EMPTY_JSON, &config.digest, config.size),
             layers: vec![layer],
             subject: None,
             annotations: BTreeMap::new(),
         };
         let planned = manifest_json(MEDIA_TYPE_OCI_MANIFEST, &manifest);
-        let mut entry = descriptor(
+        let mut entry = Descriptor::new(
             MEDIA_TYPE_OCI_MANIFEST,
             &planned.digest,
             planned.body.len() as u64,

@@ -149,17 +149,6 @@ fn is_executable(_: &Path) -> bool {
     false
 }
 
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_owned(),
-        digest: digest.clone(),
-        size,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
-        platform: None,
-    }
-}
-
 /// The manifest publishing `zip` as `module` at `version` under `name_prefix`.
 pub fn plan(
     module: &ModuleAddress,
@@ -169,7 +158,7 @@ pub fn plan(
 ) -> ModulePlan {
     let zip = Bytes::from(zip);
     let zip_digest = Digest::of_bytes(&zip);
-    let mut layer = descriptor(MODULE_LAYER_MEDIA_TYPE, &zip_digest, zip.len() as u64);
+    let mut layer = Descriptor::new(MODULE_LAYER_MEDIA_TYPE, &zip_digest, zip.len() as u64);
     layer.annotations.insert(
         crate::provider::layout::TITLE_ANNOTATION.to_owned(),
         format!("{}-{}-{version}.zip", module.name, module.system),
@@ -178,7 +167,7 @@ pub fn plan(
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
         artifact_type: Some(MODULE_ARTIFACT_TYPE.to_owned()),
-        config: descriptor(
+        config: Descriptor::new(
             MEDIA_TYPE_EMPTY_JSON,
             &Digest::of_bytes(EMPTY_JSON),
             EMPTY_JSON.len() as u64,

@@ -154,7 +154,7 @@ impl ModuleRegistry {
         module: &ModuleAddress,
         version: &semver::Version,
         client: &Credential,
-    ) -> Result<Digest, MirrorError> {
+    ) -> Result<Cached<Digest>, MirrorError> {
         let m = self
             .origin
             .tagged_manifest(
@@ -165,9 +165,14 @@ impl ModuleRegistry {
                 &format!("{module}@{version}"),
             )
             .await?;
-        module_layer(&m.value.1).map_err(|reason| MirrorError::NotAModule {
+        let digest = module_layer(&m.value.1).map_err(|reason| MirrorError::NotAModule {
             what: format!("module {module} {version}"),
             reason,
+        })?;
+        Ok(Cached {
+            value: digest,
+            age: m.age,
+            stale: m.stale,
         })
     }
 

@@ -30,12 +30,17 @@ pub const PUBLIC_KEY_MEDIA_TYPE: &str = "application/pgp-keys";
 pub const PROTOCOLS_ANNOTATION: &str = "io.terraform.provider.protocols";
 pub const DEFAULT_PROTOCOLS: &[&str] = &["5.0"];
 
-/// Largest SHA256SUMS, signature or key read from an origin.
-const MAX_SIGNATURE_PART: u64 = 1 << 20;
+/// Largest author SHA256SUMS, signature and public key read from an origin. Real ones are a
+/// few KiB; a key with many certifications can be tens.
+const MAX_AUTHOR_SUMS: u64 = 64 << 10;
+const MAX_AUTHOR_SIGNATURE: u64 = 16 << 10;
+const MAX_AUTHOR_KEY: u64 = 256 << 10;
 /// Versions whose manifests are read at once for the versions list.
 const VERSION_FETCH_CONCURRENCY: usize = 8;
-/// Bound on remembered signed documents.
-const MAX_SIGNED: usize = 10_000;
+/// The versions list covers at most this many (the newest): each costs a manifest.
+pub const MAX_LISTED_VERSIONS: usize = 2_000;
+/// Bound on the bytes of remembered signed documents.
+const MAX_SIGNED_BYTES: usize = 64 << 20;
 
 /// The tag of a version's signature material: named after the manifest it signs, like
 /// cosign's `sha256-HEX.sig`, so a moved version tag never pairs with stale signatures.
@@ -43,14 +48,7 @@ pub fn signatures_tag(subject: &Digest) -> String {
     format!("sha256-{}.terraform-sig", subject.hex())
 }
 
-/// The conventional file name of a provider package.
-pub fn package_filename(
-    type_name: &str,
-    version: &semver::Version,
-    platform: &TargetPlatform,
-) -> String {
-    format!("terraform-provider-{type_name}_{version}_{platform}.zip")
-}
+pub use crate::provider::package_filename;
 
 /// A SHA256SUMS document listing `packages` under their conventional names, sorted.
 pub fn sha256sums(type_name: &str, version: &semver::Version, packages: &[Package]) -> String {
@@ -154,6 +152,20 @@ pub struct GpgPublicKey {
     pub source_url: Option<String>,
 }
 
+impl GpgPublicKey {
+    /// A key without a partner trust signature: Terraform reports the provider as
+    /// self-signed, with this key ID.
+    fn new(key_id: String, ascii_armor: String) -> GpgPublicKey {
+        GpgPublicKey {
+            key_id,
+            ascii_armor,
+            trust_signature: String::new(),
+            source: String::new(),
+            source_url: None,
+        }
+    }
+}
+
 /// A version's SHA256SUMS, its detached signature and the key that made it.
 #[derive(Debug)]
 pub struct SignedSums {
@@ -162,16 +174,22 @@ pub struct SignedSums {
     pub key: GpgPublicKey,
 }
 
-/// (version manifest, author signatures manifest).
-type SignedKey = (Digest, Option<Digest>);
+/// (repository, version, version manifest, author signatures manifest).
+type SignedKey = (String, semver::Version, Digest, Option<Digest>);
+
+impl SignedSums {
+    fn bytes(&self) -> usize {
+        self.document.len() + self.signature.len() + self.key.ascii_armor.len()
+    }
+}
 
 /// The configured `provider_registry`.
 pub struct ProviderRegistry {
     origin: Arc<MirrorService>,
     key: Arc<SigningKey>,
-    /// Signed documents per (version manifest, author signatures manifest): both digests
-    /// name immutable content, so the entry never goes stale.
-    signed: Mutex<HashMap<SignedKey, Arc<SignedSums>>>,
+    /// Signed documents per version and manifests: the digests name immutable content, so
+    /// an entry never goes stale. With the bytes they hold, which are bounded.
+    signed: Mutex<(HashMap<SignedKey, Arc<SignedSums>>, usize)>,
 }
 
 impl ProviderRegistry {
@@ -179,7 +197,7 @@ impl ProviderRegistry {
         ProviderRegistry {
             origin,
             key,
-            signed: Mutex::new(HashMap::new()),
+            signed: Mutex::new((HashMap::new(), 0)),
         }
     }
 
@@ -191,8 +209,11 @@ impl ProviderRegistry {
         &self.key
     }
 
-    /// Every version with its protocols and platforms. A version whose manifest cannot be
-    /// read as a provider is left out (and logged), so one bad push does not hide the rest.
+    /// Every version with its protocols and platforms (the newest [`MAX_LISTED_VERSIONS`]).
+    /// A version whose manifest is not a provider is left out and logged, so one bad push
+    /// does not hide the rest. One that cannot be read now (origin failing, or offline and not
+    /// cached) is left out too, and the list is marked stale; if no version can be read, the
+    /// error is the answer, so offline clients get the hint to `warm`.
     pub async fn versions(
         &self,
         addr: &ProviderAddress,
@@ -215,31 +236,43 @@ impl ProviderRegistry {
             .collect();
         versions.sort();
         versions.dedup();
-        let entries: Vec<Result<Option<VersionEntry>, MirrorError>> =
+        if versions.len() > MAX_LISTED_VERSIONS {
+            tracing::warn!(provider = %self.origin.describe(addr), versions = versions.len(), listed = MAX_LISTED_VERSIONS, "listing only the newest versions");
+            versions.drain(..versions.len() - MAX_LISTED_VERSIONS);
+        }
+        let entries: Vec<(semver::Version, Result<VersionEntry, MirrorError>)> =
             futures::stream::iter(versions)
                 .map(|v| async move {
-                    match self.version_entry(addr, &v, client).await {
-                        Ok(e) => Ok(Some(e)),
-                        Err(e) if is_denial(&e) => Err(e),
-                        Err(e) => {
-                            tracing::warn!(provider = %self.origin.describe(addr), version = %v, error = %e, "left out of the versions list");
-                            Ok(None)
-                        }
-                    }
+                    let e = self.version_entry(addr, &v, client).await;
+                    (v, e)
                 })
                 .buffered(VERSION_FETCH_CONCURRENCY)
                 .collect()
                 .await;
         let mut list = Vec::new();
-        for e in entries {
-            if let Some(e) = e? {
-                list.push(e);
+        let mut unavailable = None;
+        for (v, e) in entries {
+            match e {
+                Ok(e) => list.push(e),
+                Err(e @ (MirrorError::NotAProvider { .. } | MirrorError::UnknownVersion(..))) => {
+                    tracing::warn!(provider = %self.origin.describe(addr), version = %v, error = %e, "not a provider: left out of the versions list");
+                }
+                Err(e) if is_denial(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(provider = %self.origin.describe(addr), version = %v, error = %e, "cannot be read now: left out of the versions list");
+                    unavailable.get_or_insert(e);
+                }
+            }
+        }
+        if list.is_empty() {
+            if let Some(e) = unavailable {
+                return Err(e);
             }
         }
         Ok(Cached {
             value: VersionsDocument { versions: list },
             age: tags.age,
-            stale: tags.stale,
+            stale: tags.stale || unavailable.is_some(),
         })
     }
 
@@ -311,7 +344,7 @@ impl ProviderRegistry {
         );
         let sums_seal = self
             .origin
-            .seal_query(&repo, &sums_subject(digest), client)?;
+            .seal_query(&repo, &sums_subject(digest, version), client)?;
         let mut shasums_url = base.clone();
         push_segment(&mut shasums_url, &version.to_string());
         shasums_url.push_str("/sha256/");
@@ -353,17 +386,26 @@ impl ProviderRegistry {
         let repo = self.origin.repository(addr);
         let cred = self
             .origin
-            .sealed_credential(&repo, &sums_subject(manifest), token)?;
-        let warm = format!("{}@{version}", self.origin.describe(addr));
-        let parsed = self
-            .origin
-            .manifest_by_digest(&repo, manifest, &cred, &warm)
-            .await?;
+            .sealed_credential(&repo, &sums_subject(manifest, version), token)?;
+        // The document names the version's packages: it is only made for the manifest the
+        // version's tag names, never for a version picked by the caller.
+        let current = self.origin.version_manifest(addr, version, &cred).await?;
+        let (digest, parsed) = &current.value;
+        if digest != manifest {
+            return Err(MirrorError::UnknownVersion(
+                format!(
+                    "SHA256SUMS for manifest {manifest} of provider {}",
+                    self.origin.describe(addr)
+                ),
+                version.clone(),
+            ));
+        }
         let packages = self
             .origin
-            .manifest_packages(addr, version, manifest, &parsed, &cred)
+            .manifest_packages(addr, version, manifest, parsed, &cred)
             .await?;
-        self.signed_sums(addr, version, manifest, &packages, &cred, true)
+        let sealed = self.origin.needs_authorization();
+        self.signed_sums(addr, version, manifest, &packages, &cred, sealed)
             .await
     }
 
@@ -378,22 +420,22 @@ impl ProviderRegistry {
     ) -> Result<Arc<SignedSums>, MirrorError> {
         let repo = self.origin.repository(addr);
         let warm = format!("{}@{version}", self.origin.describe(addr));
-        let not_there = || MirrorError::Unknown(String::new());
-        let author = match self
+        // Without author signatures (or, offline, none cached) the server signs.
+        let author = self
             .origin
-            .tagged_manifest(&repo, &signatures_tag(manifest), client, not_there, &warm)
-            .await
-        {
-            Ok(m) => Some(m.value),
-            // No author signature (or none cached while offline): the server signs.
-            Err(MirrorError::Unknown(_)) | Err(MirrorError::Offline { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let key = (manifest.clone(), author.as_ref().map(|(d, _)| d.clone()));
+            .optional_manifest(&repo, &signatures_tag(manifest), client)
+            .await?;
+        let key = (
+            repo.clone(),
+            version.clone(),
+            manifest.clone(),
+            author.as_ref().map(|(d, _)| d.clone()),
+        );
         if let Some(s) = self
             .signed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .get(&key)
         {
             return Ok(s.clone());
@@ -405,40 +447,38 @@ impl ProviderRegistry {
             }
             None => {
                 let document = sha256sums(&addr.type_name, version, packages);
-                let signature = self.key.sign(document.as_bytes()).map_err(|e| {
-                    MirrorError::Origin(Arc::new(OciError::Protocol(format!(
-                        "signing SHA256SUMS: {e}"
-                    ))))
-                })?;
+                let signature = self
+                    .key
+                    .sign(document.as_bytes())
+                    .map_err(|e| MirrorError::Signing(e.to_string()))?;
                 SignedSums {
                     document: document.into(),
                     signature: signature.into(),
-                    key: GpgPublicKey {
-                        key_id: self.key.key_id.clone(),
-                        ascii_armor: self.key.public_armored.clone(),
-                        trust_signature: String::new(),
-                        source: String::new(),
-                        source_url: None,
-                    },
+                    key: GpgPublicKey::new(
+                        self.key.key_id.clone(),
+                        self.key.public_armored.clone(),
+                    ),
                 }
             }
         };
-        if let Some(expected) = packages.first() {
-            let line = format!(
-                "{}  {}",
-                expected.digest.hex(),
-                package_filename(&addr.type_name, version, &expected.platform)
-            );
-            if !String::from_utf8_lossy(&signed.document).contains(&line) {
-                tracing::warn!(provider = %self.origin.describe(addr), %version, "the author's SHA256SUMS does not list the packages as stored; Terraform will refuse them");
+        let listed = listed_packages(&signed.document);
+        for p in packages {
+            let file = package_filename(&addr.type_name, version, &p.platform);
+            if listed.get(file.as_str()) != Some(&p.digest.hex()) {
+                tracing::warn!(provider = %self.origin.describe(addr), %version, package = %file, "the author's SHA256SUMS does not list this package as stored; Terraform will refuse it");
             }
         }
         let signed = Arc::new(signed);
-        let mut map = self.signed.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_SIGNED {
+        let mut guard = self.signed.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, bytes) = &mut *guard;
+        if *bytes + signed.bytes() > MAX_SIGNED_BYTES {
             map.clear();
+            *bytes = 0;
         }
-        map.insert(key, signed.clone());
+        *bytes += signed.bytes();
+        if let Some(old) = map.insert(key, signed.clone()) {
+            *bytes -= old.bytes();
+        }
         Ok(signed)
     }
 
@@ -452,9 +492,9 @@ impl ProviderRegistry {
         via_sealed_url: bool,
         warm: &str,
     ) -> Result<SignedSums, MirrorError> {
-        let bad = |reason: &str| MirrorError::NotAProvider {
-            what: format!("the signatures of {repo}"),
-            reason: crate::provider::layout::LayoutError(reason.to_owned()),
+        let bad = |reason: &str| MirrorError::BadSignatures {
+            what: repo.to_owned(),
+            reason: reason.to_owned(),
         };
         let Manifest::Image(m) = manifest else {
             return Err(bad(
@@ -475,17 +515,21 @@ impl ProviderRegistry {
             layer(SIGNATURE_MEDIA_TYPE)?,
             layer(PUBLIC_KEY_MEDIA_TYPE)?,
         );
-        let read = |d| {
+        let read = |d, max| {
             self.origin.small_blob(
                 repo,
                 d,
                 client.clone(),
                 via_sealed_url,
-                MAX_SIGNATURE_PART,
+                max,
                 self.origin.warm_command(warm),
             )
         };
-        let (document, signature, armor) = futures::try_join!(read(sums), read(sig), read(key))?;
+        let (document, signature, armor) = futures::try_join!(
+            read(sums, MAX_AUTHOR_SUMS),
+            read(sig, MAX_AUTHOR_SIGNATURE),
+            read(key, MAX_AUTHOR_KEY)
+        )?;
         let armor = String::from_utf8(armor.to_vec())
             .map_err(|_| bad("the author's public key is not ASCII-armored text"))?;
         let key_id = crate::signing::public_key_id(&armor)
@@ -496,20 +540,29 @@ impl ProviderRegistry {
         Ok(SignedSums {
             document,
             signature,
-            key: GpgPublicKey {
-                key_id,
-                ascii_armor: armor,
-                trust_signature: String::new(),
-                source: String::new(),
-                source_url: None,
-            },
+            key: GpgPublicKey::new(key_id, armor),
         })
     }
 }
 
-/// What a SHA256SUMS URL's seal is bound to: the version's manifest, kept apart from blobs.
-fn sums_subject(manifest: &Digest) -> String {
-    format!("sha256sums:{manifest}")
+/// What a SHA256SUMS URL's seal is bound to: the version and its manifest, kept apart from
+/// blobs.
+fn sums_subject(manifest: &Digest, version: &semver::Version) -> String {
+    format!("sha256sums:{version}:{manifest}")
+}
+
+/// File name → hex digest of the lines of a SHA256SUMS document (`<hex>  <name>`; a `*`
+/// before the name marks binary mode). Other lines are ignored.
+fn listed_packages(document: &[u8]) -> HashMap<&str, &str> {
+    std::str::from_utf8(document)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (hex, name) = l.split_once(char::is_whitespace)?;
+            let name = name.trim_start();
+            Some((name.strip_prefix('*').unwrap_or(name), hex))
+        })
+        .collect()
 }
 
 /// `/v1/providers/NAMESPACE/TYPE`.
