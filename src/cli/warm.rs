@@ -1,12 +1,18 @@
-//! `warm`: prefetch providers into the cache, from specs, lock files or configurations.
+//! `warm`: prefetch into the cache providers of a provider_mirror (`--mirror`) or of the
+//! provider_registry (`--provider-registry`), or modules of the module_registry
+//! (`--module-registry`), from specs, lock files or configurations.
 //!
 //! The cache has one owner. When no server runs, warm opens the cache itself; when a server
-//! owns it, warm asks that server for the same documents and packages over its own mirror
+//! owns it, warm asks that server for the same documents and packages over its own
 //! endpoints (on loopback, pinned to the configured certificate), so the server fills it.
+//! Besides the packages, warm reads every document a client reads (index and version
+//! documents; for the registries their versions lists, download documents, SHA256SUMS and
+//! signatures), so that a server started with `--offline` on the cache answers them all.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,10 +23,13 @@ use crate::config::units::format_size;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::mirror::MirrorService;
-use crate::oci::{Credential, Digest};
+use crate::oci::{Credential, Digest, OciClient};
+use crate::provider::constraints::Constraints;
 use crate::provider::requirements::{self, Requirement};
-use crate::provider::{ProviderAddress, TargetPlatform};
-use crate::store::{DirLock, Lookup};
+use crate::provider::{ProviderAddress, TargetPlatform, THIS_HOST};
+use crate::registry::modules::{ModuleAddress, ModuleRegistry};
+use crate::registry::providers::ProviderRegistry;
+use crate::store::{BlobSource, BlobStore, DirLock, Lookup};
 
 /// Which providers, versions and platforms: shared by `warm`, `export` and `lock`.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,7 +49,8 @@ pub struct Selection {
     /// Every version matching the constraints, not only the newest.
     #[arg(long)]
     pub all_matching: bool,
-    /// Providers as ADDR or ADDR@CONSTRAINTS, e.g. hashicorp/aws@"~> 5.0".
+    /// Providers as ADDR or ADDR@CONSTRAINTS, e.g. hashicorp/aws@"~> 5.0" (modules with
+    /// --module-registry: NAMESPACE/NAME/SYSTEM[@CONSTRAINTS]).
     #[arg(value_name = "ADDR[@CONSTRAINTS]")]
     pub specs: Vec<String>,
 }
@@ -49,6 +59,20 @@ pub struct Selection {
 pub struct WarmArgs {
     #[command(flatten)]
     pub selection: Selection,
+    /// Warm providers of the provider_registry instead of a provider_mirror: ADDR is
+    /// NAMESPACE/TYPE (or HOST/NAMESPACE/TYPE, the host being whatever your users call this
+    /// server).
+    #[arg(long, conflicts_with_all = ["mirror", "module_registry"])]
+    pub provider_registry: bool,
+    /// With --provider-registry: the host name your configurations give this server (e.g.
+    /// registry.example.com). Of the providers in --lock-file and --dir, only that host's are
+    /// warmed; required with --lock-file or --dir.
+    #[arg(long, value_name = "HOST", requires = "provider_registry")]
+    pub registry_host: Option<String>,
+    /// Warm modules of the module_registry: the arguments are NAMESPACE/NAME/SYSTEM or
+    /// NAMESPACE/NAME/SYSTEM@CONSTRAINTS.
+    #[arg(long, conflicts_with_all = ["mirror", "provider_registry", "platforms", "lock_files", "dirs"])]
+    pub module_registry: bool,
     /// Packages fetched at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
@@ -66,14 +90,14 @@ pub enum WarmError {
     Failed { failures: Vec<String>, total: usize },
 }
 
-/// One package to bring into the cache.
+/// One provider package to bring into the cache.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub address: ProviderAddress,
     pub version: Version,
     pub platform: TargetPlatform,
     pub digest: Digest,
-    /// The archive URL (server mode), relative to the VERSION.json URL.
+    /// The absolute archive URL on the running server (server mode).
     url: Option<String>,
     pub locked_hashes: Vec<String>,
 }
@@ -84,18 +108,47 @@ impl Job {
     }
 }
 
+/// One module package to bring into the cache.
+#[derive(Debug, Clone)]
+struct ModuleJob {
+    module: ModuleAddress,
+    version: Version,
+    digest: Digest,
+    /// The absolute zip URL on the running server (server mode).
+    url: Option<String>,
+}
+
 enum Outcome {
     AlreadyCached,
     Fetched { bytes: u64 },
 }
 
-/// How warm reaches the cache.
+/// How warm reaches the cache, for providers.
 pub(crate) enum Backend {
+    /// A provider_mirror, through the cache this process opened.
     Direct {
         mirror: Arc<MirrorService>,
         cred: Credential,
     },
+    /// A provider_mirror of the running server.
     Server(ServerClient),
+    /// The provider_registry, through the cache this process opened.
+    Registry {
+        registry: Arc<ProviderRegistry>,
+        cred: Credential,
+    },
+    /// The provider_registry of the running server.
+    RegistryServer(ServerClient),
+}
+
+/// How warm reaches the cache, for modules.
+enum ModuleBackend {
+    Direct {
+        registry: Arc<ModuleRegistry>,
+        client: Arc<OciClient>,
+        cred: Credential,
+    },
+    Server(Box<ServerClient>),
 }
 
 /// The mirror the selection names (or the only one).
@@ -108,44 +161,82 @@ pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, Wa
             ))
         }),
         (None, [only]) => Ok(only.name.clone()),
+        (None, []) => Err(WarmError::Usage(format!(
+            "{} configures no provider_mirror; for the registries use --provider-registry or --module-registry",
+            config.source.display()
+        ))),
         (None, _) => Err(WarmError::Usage(
             "several provider_mirror blocks are configured: choose one with --mirror NAME".into(),
         )),
     }
 }
 
+/// Says so when a running server owns the cache.
+fn cache_owner(config: &Config) -> Option<String> {
+    let owner = DirLock::owner(&config.cache.directory)?;
+    eprintln!(
+        "The cache {} is owned by a running server ({owner}); warming through it.",
+        config.cache.directory.display()
+    );
+    Some(owner)
+}
+
+fn open_state(config: &Config) -> Result<AppState, WarmError> {
+    AppState::from_config(config).map_err(|e| WarmError::Setup(e.to_string()))
+}
+
 pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
+    if args.module_registry {
+        return run_modules(&config, &args).await;
+    }
     let started = Instant::now();
     let sel = &args.selection;
-    let mirror_name = mirror_name(&config, sel)?;
-    let reqs = gather_requirements(sel)?;
+    // `None`: the provider registry.
+    let (mirror, reqs, origin_url) = if args.provider_registry {
+        let r = config.provider_registry.as_ref().ok_or_else(|| {
+            WarmError::Usage(format!(
+                "--provider-registry: {} has no provider_registry block",
+                config.source.display()
+            ))
+        })?;
+        (
+            None,
+            registry_requirements(sel, args.registry_host.as_deref())?,
+            r.origin.origin_url.clone(),
+        )
+    } else {
+        let name = mirror_name(&config, sel)?;
+        let url = config
+            .mirror(&name)
+            .expect("checked above")
+            .origin_url
+            .clone();
+        (Some(name), gather_requirements(sel)?, url)
+    };
     if reqs.is_empty() {
         return Err(WarmError::Usage(
             "nothing to warm: give ADDR[@CONSTRAINTS] arguments, --lock-file or --dir".into(),
         ));
     }
     let platforms = platform_selection(&sel.platforms)?;
-    let mirror_config = config.mirror(&mirror_name).expect("checked above").clone();
-    let cred = crate::oci::credentials::credential_for(&mirror_config.origin_url)
+    let cred = crate::oci::credentials::credential_for(&origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
 
-    let backend = match DirLock::owner(&config.cache.directory) {
-        Some(owner) => {
-            eprintln!(
-                "The cache {} is owned by a running server ({owner}); warming through it.",
-                config.cache.directory.display()
-            );
-            Backend::Server(ServerClient::new(&config, &mirror_name, &cred)?)
-        }
-        None => {
-            let state =
-                AppState::from_config(&config).map_err(|e| WarmError::Setup(e.to_string()))?;
-            let mirror = state
-                .mirrors
-                .get(&mirror_name)
-                .cloned()
-                .expect("mirror exists");
+    let backend = match (cache_owner(&config), &mirror) {
+        (Some(_), Some(m)) => Backend::Server(ServerClient::new(&config, &format!("{m}/"), &cred)?),
+        (Some(_), None) => Backend::RegistryServer(ServerClient::new(&config, "", &cred)?),
+        (None, Some(m)) => {
+            let state = open_state(&config)?;
+            let mirror = state.mirrors.get(m).cloned().expect("mirror exists");
             Backend::Direct { mirror, cred }
+        }
+        (None, None) => {
+            let state = open_state(&config)?;
+            let registry = state
+                .provider_registry
+                .clone()
+                .expect("the provider_registry is configured");
+            Backend::Registry { registry, cred }
         }
     };
 
@@ -176,36 +267,35 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         }
     }
 
-    let ui = Ui::new(jobs.len());
-    let results: Vec<(Job, Result<Outcome, String>)> =
-        futures::stream::iter(jobs.into_iter().map(|job| {
-            let ui = &ui;
-            let backend = &backend;
-            async move {
-                let bar = ui.start(&job);
-                let r = fetch(backend, &job, &bar).await;
-                ui.finish(&job, &bar, &r);
-                (job, r)
-            }
-        }))
-        .buffer_unordered(usize::from(args.jobs))
-        .collect()
-        .await;
-    ui.done();
+    let results = fetch_all(&backend, jobs, args.jobs).await;
+    if let Some(store) = backend.store() {
+        let _ = store.flush();
+    }
+    let what = match &mirror {
+        Some(m) => format!("mirror {m:?}"),
+        None => "the provider registry".to_owned(),
+    };
+    summarize(&what, results, failures, planned, started)
+}
 
+/// Prints the summary line; the error lists every failure.
+fn summarize<J>(
+    what: &str,
+    results: Vec<(J, String, Result<Outcome, String>)>,
+    mut failures: Vec<String>,
+    planned: usize,
+    started: Instant,
+) -> Result<(), WarmError> {
     let (mut fetched, mut cached, mut bytes) = (0usize, 0usize, 0u64);
-    for (job, r) in &results {
+    for (_, label, r) in &results {
         match r {
             Ok(Outcome::AlreadyCached) => cached += 1,
             Ok(Outcome::Fetched { bytes: b }) => {
                 fetched += 1;
                 bytes += b;
             }
-            Err(e) => failures.push(format!("{}: {e}", job.label())),
+            Err(e) => failures.push(format!("{label}: {e}")),
         }
-    }
-    if let Backend::Direct { mirror, .. } = &backend {
-        let _ = mirror.store().flush();
     }
     // Requirements that failed before any package was known count as one each.
     let total = results.len() + planned;
@@ -216,7 +306,7 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         );
     } else {
         println!(
-            "Warmed mirror {mirror_name:?}: {fetched} fetched ({}), {cached} already cached, {} failed, in {:.1}s.",
+            "Warmed {what}: {fetched} fetched ({}), {cached} already cached, {} failed, in {:.1}s.",
             format_size(bytes),
             failures.len(),
             started.elapsed().as_secs_f64()
@@ -244,15 +334,74 @@ pub(crate) fn gather_requirements(args: &Selection) -> Result<Vec<Requirement>, 
     for d in &args.dirs {
         all.extend(requirements::from_config_dir(d)?);
     }
-    // Each source is its own requirement: two lock files pinning different versions want
-    // both versions, not a version satisfying both. Exact repeats are dropped.
+    Ok(unique(all))
+}
+
+/// Each source is its own requirement: two lock files pinning different versions want both
+/// versions, not a version satisfying both. Exact repeats are dropped.
+fn unique(all: Vec<Requirement>) -> Vec<Requirement> {
     let mut unique: Vec<Requirement> = Vec::new();
     for r in all {
         if !unique.contains(&r) {
             unique.push(r);
         }
     }
-    Ok(unique)
+    unique
+}
+
+/// The requirements for the provider registry: every ADDR argument (its host, if any, is
+/// ignored), and the providers of lock files and configurations whose host is `host`.
+fn registry_requirements(
+    sel: &Selection,
+    host: Option<&str>,
+) -> Result<Vec<Requirement>, WarmError> {
+    let from_files = !sel.lock_files.is_empty() || !sel.dirs.is_empty();
+    let host = match host {
+        Some(h) => Some(
+            ProviderAddress::new(h, "x", "x")
+                .map(|a| a.hostname)
+                .map_err(|_| {
+                    WarmError::Usage(format!("--registry-host {h:?} is not a host name"))
+                })?,
+        ),
+        None if from_files => {
+            return Err(WarmError::Usage(
+                "with --provider-registry, --lock-file and --dir need --registry-host HOST: the host name your configurations use for this server (e.g. registry.example.com), so that their other providers are left out".into(),
+            ))
+        }
+        None => None,
+    };
+    let ours = |r: Requirement| -> Result<Requirement, WarmError> {
+        let address = ProviderAddress::new(THIS_HOST, &r.address.namespace, &r.address.type_name)
+            .map_err(|e| WarmError::Usage(e.to_string()))?;
+        Ok(Requirement { address, ..r })
+    };
+    let mut all = Vec::new();
+    for s in &sel.specs {
+        all.push(ours(requirements::parse_spec(s)?)?);
+    }
+    let mut from = Vec::new();
+    for f in &sel.lock_files {
+        from.push((f, requirements::from_lock_file(f)?));
+    }
+    for d in &sel.dirs {
+        from.push((d, requirements::from_config_dir(d)?));
+    }
+    for (path, reqs) in from {
+        for r in reqs {
+            if Some(&r.address.hostname) == host.as_ref() {
+                all.push(ours(r)?);
+            } else {
+                eprintln!(
+                    "note: {}: skipping {} (not a provider of --registry-host {})",
+                    path.display(),
+                    r.address,
+                    host.as_deref().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(unique(all))
 }
 
 /// `None` means every platform the origin has.
@@ -291,6 +440,41 @@ pub fn host_platform() -> TargetPlatform {
     }
 }
 
+/// The versions `constraints` select from `versions` (sorted): the newest, or all of them.
+fn choose(
+    versions: &mut [Version],
+    constraints: &Constraints,
+    all_matching: bool,
+    what: &str,
+) -> Result<Vec<Version>, String> {
+    versions.sort();
+    let chosen: Vec<Version> = if all_matching {
+        versions
+            .iter()
+            .filter(|v| constraints.allows(v))
+            .cloned()
+            .collect()
+    } else {
+        constraints
+            .newest(versions.iter())
+            .cloned()
+            .into_iter()
+            .collect()
+    };
+    if chosen.is_empty() {
+        let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+        return Err(format!(
+            "{what}: no version matches {constraints} (available: {})",
+            if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available.join(", ")
+            }
+        ));
+    }
+    Ok(chosen)
+}
+
 pub(crate) async fn plan(
     backend: &Backend,
     req: &Requirement,
@@ -302,32 +486,12 @@ pub(crate) async fn plan(
         .versions(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-    versions.sort();
-    let chosen: Vec<Version> = if all_matching {
-        versions
-            .iter()
-            .filter(|v| req.constraints.allows(v))
-            .cloned()
-            .collect()
-    } else {
-        req.constraints
-            .newest(&versions)
-            .cloned()
-            .into_iter()
-            .collect()
-    };
-    if chosen.is_empty() {
-        let available: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
-        return Err(format!(
-            "{addr}: no version matches {} (available: {})",
-            req.constraints,
-            if available.is_empty() {
-                "none".to_owned()
-            } else {
-                available.join(", ")
-            }
-        ));
-    }
+    let chosen = choose(
+        &mut versions,
+        &req.constraints,
+        all_matching,
+        &addr.to_string(),
+    )?;
     let mut jobs = Vec::new();
     for version in chosen {
         let packages = backend
@@ -361,22 +525,112 @@ pub(crate) async fn plan(
     Ok(jobs)
 }
 
-async fn fetch(backend: &Backend, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
-    let outcome = backend.fetch(job, bar).await?;
-    if !job.locked_hashes.is_empty() {
-        let h1 = backend.h1(job).await;
-        let zh = crate::provider::hash::zh_from_sha256_hex(job.digest.hex());
-        let matches = job.locked_hashes.contains(&zh)
-            || h1.as_ref().is_some_and(|h| job.locked_hashes.contains(h));
-        if !matches {
-            return Err(format!(
-                "the package (zh {zh}{}) matches none of the hashes the lock file records for {}",
-                h1.map(|h| format!(", {h}")).unwrap_or_default(),
-                job.address
-            ));
+/// Something that brings packages of one kind into the cache.
+trait Warmer {
+    type Job;
+    fn label(job: &Self::Job) -> String;
+    async fn fetch(&self, job: &Self::Job, bar: &ProgressBar) -> Result<Outcome, String>;
+}
+
+/// Fetches `jobs`, `parallel` at a time, showing progress; (job, label, outcome) each.
+async fn fetch_all<W: Warmer>(
+    warmer: &W,
+    jobs: Vec<W::Job>,
+    parallel: u16,
+) -> Vec<(W::Job, String, Result<Outcome, String>)> {
+    let ui = Ui::new(jobs.len());
+    let results = futures::stream::iter(jobs.into_iter().map(|job| {
+        let ui = &ui;
+        async move {
+            let label = W::label(&job);
+            let bar = ui.start(&label);
+            let r = warmer.fetch(&job, &bar).await;
+            ui.finish(&label, &bar, &r);
+            (job, label, r)
+        }
+    }))
+    .buffer_unordered(usize::from(parallel))
+    .collect()
+    .await;
+    ui.done();
+    results
+}
+
+impl Warmer for Backend {
+    type Job = Job;
+
+    fn label(job: &Job) -> String {
+        job.label()
+    }
+
+    async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
+        let outcome = self.fetch_package(job, bar).await?;
+        if !job.locked_hashes.is_empty() {
+            let zh = crate::provider::hash::zh_from_sha256_hex(job.digest.hex());
+            if !job.locked_hashes.contains(&zh) {
+                let h1 = self.h1(job).await;
+                if !h1.as_ref().is_some_and(|h| job.locked_hashes.contains(h)) {
+                    return Err(format!(
+                        "the package (zh {zh}{}) matches none of the hashes the lock file records for {}",
+                        h1.map(|h| format!(", {h}")).unwrap_or_default(),
+                        job.address
+                    ));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Waits for a fill started (or joined) for `digest`, showing its progress on `bar`.
+async fn await_fill(
+    store: &BlobStore,
+    lookup: Lookup,
+    digest: &Digest,
+    bar: &ProgressBar,
+) -> Result<Outcome, String> {
+    let fill = match lookup {
+        Lookup::Hit(_) => return Ok(Outcome::AlreadyCached),
+        Lookup::Fill { fill, .. } => fill,
+    };
+    let wait = fill.finished();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            r = &mut wait => {
+                let size = r.map_err(|e| e.to_string())?;
+                if store.meta(digest).is_none() {
+                    return Err("downloaded and verified, but it could not be kept in the cache (larger than max_size, or the disk is full)".into());
+                }
+                return Ok(Outcome::Fetched { bytes: size });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let (done, total) = fill.progress();
+                if let Some(t) = total { bar.set_length(t); }
+                bar.set_position(done);
+            }
         }
     }
-    Ok(outcome)
+}
+
+/// The manifest digest and seal (`t=`) of a SHA256SUMS URL issued by the provider registry:
+/// `/v1/providers/NS/TYPE/VERSION/sha256/HEX/NAME[?t=TOKEN]`.
+fn sums_reference(shasums_url: &str) -> Result<(Digest, Option<String>), String> {
+    let bad = || format!("unexpected shasums_url {shasums_url:?}");
+    let url = url::Url::parse("http://localhost/")
+        .and_then(|b| b.join(shasums_url))
+        .map_err(|_| bad())?;
+    let segments: Vec<&str> = url.path_segments().ok_or_else(bad)?.collect();
+    let digest = segments
+        .windows(2)
+        .find(|w| w[0] == "sha256")
+        .and_then(|w| Digest::from_sha256_hex(w[1]))
+        .ok_or_else(bad)?;
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "t")
+        .map(|(_, v)| v.into_owned());
+    Ok((digest, token))
 }
 
 impl Backend {
@@ -390,7 +644,7 @@ impl Backend {
                 config.cache.directory.display()
             )));
         }
-        let state = AppState::from_config(&config).map_err(|e| WarmError::Setup(e.to_string()))?;
+        let state = open_state(&config)?;
         let mirror = state.mirrors.get(mirror).cloned().expect("mirror exists");
         Ok(Backend::Direct {
             mirror,
@@ -398,12 +652,18 @@ impl Backend {
         })
     }
 
+    /// The package store this process opened (direct backends only).
+    fn store(&self) -> Option<&Arc<BlobStore>> {
+        match self {
+            Backend::Direct { mirror, .. } => Some(mirror.store()),
+            Backend::Registry { registry, .. } => Some(registry.origin().store()),
+            Backend::Server(_) | Backend::RegistryServer(_) => None,
+        }
+    }
+
     /// The stored package file and its metadata (direct backends only).
     pub(crate) fn cached(&self, digest: &Digest) -> Option<crate::store::CachedBlob> {
-        match self {
-            Backend::Direct { mirror, .. } => mirror.store().cached(digest),
-            Backend::Server(_) => None,
-        }
+        self.store()?.cached(digest)
     }
 
     async fn versions(&self, addr: &ProviderAddress) -> Result<Vec<Version>, String> {
@@ -418,10 +678,27 @@ impl Backend {
                     .collect())
             }
             Backend::Server(s) => s.versions(addr).await,
+            // The whole versions list, as Terraform reads it: this reads (and caches) every
+            // version's manifest, so the list is complete offline too.
+            Backend::Registry { registry, cred } => {
+                let doc = registry
+                    .versions(addr, cred)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(doc
+                    .value
+                    .versions
+                    .iter()
+                    .filter_map(|v| Version::parse(&v.version).ok())
+                    .collect())
+            }
+            Backend::RegistryServer(s) => s.registry_versions(addr).await,
         }
     }
 
-    /// (platform, digest, archive URL in server mode)
+    /// (platform, digest, archive URL in server mode). For the registry, every platform's
+    /// download document and the version's SHA256SUMS and signature are read too, so that
+    /// their lookups (the author's signature, or its absence) are cached.
     async fn packages(
         &self,
         addr: &ProviderAddress,
@@ -440,58 +717,309 @@ impl Backend {
                     .collect())
             }
             Backend::Server(s) => s.packages(addr, version).await,
+            Backend::Registry { registry, cred } => {
+                let p = registry
+                    .origin()
+                    .packages(addr, version, cred)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                for (i, package) in p.value.1.iter().enumerate() {
+                    let doc = registry
+                        .download(addr, version, &package.platform, cred)
+                        .await
+                        .map_err(|e| format!("{}: {e}", package.platform))?
+                        .value;
+                    if doc.shasum != package.digest.hex() {
+                        return Err(format!(
+                            "{}: the download document names {}, not the package {}",
+                            package.platform, doc.shasum, package.digest
+                        ));
+                    }
+                    // What the SHA256SUMS URLs read was cached by `download` already; reading
+                    // it once checks that it is complete. A sealed URL carries no credential
+                    // for a configured (docker config) one, so that check is left out then.
+                    let sealed_for_another = registry.origin().needs_authorization()
+                        && !matches!(cred, Credential::Anonymous);
+                    if i == 0 && !sealed_for_another {
+                        let (manifest, token) = sums_reference(&doc.shasums_url)?;
+                        registry
+                            .sums(addr, version, &manifest, token.as_deref())
+                            .await
+                            .map_err(|e| format!("its SHA256SUMS: {e}"))?;
+                    }
+                    out.push((package.platform.clone(), package.digest.clone(), None));
+                }
+                Ok(out)
+            }
+            Backend::RegistryServer(s) => s.registry_packages(addr, version).await,
         }
     }
 
-    async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
+    async fn fetch_package(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
         match self {
             Backend::Direct { mirror, cred } => {
-                match mirror.warm_package(&job.address, &job.digest, cred) {
-                    Lookup::Hit(_) => Ok(Outcome::AlreadyCached),
-                    Lookup::Fill { fill, .. } => {
-                        let wait = fill.finished();
-                        tokio::pin!(wait);
-                        loop {
-                            tokio::select! {
-                                r = &mut wait => {
-                                    let size = r.map_err(|e| e.to_string())?;
-                                    if mirror.store().meta(&job.digest).is_none() {
-                                        return Err("downloaded and verified, but it could not be kept in the cache (larger than max_size, or the disk is full)".into());
-                                    }
-                                    return Ok(Outcome::Fetched { bytes: size });
-                                }
-                                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                                    let (done, total) = fill.progress();
-                                    if let Some(t) = total { bar.set_length(t); }
-                                    bar.set_position(done);
-                                }
-                            }
-                        }
-                    }
-                }
+                let lookup = mirror.warm_package(&job.address, &job.digest, cred);
+                await_fill(mirror.store(), lookup, &job.digest, bar).await
             }
-            Backend::Server(s) => s.fetch(job, bar).await,
+            Backend::Registry { registry, cred } => {
+                let origin = registry.origin();
+                let lookup = origin.warm_package(&job.address, &job.digest, cred);
+                await_fill(origin.store(), lookup, &job.digest, bar).await
+            }
+            Backend::Server(s) | Backend::RegistryServer(s) => {
+                s.fetch(job.url.as_deref(), bar).await
+            }
         }
     }
 
     async fn h1(&self, job: &Job) -> Option<String> {
         match self {
-            Backend::Direct { mirror, .. } => mirror.store().meta(&job.digest).and_then(|m| m.h1),
+            Backend::Direct { .. } | Backend::Registry { .. } => {
+                self.store()?.meta(&job.digest).and_then(|m| m.h1)
+            }
             Backend::Server(s) => s.h1(job).await,
+            Backend::RegistryServer(s) => s.download_h1(job.url.as_deref()?).await,
         }
     }
 }
 
-/// Talks to the running server that owns the cache, over its mirror endpoints on loopback.
+// ---------------------------------------------------------------------------------------------
+// Modules
+// ---------------------------------------------------------------------------------------------
+
+/// A module and the versions wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModuleRequirement {
+    module: ModuleAddress,
+    constraints: Constraints,
+}
+
+/// `NAMESPACE/NAME/SYSTEM` or `NAMESPACE/NAME/SYSTEM@CONSTRAINTS` (a host in front is ignored).
+fn parse_module_spec(s: &str) -> Result<ModuleRequirement, WarmError> {
+    let (addr, constraints) = match s.split_once('@') {
+        Some((a, c)) => (
+            a,
+            Constraints::parse(c).map_err(|e| WarmError::Usage(format!("{s:?}: {e}")))?,
+        ),
+        None => (s, Constraints::any()),
+    };
+    Ok(ModuleRequirement {
+        module: ModuleAddress::parse(addr.trim()).map_err(WarmError::Usage)?,
+        constraints,
+    })
+}
+
+async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> {
+    let started = Instant::now();
+    let sel = &args.selection;
+    let r = config.module_registry.as_ref().ok_or_else(|| {
+        WarmError::Usage(format!(
+            "--module-registry: {} has no module_registry block",
+            config.source.display()
+        ))
+    })?;
+    let mut reqs: Vec<ModuleRequirement> = Vec::new();
+    for s in &sel.specs {
+        let req = parse_module_spec(s)?;
+        if !reqs.contains(&req) {
+            reqs.push(req);
+        }
+    }
+    if reqs.is_empty() {
+        return Err(WarmError::Usage(
+            "nothing to warm: give modules as NAMESPACE/NAME/SYSTEM[@CONSTRAINTS] arguments".into(),
+        ));
+    }
+    let cred = crate::oci::credentials::credential_for(&r.origin.origin_url)
+        .map_err(|e| WarmError::Setup(e.to_string()))?;
+    let backend = match cache_owner(config) {
+        Some(_) => ModuleBackend::Server(Box::new(ServerClient::new(config, "", &cred)?)),
+        None => {
+            let state = open_state(config)?;
+            ModuleBackend::Direct {
+                registry: state
+                    .module_registry
+                    .clone()
+                    .expect("the module_registry is configured"),
+                client: state.meta.client().clone(),
+                cred,
+            }
+        }
+    };
+
+    let mut failures = Vec::new();
+    let mut jobs: Vec<ModuleJob> = Vec::new();
+    let mut planned = 0;
+    for req in &reqs {
+        match backend.plan(req, sel.all_matching).await {
+            Ok(j) => {
+                for job in j {
+                    if !jobs
+                        .iter()
+                        .any(|o| o.module == job.module && o.version == job.version)
+                    {
+                        jobs.push(job);
+                    }
+                }
+            }
+            Err(e) => {
+                planned += 1;
+                failures.push(e);
+            }
+        }
+    }
+    let results = fetch_all(&backend, jobs, args.jobs).await;
+    if let ModuleBackend::Direct { registry, .. } = &backend {
+        let _ = registry.origin().store().flush();
+    }
+    summarize("the module registry", results, failures, planned, started)
+}
+
+impl ModuleBackend {
+    async fn plan(
+        &self,
+        req: &ModuleRequirement,
+        all_matching: bool,
+    ) -> Result<Vec<ModuleJob>, String> {
+        let module = &req.module;
+        let what = format!("module {module}");
+        let mut versions = self
+            .versions(module)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let chosen = choose(&mut versions, &req.constraints, all_matching, &what)?;
+        let mut jobs = Vec::new();
+        for version in chosen {
+            let (digest, url) = self
+                .locate(module, &version)
+                .await
+                .map_err(|e| format!("{what} {version}: {e}"))?;
+            jobs.push(ModuleJob {
+                module: module.clone(),
+                version,
+                digest,
+                url,
+            });
+        }
+        Ok(jobs)
+    }
+
+    async fn versions(&self, module: &ModuleAddress) -> Result<Vec<Version>, String> {
+        match self {
+            ModuleBackend::Direct { registry, cred, .. } => {
+                let doc = registry
+                    .versions(module, cred)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(doc
+                    .value
+                    .modules
+                    .iter()
+                    .flat_map(|m| &m.versions)
+                    .filter_map(|v| Version::parse(&v.version).ok())
+                    .collect())
+            }
+            ModuleBackend::Server(s) => s.module_versions(module).await,
+        }
+    }
+
+    /// The version's zip: its digest, and its URL on the running server (server mode).
+    async fn locate(
+        &self,
+        module: &ModuleAddress,
+        version: &Version,
+    ) -> Result<(Digest, Option<String>), String> {
+        match self {
+            ModuleBackend::Direct { registry, cred, .. } => {
+                let digest = registry
+                    .package_digest(module, version, cred)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .value;
+                Ok((digest, None))
+            }
+            ModuleBackend::Server(s) => s
+                .module_location(module, version)
+                .await
+                .map(|(d, u)| (d, Some(u))),
+        }
+    }
+}
+
+impl Warmer for ModuleBackend {
+    type Job = ModuleJob;
+
+    fn label(job: &ModuleJob) -> String {
+        format!("module {} {}", job.module, job.version)
+    }
+
+    async fn fetch(&self, job: &ModuleJob, bar: &ProgressBar) -> Result<Outcome, String> {
+        match self {
+            ModuleBackend::Direct {
+                registry,
+                client,
+                cred,
+            } => {
+                let origin = registry.origin();
+                let repo = registry.repository(&job.module);
+                let lookup = warm_blob(origin, client, &repo, &job.digest, cred);
+                await_fill(origin.store(), lookup, &job.digest, bar).await
+            }
+            ModuleBackend::Server(s) => s.fetch(job.url.as_deref(), bar).await,
+        }
+    }
+}
+
+/// For `warm`: the blob `digest` of `repo` from the cache, or a fill started with `cred` (a
+/// server-side credential, no sealed URL involved), as [`MirrorService::warm_package`] does
+/// for providers.
+fn warm_blob(
+    origin: &MirrorService,
+    client: &Arc<OciClient>,
+    repo: &str,
+    digest: &Digest,
+    cred: &Credential,
+) -> Lookup {
+    let source = BlobSource {
+        mirror: origin.name().to_owned(),
+        repository: repo.to_owned(),
+        anonymous: matches!(cred, Credential::Anonymous),
+    };
+    let registry = crate::oci::Registry::new(origin.config.origin_url.clone());
+    let (client, repo, d, cred) = (
+        client.clone(),
+        repo.to_owned(),
+        digest.clone(),
+        cred.clone(),
+    );
+    origin
+        .store()
+        .get_or_fill(digest, source, "application/zip", move || {
+            Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The running server
+// ---------------------------------------------------------------------------------------------
+
+/// Talks to the running server that owns the cache, over its endpoints on loopback.
 pub(crate) struct ServerClient {
     http: reqwest::Client,
+    /// `SCHEME://HOST:PORT/`
+    root: url::Url,
+    /// The mirror's base URL (`ROOT/MIRROR/`), or the root.
     base: url::Url,
     authorization: Option<String>,
     pinned: Option<Vec<u8>>,
+    /// Provider registry versions lists, per provider, as read in planning.
+    registry_docs: Mutex<HashMap<ProviderAddress, serde_json::Value>>,
 }
 
 impl ServerClient {
-    fn new(config: &Config, mirror: &str, cred: &Credential) -> Result<ServerClient, WarmError> {
+    /// A client for the server's endpoints under `path` (`MIRROR/`, or empty for the root).
+    fn new(config: &Config, path: &str, cred: &Credential) -> Result<ServerClient, WarmError> {
         // The address the server actually bound (the configured port may be 0).
         let recorded = std::fs::read_to_string(
             config
@@ -518,7 +1046,10 @@ impl ServerClient {
             std::net::SocketAddr::V4(a) => a.to_string(),
             std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         };
-        let base = url::Url::parse(&format!("{scheme}://{host}/{mirror}/"))
+        let root = url::Url::parse(&format!("{scheme}://{host}/"))
+            .map_err(|e| WarmError::Setup(e.to_string()))?;
+        let base = root
+            .join(path)
             .map_err(|e| WarmError::Setup(e.to_string()))?;
         // Our own server's certificate often names a public host, not 127.0.0.1: instead of
         // name checks, the connection is pinned to the configured certificate itself.
@@ -561,9 +1092,11 @@ impl ServerClient {
         };
         Ok(ServerClient {
             http,
+            root,
             base,
             authorization,
             pinned,
+            registry_docs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -598,6 +1131,23 @@ impl ServerClient {
 
     fn url(&self, path: &str) -> Result<url::Url, String> {
         self.base.join(path).map_err(|e| e.to_string())
+    }
+
+    /// `ROOT/SEGMENTS...`, each segment escaped.
+    fn root_url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.root.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has path segments")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// A URL the server handed out (absolute, or relative to the root).
+    fn resolve(&self, reference: &str) -> Result<url::Url, String> {
+        self.root
+            .join(reference)
+            .map_err(|e| format!("the server handed out an invalid URL {reference:?}: {e}"))
     }
 
     async fn versions(&self, addr: &ProviderAddress) -> Result<Vec<Version>, String> {
@@ -664,19 +1214,185 @@ impl ServerClient {
         None
     }
 
-    async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
-        let url = job.url.as_deref().ok_or("no archive URL")?;
-        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    /// `GET /v1/providers/NS/TYPE/versions`, kept for [`ServerClient::registry_packages`].
+    async fn registry_versions(&self, addr: &ProviderAddress) -> Result<Vec<Version>, String> {
+        let url = self.root_url(&[
+            "v1",
+            "providers",
+            &addr.namespace,
+            &addr.type_name,
+            "versions",
+        ]);
+        let doc = json_body(self.get(url).await?).await?;
+        let versions = doc["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Version::parse(v["version"].as_str()?).ok())
+            .collect();
+        self.registry_docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.clone(), doc);
+        Ok(versions)
+    }
+
+    /// Every platform's download document of a version (and its SHA256SUMS and signature,
+    /// once), as Terraform reads them.
+    async fn registry_packages(
+        &self,
+        addr: &ProviderAddress,
+        version: &Version,
+    ) -> Result<Vec<(TargetPlatform, Digest, Option<String>)>, String> {
+        let known = self
+            .registry_docs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned();
+        let doc = match known {
+            Some(d) => d,
+            None => {
+                self.registry_versions(addr).await?;
+                self.registry_docs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(addr)
+                    .cloned()
+                    .unwrap_or_default()
+            }
+        };
+        let entry = doc["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| {
+                v["version"]
+                    .as_str()
+                    .and_then(|s| Version::parse(s).ok())
+                    .as_ref()
+                    == Some(version)
+            })
+            .ok_or_else(|| "not in the server's versions list".to_owned())?;
+        let platforms: Vec<(String, String)> = entry["platforms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p["os"].as_str()?.to_owned(), p["arch"].as_str()?.to_owned())))
+            .collect();
+        let version_text = version.to_string();
+        let mut out = Vec::new();
+        for (i, (os, arch)) in platforms.iter().enumerate() {
+            let Some(platform) = TargetPlatform::parse(&format!("{os}_{arch}")) else {
+                continue;
+            };
+            let url = self.root_url(&[
+                "v1",
+                "providers",
+                &addr.namespace,
+                &addr.type_name,
+                &version_text,
+                "download",
+                os,
+                arch,
+            ]);
+            let doc = json_body(
+                self.get(url)
+                    .await
+                    .map_err(|e| format!("{platform}: {e}"))?,
+            )
+            .await?;
+            let digest = doc["shasum"]
+                .as_str()
+                .and_then(Digest::from_sha256_hex)
+                .ok_or_else(|| format!("{platform}: the download document has no shasum"))?;
+            let download = doc["download_url"]
+                .as_str()
+                .ok_or_else(|| format!("{platform}: the download document has no download_url"))?;
+            if i == 0 {
+                for key in ["shasums_url", "shasums_signature_url"] {
+                    let u = doc[key]
+                        .as_str()
+                        .ok_or_else(|| format!("the download document has no {key}"))?;
+                    let resp = self
+                        .get(self.resolve(u)?)
+                        .await
+                        .map_err(|e| format!("{key}: {e}"))?;
+                    resp.bytes()
+                        .await
+                        .map_err(|e| format!("{key}: {}", e.without_url()))?;
+                }
+            }
+            out.push((platform, digest, Some(self.resolve(download)?.to_string())));
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/modules/NS/NAME/SYSTEM/versions`.
+    async fn module_versions(&self, module: &ModuleAddress) -> Result<Vec<Version>, String> {
+        let url = self.root_url(&[
+            "v1",
+            "modules",
+            &module.namespace,
+            &module.name,
+            &module.system,
+            "versions",
+        ]);
+        let doc = json_body(self.get(url).await?).await?;
+        Ok(doc["modules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["versions"].as_array().into_iter().flatten())
+            .filter_map(|v| Version::parse(v["version"].as_str()?).ok())
+            .collect())
+    }
+
+    /// `GET /v1/modules/NS/NAME/SYSTEM/VERSION/download`: the zip's digest and URL, from
+    /// `X-Terraform-Get` (`.../download/sha256/HEX/NAME.zip[?t=...]`).
+    async fn module_location(
+        &self,
+        module: &ModuleAddress,
+        version: &Version,
+    ) -> Result<(Digest, String), String> {
+        let url = self.root_url(&[
+            "v1",
+            "modules",
+            &module.namespace,
+            &module.name,
+            &module.system,
+            &version.to_string(),
+            "download",
+        ]);
+        let resp = self.get(url).await?;
+        let location = resp
+            .headers()
+            .get("x-terraform-get")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("the server's answer has no X-Terraform-Get header")?;
+        let absolute = self.resolve(location)?;
+        let digest = absolute
+            .path_segments()
+            .and_then(|s| {
+                let segments: Vec<&str> = s.collect();
+                segments
+                    .windows(2)
+                    .find(|w| w[0] == "sha256")
+                    .and_then(|w| Digest::from_sha256_hex(w[1]))
+            })
+            .ok_or_else(|| format!("unexpected X-Terraform-Get {location:?}"))?;
+        Ok((digest, absolute.to_string()))
+    }
+
+    async fn fetch(&self, url: Option<&str>, bar: &ProgressBar) -> Result<Outcome, String> {
+        let url = url::Url::parse(url.ok_or("no archive URL")?).map_err(|e| e.to_string())?;
         // A HEAD says whether the server holds it (X-Cache: HIT); on a miss it has started
         // the fetch, which the GET below joins.
-        let head = self.request(self.http.head(parsed.clone())).await?;
+        let head = self.request(self.http.head(url.clone())).await?;
         if head.headers().get("x-cache").is_some_and(|v| v == "HIT") {
             return Ok(Outcome::AlreadyCached);
         }
-        let url = job.url.as_deref().ok_or("no archive URL")?;
-        let resp = self
-            .get(url::Url::parse(url).map_err(|e| e.to_string())?)
-            .await?;
+        let resp = self.get(url).await?;
         if let Some(len) = resp.content_length() {
             bar.set_length(len);
         }
@@ -688,6 +1404,42 @@ impl ServerClient {
             bar.set_position(n);
         }
         Ok(Outcome::Fetched { bytes: n })
+    }
+
+    /// The `h1:` hash of the package at `url` (the registry documents list none): downloaded
+    /// from the server into a temporary file and hashed.
+    async fn download_h1(&self, url: &str) -> Option<String> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self.get(url::Url::parse(url).ok()?).await.ok()?;
+        let path = std::env::temp_dir().join(format!(
+            "odtr-warm-{}-{:016x}.zip",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let hashed = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await
+                .ok()?;
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                file.write_all(&chunk.ok()?).await.ok()?;
+            }
+            file.flush().await.ok()?;
+            drop(file);
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(p).ok()?;
+                crate::provider::hash::h1_from_reader(std::io::BufReader::new(f)).ok()
+            })
+            .await
+            .ok()?
+        }
+        .await;
+        let _ = std::fs::remove_file(&path);
+        hashed
     }
 }
 
@@ -726,7 +1478,7 @@ impl Ui {
         }
     }
 
-    fn start(&self, job: &Job) -> ProgressBar {
+    fn start(&self, label: &str) -> ProgressBar {
         match &self.multi {
             Some(m) => {
                 let bar = m.add(ProgressBar::new(0));
@@ -736,20 +1488,20 @@ impl Ui {
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
-                bar.set_message(job.label());
+                bar.set_message(label.to_owned());
                 bar
             }
             None => ProgressBar::hidden(),
         }
     }
 
-    fn finish(&self, job: &Job, bar: &ProgressBar, r: &Result<Outcome, String>) {
+    fn finish(&self, label: &str, bar: &ProgressBar, r: &Result<Outcome, String>) {
         let line = match r {
-            Ok(Outcome::AlreadyCached) => format!("cached   {}", job.label()),
+            Ok(Outcome::AlreadyCached) => format!("cached   {label}"),
             Ok(Outcome::Fetched { bytes }) => {
-                format!("fetched  {} ({})", job.label(), format_size(*bytes))
+                format!("fetched  {label} ({})", format_size(*bytes))
             }
-            Err(e) => format!("FAILED   {}: {e}", job.label()),
+            Err(e) => format!("FAILED   {label}: {e}"),
         };
         match &self.multi {
             Some(m) => {
@@ -768,5 +1520,74 @@ impl Ui {
         if let Some(t) = &self.total {
             t.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_references() {
+        let hex = "ab".repeat(32);
+        let (d, t) = sums_reference(&format!(
+            "/v1/providers/acme/foo/1.0.0/sha256/{hex}/terraform-provider-foo_1.0.0_SHA256SUMS?t=abc-_1"
+        ))
+        .unwrap();
+        assert_eq!(d.hex(), hex);
+        assert_eq!(t.as_deref(), Some("abc-_1"));
+        let (_, t) = sums_reference(&format!(
+            "/v1/providers/acme/foo/1.0.0/sha256/{hex}/terraform-provider-foo_1.0.0_SHA256SUMS"
+        ))
+        .unwrap();
+        assert_eq!(t, None);
+        assert!(sums_reference("/v1/providers/acme/foo/1.0.0/SHA256SUMS").is_err());
+    }
+
+    #[test]
+    fn module_specs() {
+        let r = parse_module_spec("acme/net/aws@~> 1.0").unwrap();
+        assert_eq!(r.module.to_string(), "acme/net/aws");
+        assert!(r.constraints.allows(&Version::new(1, 4, 0)));
+        assert!(!r.constraints.allows(&Version::new(2, 0, 0)));
+        let r = parse_module_spec("registry.example.com/acme/net/aws").unwrap();
+        assert_eq!(r.module.to_string(), "acme/net/aws");
+        assert!(r.constraints.is_any());
+        assert!(parse_module_spec("acme/net").is_err());
+        assert!(parse_module_spec("acme/net/aws@~>").is_err());
+    }
+
+    #[test]
+    fn registry_requirements_take_the_registry_host_only() {
+        let dir = std::env::temp_dir().join(format!(
+            "odtr-warm-unit-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join(".terraform.lock.hcl");
+        std::fs::write(
+            &lock,
+            "provider \"registry.example.com/acme/foo\" {\n  version = \"1.0.0\"\n  hashes = [\"zh:00\"]\n}\nprovider \"registry.terraform.io/hashicorp/null\" {\n  version = \"3.0.0\"\n}\n",
+        )
+        .unwrap();
+        let sel = Selection {
+            mirror: None,
+            platforms: Vec::new(),
+            lock_files: vec![lock],
+            dirs: Vec::new(),
+            all_matching: false,
+            specs: vec!["other/bar@>= 2".into(), "Some.Host/acme/baz".into()],
+        };
+        assert!(matches!(
+            registry_requirements(&sel, None),
+            Err(WarmError::Usage(_))
+        ));
+        let reqs = registry_requirements(&sel, Some("Registry.Example.com")).unwrap();
+        let names: Vec<String> = reqs.iter().map(|r| r.address.to_string()).collect();
+        assert_eq!(names, ["other/bar", "acme/baz", "acme/foo"]);
+        assert!(reqs.iter().all(|r| r.address.hostname == THIS_HOST));
+        assert_eq!(reqs[2].locked_hashes, ["zh:00"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
