@@ -41,7 +41,7 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Prefetch providers into the cache (from ADDR[@CONSTRAINTS], lock files or configurations).
+    /// Prefetch providers and modules into the cache (from ADDR[@CONSTRAINTS], lock files or configurations).
     Warm(odtr::cli::warm::WarmArgs),
     /// Write a static network mirror (index.json, VERSION.json, zips) from the cache.
     Export(odtr::cli::export::ExportArgs),
