@@ -190,14 +190,14 @@ impl MirrorService {
         &self,
         e: MetadataError,
         not_found: impl FnOnce() -> MirrorError,
-        warm: &str,
+        warm: impl FnOnce() -> String,
     ) -> MirrorError {
         match e {
             MetadataError::NotFound(_) => not_found(),
             MetadataError::Origin(o) => MirrorError::Origin(o),
             MetadataError::Offline(what) => MirrorError::Offline {
                 what,
-                warm_command: self.warm_command(warm),
+                warm_command: self.warm_command(&warm()),
             },
         }
     }
@@ -233,7 +233,7 @@ impl MirrorService {
         repo: &str,
         client: &Credential,
         unknown: impl FnOnce() -> MirrorError,
-        warm: &str,
+        warm: impl FnOnce() -> String,
     ) -> Result<Cached<Arc<Vec<String>>>, MirrorError> {
         let cred = &self.origin_credential(client.clone());
         self.meta
@@ -249,7 +249,7 @@ impl MirrorService {
         tag: &str,
         client: &Credential,
         unknown: impl FnOnce() -> MirrorError,
-        warm: &str,
+        warm: impl FnOnce() -> String,
     ) -> Result<Cached<(Digest, Arc<Manifest>)>, MirrorError> {
         let cred = &self.origin_credential(client.clone());
         self.meta
@@ -289,7 +289,7 @@ impl MirrorService {
                 &self.repository(addr),
                 cred,
                 || MirrorError::Unknown(format!("provider {}", self.describe(addr))),
-                &self.describe(addr),
+                || self.describe(addr),
             )
             .await?;
         let versions = tags
@@ -323,7 +323,7 @@ impl MirrorService {
             &tag_for_version(version),
             cred,
             unknown,
-            &format!("{}@{version}", self.describe(addr)),
+            || format!("{}@{version}", self.describe(addr)),
         )
         .await
     }
@@ -349,7 +349,7 @@ impl MirrorService {
                             what: format!("manifest {digest} of {repo}"),
                         }))
                     },
-                    warm,
+                    || warm.to_owned(),
                 )
             })
     }
@@ -382,9 +382,6 @@ impl MirrorService {
         manifest: &Manifest,
         cred: &Credential,
     ) -> Result<Arc<Vec<Package>>, MirrorError> {
-        let repo = self.repository(addr);
-        let cred = &self.origin_credential(cred.clone());
-        let warm = || format!("{}@{version}", self.describe(addr));
         let cached = self
             .resolved
             .lock()
@@ -394,8 +391,11 @@ impl MirrorService {
         let packages = match cached {
             Some(p) => p,
             None => {
+                let repo = self.repository(addr);
+                let cred = &self.origin_credential(cred.clone());
+                let warm = format!("{}@{version}", self.describe(addr));
                 let p = Arc::new(
-                    self.resolve(addr, version, &repo, manifest, cred, &warm())
+                    self.resolve(addr, version, &repo, manifest, cred, &warm)
                         .await?,
                 );
                 let mut map = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
@@ -500,7 +500,7 @@ impl MirrorService {
                                             desc.digest
                                         )),
                                     },
-                                    warm,
+                                    || warm.to_owned(),
                                 )
                             })?;
                         match &*m.value {
@@ -658,7 +658,7 @@ impl MirrorService {
         digest: &Digest,
         token: Option<&str>,
     ) -> Result<PackageBody, MirrorError> {
-        let warm = self.warm_command(&self.describe(addr));
+        let warm = || self.warm_command(&self.describe(addr));
         self.sealed_blob(&self.repository(addr), digest, token, warm)
             .await
     }
@@ -670,7 +670,7 @@ impl MirrorService {
         repo: &str,
         digest: &Digest,
         token: Option<&str>,
-        warm_command: String,
+        warm_command: impl FnOnce() -> String,
     ) -> Result<PackageBody, MirrorError> {
         let cred = self.sealed_credential(repo, digest.as_str(), token)?;
         let sealed = self.access.sealed_urls();
@@ -679,7 +679,7 @@ impl MirrorService {
             digest,
             cred,
             "application/zip",
-            || warm_command,
+            warm_command,
             sealed,
         )
         .await
@@ -807,7 +807,7 @@ impl MirrorService {
         self.metadata_error(
             e,
             || MirrorError::Origin(Arc::new(OciError::NotFound { what: what() })),
-            self.provider_of(repo),
+            || self.provider_of(repo).to_owned(),
         )
     }
 

@@ -122,7 +122,7 @@ impl ModuleRegistry {
                 &self.repository(module),
                 client,
                 || MirrorError::Unknown(format!("module {module}")),
-                &module.to_string(),
+                || module.to_string(),
             )
             .await?;
         let mut versions: Vec<semver::Version> = tags
@@ -162,7 +162,7 @@ impl ModuleRegistry {
                 &tag_for_version(version),
                 client,
                 || MirrorError::UnknownVersion(format!("module {module}"), version.clone()),
-                &format!("{module}@{version}"),
+                || format!("{module}@{version}"),
             )
             .await?;
         let digest = module_layer(&m.value.1).map_err(|reason| MirrorError::NotAModule {
@@ -215,7 +215,7 @@ impl ModuleRegistry {
                 &self.repository(module),
                 digest,
                 token,
-                self.origin.warm_command(&module.to_string()),
+                || self.origin.warm_command(&module.to_string()),
             )
             .await
     }

@@ -226,7 +226,7 @@ impl ProviderRegistry {
                 &repo,
                 client,
                 || MirrorError::Unknown(format!("provider {}", self.origin.describe(addr))),
-                &self.origin.describe(addr),
+                || self.origin.describe(addr),
             )
             .await?;
         let mut versions: Vec<semver::Version> = tags
