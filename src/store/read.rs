@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,17 +26,47 @@ pub async fn read_chunk(file: Arc<File>, pos: u64, len: u64) -> std::io::Result<
     .map_err(std::io::Error::other)?
 }
 
+/// Reads of a stored file while few are being streamed: fewer, larger reads (and hand-offs
+/// to the blocking pool) per byte. With more streams, [`CHUNK`] bounds the memory they hold.
+const LARGE_CHUNK: u64 = 1024 * 1024;
+const LARGE_CHUNK_MAX_STREAMS: usize = 8;
+
+/// Streams of stored files in progress, for choosing the read size.
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one stream in [`STREAMS`] while it lives.
+struct StreamCount;
+
+impl StreamCount {
+    fn new() -> StreamCount {
+        STREAMS.fetch_add(1, Ordering::Relaxed);
+        StreamCount
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The bytes `[start, end)` of a complete file.
 pub fn file_range(
     file: Arc<File>,
     start: u64,
     end: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
-    futures::stream::try_unfold((file, start), move |(file, pos)| async move {
+    let count = StreamCount::new();
+    futures::stream::try_unfold((file, start, count), move |(file, pos, count)| async move {
         if pos >= end {
             return Ok(None);
         }
-        let chunk = read_chunk(file.clone(), pos, (end - pos).min(CHUNK)).await?;
+        let size = if STREAMS.load(Ordering::Relaxed) <= LARGE_CHUNK_MAX_STREAMS {
+            LARGE_CHUNK
+        } else {
+            CHUNK
+        };
+        let chunk = read_chunk(file.clone(), pos, (end - pos).min(size)).await?;
         if chunk.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -43,6 +74,6 @@ pub fn file_range(
             ));
         }
         let next = pos + chunk.len() as u64;
-        Ok(Some((chunk, (file, next))))
+        Ok(Some((chunk, (file, next, count))))
     })
 }
