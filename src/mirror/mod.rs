@@ -674,15 +674,8 @@ impl MirrorService {
     ) -> Result<PackageBody, MirrorError> {
         let cred = self.sealed_credential(repo, digest.as_str(), token)?;
         let sealed = self.access.sealed_urls();
-        self.blob(
-            repo,
-            digest,
-            cred,
-            "application/zip",
-            warm_command,
-            sealed,
-        )
-        .await
+        self.blob(repo, digest, cred, "application/zip", warm_command, sealed)
+            .await
     }
 
     /// A small blob (a signature, a key, a checksum list) read whole, at most `max` bytes,

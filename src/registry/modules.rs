@@ -211,12 +211,9 @@ impl ModuleRegistry {
         token: Option<&str>,
     ) -> Result<PackageBody, MirrorError> {
         self.origin
-            .sealed_blob(
-                &self.repository(module),
-                digest,
-                token,
-                || self.origin.warm_command(&module.to_string()),
-            )
+            .sealed_blob(&self.repository(module), digest, token, || {
+                self.origin.warm_command(&module.to_string())
+            })
             .await
     }
 
