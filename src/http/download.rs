@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::metrics::CacheOutcome;
 use super::range::{choose_range, if_range_allows, none_match, NoneMatch, RangeChoice};
 use super::AppState;
-use crate::mirror::PackageBody;
+use crate::mirror::{MirrorService, PackageBody};
 use crate::oci::Digest;
 use crate::provider::ProviderAddress;
 use crate::store::file_range;
@@ -26,25 +26,43 @@ pub async fn download<B>(
         .mirrors
         .get(name)
         .ok_or_else(|| ApiError::UnknownMirror(name.to_owned()))?;
+    let what = m.describe(addr);
+    let warm = || m.warm_command(&m.describe(addr));
+    sealed_zip(m, &m.repository(addr), digest, req, is_head, &what, warm).await
+}
+
+/// A zip named by a download URL of this server (a mirror's or a registry's provider
+/// package, or a module), sealed with the client's credential when the origin needs it.
+pub async fn sealed_zip<B>(
+    origin: &MirrorService,
+    repo: &str,
+    digest: &Digest,
+    req: &Request<B>,
+    is_head: bool,
+    what: &str,
+    warm: impl FnOnce() -> String,
+) -> Result<Response<Body>, ApiError> {
     let token = sealed_token(req);
     let blob = BlobHeaders {
         content_type: "application/zip",
-        // The URL names the content, so it never changes; but a mirror that needs
+        // The URL names the content, so it never changes; but an origin that needs
         // authorization must not have shared caches keep it for others.
-        private: m.needs_authorization(),
+        private: origin.needs_authorization(),
     };
     // Still only for clients allowed to have it.
     let authorize = async {
-        m.download_credential(addr, digest, token.as_deref())
+        origin
+            .sealed_credential(repo, digest.as_str(), token.as_deref())
             .map(|_| ())
             .map_err(ApiError::from)
     };
     let lookup = async {
-        m.package(addr, digest, token.as_deref())
+        origin
+            .sealed_blob(repo, digest, token.as_deref(), warm)
             .await
             .map_err(ApiError::from)
     };
-    serve_blob(req, is_head, digest, blob, addr, authorize, lookup).await
+    serve_blob(req, is_head, digest, blob, what, authorize, lookup).await
 }
 
 /// The sealed token of a download URL (`?t=...`), if any.

@@ -4,7 +4,7 @@
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use super::body::{empty, full, Body};
-use super::download::{sealed_token, serve_blob, BlobHeaders};
+use super::download::{sealed_token, sealed_zip};
 use super::error::ApiError;
 use super::handlers::{client_credential, json_response};
 use super::router::{ModuleRoute, ProviderRoute};
@@ -93,25 +93,10 @@ pub async fn providers<B>(
             Ok(resp)
         }
         ProviderRoute::Package { addr, digest } => {
-            let token = sealed_token(req);
-            let blob = BlobHeaders {
-                content_type: "application/zip",
-                private: origin.needs_authorization(),
-            };
-            let authorize = async {
-                origin
-                    .download_credential(&addr, &digest, token.as_deref())
-                    .map(|_| ())
-                    .map_err(ApiError::from)
-            };
-            let lookup = async {
-                origin
-                    .package(&addr, &digest, token.as_deref())
-                    .await
-                    .map_err(ApiError::from)
-            };
             let what = origin.describe(&addr);
-            serve_blob(req, is_head, &digest, blob, what, authorize, lookup).await
+            let warm = || origin.warm_command(&origin.describe(&addr));
+            let repo = origin.repository(&addr);
+            sealed_zip(origin, &repo, &digest, req, is_head, &what, warm).await
         }
     }
 }
@@ -148,22 +133,10 @@ pub async fn modules<B>(
             Ok(resp)
         }
         ModuleRoute::Package { module, digest } => {
-            let token = sealed_token(req);
-            let blob = BlobHeaders {
-                content_type: "application/zip",
-                private: origin.needs_authorization(),
-            };
-            let authorize = async {
-                r.download_credential(&module, &digest, token.as_deref())
-                    .map_err(ApiError::from)
-            };
-            let lookup = async {
-                r.package(&module, &digest, token.as_deref())
-                    .await
-                    .map_err(ApiError::from)
-            };
             let what = format!("module {module}");
-            serve_blob(req, is_head, &digest, blob, what, authorize, lookup).await
+            let warm = || origin.warm_command(&module.to_string());
+            let repo = r.repository(&module);
+            sealed_zip(origin, &repo, &digest, req, is_head, &what, warm).await
         }
     }
 }

@@ -582,16 +582,6 @@ impl MirrorService {
         Ok(format!("?t={token}"))
     }
 
-    /// Which credential a download may use: with `proxy_packages`, the one sealed into its URL.
-    pub fn download_credential(
-        &self,
-        addr: &ProviderAddress,
-        digest: &Digest,
-        token: Option<&str>,
-    ) -> Result<Credential, MirrorError> {
-        self.sealed_credential(&self.repository(addr), digest.as_str(), token)
-    }
-
     /// The credential a URL sealed by [`MirrorService::seal_query`] carries (the server's
     /// own when URLs are not sealed).
     pub fn sealed_credential(
@@ -646,21 +636,6 @@ impl MirrorService {
 
     pub fn store(&self) -> &Arc<BlobStore> {
         &self.store
-    }
-
-    /// The package with this digest, from the cache or from one shared origin fetch that is
-    /// verified as it flows. A cached copy is only handed out on the terms it would be from
-    /// the origin: with a sealed URL (issued after the origin accepted the client's
-    /// credential), or for an anonymous mirror, once the origin has served it anonymously.
-    pub async fn package(
-        &self,
-        addr: &ProviderAddress,
-        digest: &Digest,
-        token: Option<&str>,
-    ) -> Result<PackageBody, MirrorError> {
-        let warm = || self.warm_command(&self.describe(addr));
-        self.sealed_blob(&self.repository(addr), digest, token, warm)
-            .await
     }
 
     /// A zip named by a URL from [`MirrorService::seal_query`] (or unsealed, when this

@@ -57,6 +57,15 @@ impl ProviderAddress {
     }
 }
 
+/// The versions a list of tags names, sorted, each once (other tags are ignored).
+pub fn versions_from_tags(tags: &[String]) -> Vec<semver::Version> {
+    let mut versions: Vec<semver::Version> =
+        tags.iter().filter_map(|t| version_from_tag(t)).collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
 /// The conventional file name of a provider package.
 pub fn package_filename(
     type_name: &str,

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::push_segment;
 use crate::metadata::Cached;
-use crate::mirror::{MirrorError, MirrorService, PackageBody};
+use crate::mirror::{MirrorError, MirrorService};
 use crate::oci::{join_repository, Credential, Digest, Manifest};
-use crate::provider::{tag_for_version, version_from_tag};
+use crate::provider::{tag_for_version, versions_from_tags};
 
 pub const MODULE_ARTIFACT_TYPE: &str = "application/vnd.opentofu.modulepkg";
 pub const MODULE_LAYER_MEDIA_TYPE: &str = "archive/zip";
@@ -125,13 +125,7 @@ impl ModuleRegistry {
                 || module.to_string(),
             )
             .await?;
-        let mut versions: Vec<semver::Version> = tags
-            .value
-            .iter()
-            .filter_map(|t| version_from_tag(t))
-            .collect();
-        versions.sort();
-        versions.dedup();
+        let versions = versions_from_tags(&tags.value);
         Ok(Cached {
             value: VersionsDocument {
                 modules: [ModuleVersions {
@@ -201,32 +195,6 @@ impl ModuleRegistry {
                 .seal_query(&self.repository(module), digest.as_str(), client)?,
         );
         Ok(url)
-    }
-
-    /// A module zip, from the cache or one shared origin fetch.
-    pub async fn package(
-        &self,
-        module: &ModuleAddress,
-        digest: &Digest,
-        token: Option<&str>,
-    ) -> Result<PackageBody, MirrorError> {
-        self.origin
-            .sealed_blob(&self.repository(module), digest, token, || {
-                self.origin.warm_command(&module.to_string())
-            })
-            .await
-    }
-
-    /// Whether a download URL may be answered `304` for this client.
-    pub fn download_credential(
-        &self,
-        module: &ModuleAddress,
-        digest: &Digest,
-        token: Option<&str>,
-    ) -> Result<(), MirrorError> {
-        self.origin
-            .sealed_credential(&self.repository(module), digest.as_str(), token)
-            .map(|_| ())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::metadata::Cached;
 use crate::mirror::{MirrorError, MirrorService};
 use crate::oci::{Credential, Digest, Manifest, OciError};
 use crate::provider::layout::{self, Package, VersionLayout};
-use crate::provider::{version_from_tag, ProviderAddress, TargetPlatform};
+use crate::provider::{versions_from_tags, ProviderAddress, TargetPlatform};
 use crate::signing::SigningKey;
 
 /// The author's signature material of a version: an image manifest tagged
@@ -229,13 +229,7 @@ impl ProviderRegistry {
                 || self.origin.describe(addr),
             )
             .await?;
-        let mut versions: Vec<semver::Version> = tags
-            .value
-            .iter()
-            .filter_map(|t| version_from_tag(t))
-            .collect();
-        versions.sort();
-        versions.dedup();
+        let mut versions = versions_from_tags(&tags.value);
         if versions.len() > MAX_LISTED_VERSIONS {
             tracing::warn!(provider = %self.origin.describe(addr), versions = versions.len(), listed = MAX_LISTED_VERSIONS, "listing only the newest versions");
             versions.drain(..versions.len() - MAX_LISTED_VERSIONS);
