@@ -374,6 +374,19 @@ pub async fn run(
         .map_err(|e| PushError::Runtime(std::io::Error::other(e)))?
         .map_err(PushError::Sources)?;
     let releases = with_release_extras(args, releases)?;
+    if args.provider_registry {
+        // The registry's providers belong to whatever host clients call the server by.
+        let mut hosts: Vec<&str> = releases
+            .iter()
+            .map(|r| r.address.hostname.as_str())
+            .filter(|h| *h != crate::provider::THIS_HOST)
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for h in hosts {
+            eprintln!("note: the provider registry serves NAMESPACE/TYPE under its own host; the hostname {h} of the sources is not part of the repository name");
+        }
+    }
     let client = OciClient::new(ClientOptions::default())?;
     let target = PushTarget {
         registry,
