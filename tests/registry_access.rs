@@ -14,40 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use registry_support::*;
 
-const PROVIDER_REPO: &str = "providers/acme/foo";
-const MODULE_REPO: &str = "modules/acme/net/aws";
 const CLIENT_TOKEN: &str = "Bearer x";
-const AUTHOR_UID: &str = "Acme Releases <releases@acme.test>";
-const SERVER_UID: &str = "Registry Signing <registry@example.test>";
-const MODULE_ARTIFACT_TYPE: &str = "application/vnd.opentofu.modulepkg";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// A second platform, different from the local one.
-fn other_platform(local: &str) -> &'static str {
-    if local == "linux_arm64" {
-        "darwin_amd64"
-    } else {
-        "linux_arm64"
-    }
-}
-
-fn args_of(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn resolve(base: &str, reference: &str) -> String {
-    url::Url::parse(base)
-        .expect("base URL")
-        .join(reference)
-        .unwrap_or_else(|e| panic!("resolve {reference:?} against {base}: {e}"))
-        .to_string()
-}
 
 /// The value of the query parameter `t` of `url`, which must be there and not empty.
 fn token_of(url: &str) -> String {
@@ -71,113 +38,51 @@ fn with_token(url: &str, token: Option<&str>) -> String {
     parsed.to_string()
 }
 
-/// A server configuration: TLS with `cert`, `listen_addr` on a free port, a fixed
-/// `query_string_secret`, a `provider_registry` (prefix `providers`) signing with
-/// `signing_key` when given, a `module_registry` (prefix `modules`) when `modules`, both on
-/// `origin`, `registry_extra` (attribute lines) inside each registry block, and the package
-/// cache in `cache`.
-fn config_hcl(
-    cert: &TestCert,
-    origin: &str,
-    signing_key: Option<&Path>,
-    modules: bool,
-    registry_extra: &str,
-    cache: &Path,
-) -> String {
-    let mut hcl = format!(
-        r#"server {{
-  listen_addr         = "127.0.0.1:0"
-  query_string_secret = "{TEST_QUERY_STRING_SECRET}"
-  tls {{
-    certificate_file = "{cert}"
-    private_key_file = "{key}"
-  }}
-}}
-"#,
-        cert = cert.cert_path().display(),
-        key = cert.key_path().display(),
-    );
-    if let Some(key) = signing_key {
-        hcl.push_str(&format!(
-            "\nprovider_registry {{\n  origin_url       = \"{origin}\"\n  name_prefix      = \"providers\"\n  signing_key_file = \"{}\"\n{registry_extra}}}\n",
-            key.display()
-        ));
+/// What the tests here start from: a docker-registry, a temporary directory (configurations,
+/// caches, releases) and a test certificate. Fields drop in order: the registry stops first.
+struct Setup {
+    registry: Registry,
+    registry_url: String,
+    dir: tempfile::TempDir,
+    cert: TestCert,
+}
+
+impl Setup {
+    fn start(auth: RegistryAuth, prefix: &str) -> Setup {
+        let registry = Registry::start(auth);
+        Setup {
+            registry_url: registry.url(),
+            registry,
+            dir: temp_dir(prefix),
+            cert: TestCert::generate(),
+        }
     }
-    if modules {
-        hcl.push_str(&format!(
-            "\nmodule_registry {{\n  origin_url  = \"{origin}\"\n  name_prefix = \"modules\"\n{registry_extra}}}\n"
-        ));
+
+    /// `DIR/NAME`
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
-    hcl.push_str(&format!(
-        "\ncache {{\n  directory = \"{}\"\n  max_size  = \"1GiB\"\n}}\n",
-        cache.display()
-    ));
-    hcl
-}
 
-/// Writes `hcl` to `DIR/NAME` and returns the path.
-fn write_config(dir: &Path, name: &str, hcl: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, hcl).expect("write config");
-    path
-}
-
-/// `push --provider-registry --address ADDRESS --version VERSION EXTRA... ZIP...`
-fn push_zips(
-    config: &Path,
-    address: &str,
-    version: &str,
-    packages: &[Package],
-    extra: &[&str],
-) -> CliOutput {
-    let mut args: Vec<String> = [
-        "--provider-registry",
-        "--address",
-        address,
-        "--version",
-        version,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(packages.iter().map(|p| p.path.display().to_string()));
-    push(config, &args_of(&args))
-}
-
-/// `push --provider-registry --address acme/foo [--author-key KEY] DIR`
-fn push_release_dir(
-    config: &Path,
-    address: &str,
-    dir: &Path,
-    author_key: Option<&Path>,
-) -> CliOutput {
-    let mut args: Vec<String> = ["--provider-registry", "--address", address]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(key) = author_key {
-        args.push("--author-key".to_owned());
-        args.push(key.display().to_string());
+    /// [`registry_config_with`] on this registry: a fixed `query_string_secret` in the server
+    /// block, `registry_extra` (attribute lines) inside each registry block, and the package
+    /// cache in `DIR/CACHE`.
+    fn hcl(
+        &self,
+        signing_key: Option<&Path>,
+        modules: bool,
+        registry_extra: &str,
+        cache: &str,
+    ) -> String {
+        registry_config_with(
+            &self.cert,
+            &self.registry_url,
+            signing_key,
+            modules,
+            &format!("  query_string_secret = \"{TEST_QUERY_STRING_SECRET}\"\n"),
+            registry_extra,
+            &self.path(cache),
+        )
     }
-    args.push(dir.display().to_string());
-    push(config, &args_of(&args))
-}
-
-/// `push --module-registry --module DIR --address acme/net/aws --version VERSION EXTRA...`
-fn push_module(config: &Path, dir: &Path, version: &str, extra: &[&str]) -> CliOutput {
-    let dir_arg = dir.display().to_string();
-    let mut args = vec![
-        "--module-registry",
-        "--module",
-        &dir_arg,
-        "--address",
-        "acme/net/aws",
-        "--version",
-        version,
-    ];
-    args.extend_from_slice(extra);
-    push(config, &args)
 }
 
 /// A module package zip holding `main.tf`.
@@ -312,48 +217,16 @@ fn strings(json: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// `GET url` (with `auth`) expecting 200 JSON.
-async fn get_json(client: &reqwest::Client, url: &str, auth: Option<&str>) -> serde_json::Value {
-    let f = fetch(client, url, auth).await;
-    f.expect_status(200);
-    f.json()
-}
-
-/// The URLs of a provider download document, resolved against `doc_url`.
-struct DownloadUrls {
-    download: String,
-    shasums: String,
-    signature: String,
-}
-
-fn download_urls(doc_url: &str, json: &serde_json::Value) -> DownloadUrls {
-    let field = |name: &str| {
-        resolve(
-            doc_url,
-            json[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("GET {doc_url}: no {name}: {json}")),
-        )
-    };
-    DownloadUrls {
-        download: field("download_url"),
-        shasums: field("shasums_url"),
-        signature: field("shasums_signature_url"),
-    }
-}
-
-/// The served key of a download document: `(key_id, ascii_armor)`.
-fn served_key(doc_url: &str, json: &serde_json::Value) -> (String, String) {
-    let key = &json["signing_keys"]["gpg_public_keys"][0];
-    let id = key["key_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("GET {doc_url}: no key_id: {json}"))
-        .to_ascii_uppercase();
-    let armor = key["ascii_armor"]
-        .as_str()
-        .unwrap_or_else(|| panic!("GET {doc_url}: no ascii_armor: {json}"))
-        .to_owned();
-    (id, armor)
+/// `GET url` without headers must answer `status` (`what` says why).
+async fn expect_refusal(client: &reqwest::Client, url: &str, status: u16, what: &str) {
+    let f = fetch(client, url, None).await;
+    assert_eq!(
+        f.status,
+        status,
+        "{what}: GET {url}: expected {status}, got {} {}",
+        f.status,
+        f.text()
+    );
 }
 
 /// Fetches the SHA256SUMS and signature of a download document (no Authorization), checks
@@ -364,34 +237,30 @@ async fn check_signed_sums(
     doc_url: &str,
     packages: &[Package],
 ) -> (String, Vec<u8>, Vec<u8>) {
-    let json = get_json(client, doc_url, None).await;
-    let urls = download_urls(doc_url, &json);
-    let (key_id, armor) = served_key(doc_url, &json);
-    let sums = fetch(client, &urls.shasums, None).await;
-    sums.expect_status(200);
-    let sig = fetch(client, &urls.signature, None).await;
-    sig.expect_status(200);
-    let mut want: Vec<(String, String)> = packages
-        .iter()
-        .map(|p| (sha256_hex(&p.zip), p.filename.clone()))
-        .collect();
-    want.sort();
+    let SignedDownload {
+        urls,
+        key_id,
+        armor,
+        sums,
+        signature,
+        ..
+    } = fetch_signed_download(client, doc_url, None).await;
     assert_eq!(
         parse_sha256sums(&sums.body),
-        want,
+        package_listing(packages),
         "GET {}: the SHA256SUMS does not list exactly its version's packages:\n{}",
         urls.shasums,
         sums.text()
     );
     let verifier = Gpg::with_key(&armor);
     assert_eq!(verifier.key_id(), key_id, "GET {doc_url}: key_id vs armor");
-    let (good, report) = verifier.verify(&sig.body, &sums.body);
+    let (good, report) = verifier.verify(&signature.body, &sums.body);
     assert!(
         good,
         "gpg does not accept {} as a signature of {} by the served key {key_id}:\n{report}",
         urls.signature, urls.shasums
     );
-    (key_id, sums.body, sig.body)
+    (key_id, sums.body, signature.body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,18 +270,16 @@ async fn check_signed_sums(
 #[test]
 fn sealed_urls_on_an_authenticating_origin() {
     let rt = runtime();
-    let registry = Registry::start(RegistryAuth::Silly);
-    let auth = registry.push_auth();
+    let fx = Setup::start(RegistryAuth::Silly, "odtr-regaccess-sealed-");
+    let auth = fx.registry.push_auth();
     assert!(auth.is_some(), "a Silly registry needs push credentials");
-    let dir = temp_dir("odtr-regaccess-sealed-");
-    let keys = dir.path().join("keys");
+    let keys = fx.path("keys");
     fs::create_dir_all(&keys).unwrap();
     let key = keygen(&keys, "server", None);
-    let cert = TestCert::generate();
 
     let local = local_platform();
     let other = other_platform(&local);
-    let packages = write_packages(&dir.path().join("dist"), "foo", "1.0.0", &[&local, other]);
+    let packages = write_packages(&fx.path("dist"), "foo", "1.0.0", &[&local, other]);
     let zip = module_zip(MODULE_MAIN_TF);
     rt.block_on(async {
         let tofu: Vec<(&str, &str, Vec<u8>)> = packages
@@ -422,20 +289,18 @@ fn sealed_urls_on_an_authenticating_origin() {
                 (os, arch, p.zip.clone())
             })
             .collect();
-        push_opentofu_layout(&registry, PROVIDER_REPO, "1.0.0", &tofu, auth).await;
-        push_module_package(&registry, MODULE_REPO, "1.0.0", &zip, auth).await;
+        push_opentofu_layout(&fx.registry, PROVIDER_REPO, "1.0.0", &tofu, auth).await;
+        push_module_package(&fx.registry, MODULE_REPO, "1.0.0", &zip, auth).await;
     });
 
-    let hcl = config_hcl(
-        &cert,
-        &registry.url(),
+    let hcl = fx.hcl(
         Some(&key.private_key),
         true,
         "  proxy_packages = true\n",
-        &dir.path().join("cache"),
+        "cache",
     );
     let server = Server::start(&hcl);
-    let client = https_client(&cert);
+    let client = https_client(&fx.cert);
     let base = server.base_url().to_owned();
 
     rt.block_on(async {
@@ -465,18 +330,15 @@ fn sealed_urls_on_an_authenticating_origin() {
         // Each platform's download document: every URL is sealed and works without headers.
         let mut docs = Vec::new();
         for p in &packages {
-            let (os, arch) = p.platform.split_once('_').unwrap();
-            let doc_url = format!("{base}v1/providers/acme/foo/1.0.0/download/{os}/{arch}");
-            let json = get_json(&client, &doc_url, Some(CLIENT_TOKEN)).await;
-            let urls = download_urls(&doc_url, &json);
+            let doc_url = provider_doc_url(&base, "foo", "1.0.0", &p.platform);
+            let served = fetch_signed_download(&client, &doc_url, Some(CLIENT_TOKEN)).await;
+            let (urls, sums, sig) = (served.urls, &served.sums, &served.signature);
             for u in [&urls.download, &urls.shasums, &urls.signature] {
                 token_of(u);
             }
-            let (key_id, armor) = served_key(&doc_url, &json);
-            assert_eq!(key_id, key.printed_id, "GET {doc_url}: key_id");
+            assert_eq!(served.key_id, key.printed_id, "GET {doc_url}: key_id");
 
-            let package = fetch(&client, &urls.download, None).await;
-            package.expect_status(200);
+            let package = fetch_ok(&client, &urls.download, None).await;
             assert!(
                 package.body == p.zip,
                 "GET {} without Authorization: {} bytes, not the package {}",
@@ -484,8 +346,6 @@ fn sealed_urls_on_an_authenticating_origin() {
                 package.body.len(),
                 p.filename
             );
-            let sums = fetch(&client, &urls.shasums, None).await;
-            sums.expect_status(200);
             assert!(
                 parse_sha256sums(&sums.body).contains(&(sha256_hex(&p.zip), p.filename.clone())),
                 "GET {}: no line for {}:\n{}",
@@ -493,9 +353,7 @@ fn sealed_urls_on_an_authenticating_origin() {
                 p.filename,
                 sums.text()
             );
-            let sig = fetch(&client, &urls.signature, None).await;
-            sig.expect_status(200);
-            let (good, report) = Gpg::with_key(&armor).verify(&sig.body, &sums.body);
+            let (good, report) = Gpg::with_key(&served.armor).verify(&sig.body, &sums.body);
             assert!(
                 good,
                 "gpg refuses {} over {}:\n{report}",
@@ -504,15 +362,7 @@ fn sealed_urls_on_an_authenticating_origin() {
 
             // Without the token: 401.
             for u in [&urls.download, &urls.shasums, &urls.signature] {
-                let bare = with_token(u, None);
-                let f = fetch(&client, &bare, None).await;
-                assert_eq!(
-                    f.status,
-                    401,
-                    "GET {bare} (sealed URL without t): expected 401, got {} {}",
-                    f.status,
-                    f.text()
-                );
+                expect_refusal(&client, &with_token(u, None), 401, "sealed URL without t").await;
             }
             docs.push(urls);
         }
@@ -539,48 +389,27 @@ fn sealed_urls_on_an_authenticating_origin() {
             ),
         ];
         for (what, u) in misuses {
-            let f = fetch(&client, &u, None).await;
-            assert_eq!(
-                f.status,
-                403,
-                "{what}: GET {u}: expected 403, got {} {}",
-                f.status,
-                f.text()
-            );
+            expect_refusal(&client, &u, 403, what).await;
         }
 
         // The module: X-Terraform-Get is sealed and works without headers, not without t.
         let download_url = format!("{base}v1/modules/acme/net/aws/1.0.0/download");
-        let download = fetch(&client, &download_url, Some(CLIENT_TOKEN)).await;
-        download.expect_status(204);
-        let get = download
-            .header("x-terraform-get")
-            .unwrap_or_else(|| {
-                panic!(
-                    "GET {download_url}: no X-Terraform-Get: {:?}",
-                    download.headers
-                )
-            })
-            .to_owned();
-        let zip_url = resolve(&download_url, &get);
+        let (_, zip_url) = module_zip_url(&client, &download_url, Some(CLIENT_TOKEN)).await;
         token_of(&zip_url);
-        let fetched = fetch(&client, &zip_url, None).await;
-        fetched.expect_status(200);
+        let fetched = fetch_ok(&client, &zip_url, None).await;
         assert!(
             fetched.body == zip,
             "GET {zip_url} without Authorization: {} bytes, not the {}-byte module zip",
             fetched.body.len(),
             zip.len()
         );
-        let bare = with_token(&zip_url, None);
-        let f = fetch(&client, &bare, None).await;
-        assert_eq!(
-            f.status,
+        expect_refusal(
+            &client,
+            &with_token(&zip_url, None),
             401,
-            "GET {bare} (module zip without t): expected 401, got {} {}",
-            f.status,
-            f.text()
-        );
+            "module zip without t",
+        )
+        .await;
     });
 }
 
@@ -592,25 +421,15 @@ fn sealed_urls_on_an_authenticating_origin() {
 #[test]
 fn catalogue_errors_protocols_and_metrics() {
     let rt = runtime();
-    let registry = Registry::start(RegistryAuth::None);
-    let registry_url = registry.url();
-    let dir = temp_dir("odtr-regaccess-catalogue-");
-    let keys = dir.path().join("keys");
+    let fx = Setup::start(RegistryAuth::None, "odtr-regaccess-catalogue-");
+    let keys = fx.path("keys");
     fs::create_dir_all(&keys).unwrap();
     let key = keygen(&keys, "server", None);
-    let cert = TestCert::generate();
     // push has no use for the signing key: this configuration names one that does not exist.
     let push_config = write_config(
-        dir.path(),
+        fx.dir.path(),
         "push.hcl",
-        &config_hcl(
-            &cert,
-            &registry_url,
-            Some(&dir.path().join("no-such-key.asc")),
-            true,
-            "",
-            &dir.path().join("push-cache"),
-        ),
+        &fx.hcl(Some(&fx.path("no-such-key.asc")), true, "", "push-cache"),
     );
 
     let local = local_platform();
@@ -618,24 +437,29 @@ fn catalogue_errors_protocols_and_metrics() {
     let platforms = [local.as_str(), other];
 
     // acme/foo 1.0.0 and 2.0.0, no protocols given.
-    let foo1 = write_packages(&dir.path().join("foo1"), "foo", "1.0.0", &platforms);
-    let foo2 = write_packages(&dir.path().join("foo2"), "foo", "2.0.0", &platforms);
+    let foo1 = write_packages(&fx.path("foo1"), "foo", "1.0.0", &platforms);
+    let foo2 = write_packages(&fx.path("foo2"), "foo", "2.0.0", &platforms);
     for (version, packages) in [("1.0.0", &foo1), ("2.0.0", &foo2)] {
         let out = push_zips(&push_config, "acme/foo", version, packages, &[]);
         assert!(out.success(), "push acme/foo {version} failed:\n{out}");
     }
+    // acme/NAME 1.0.0 pushed with --protocols PROTOCOLS.
+    let push_with_protocols = |name: &str, protocols: &str| {
+        let packages = write_packages(&fx.path(name), name, "1.0.0", &platforms);
+        let address = format!("acme/{name}");
+        push_zips(
+            &push_config,
+            &address,
+            "1.0.0",
+            &packages,
+            &["--protocols", protocols],
+        )
+    };
     // acme/six 1.0.0 with --protocols 6.0.
-    let six = write_packages(&dir.path().join("six"), "six", "1.0.0", &platforms);
-    let out = push_zips(
-        &push_config,
-        "acme/six",
-        "1.0.0",
-        &six,
-        &["--protocols", "6.0"],
-    );
+    let out = push_with_protocols("six", "6.0");
     assert!(out.success(), "push --protocols 6.0 failed:\n{out}");
     // acme/both 1.0.0: a release directory whose manifest.json names 5.0 and 6.0.
-    let both_dir = dir.path().join("both");
+    let both_dir = fx.path("both");
     let both = write_packages(&both_dir, "both", "1.0.0", &platforms);
     write_sha256sums(&both_dir, "both", "1.0.0", &both);
     fs::write(
@@ -649,52 +473,39 @@ fn catalogue_errors_protocols_and_metrics() {
         "push of a release directory with manifest.json failed:\n{out}"
     );
     // --protocols 6.x is refused, naming it, and writes nothing.
-    let bad = write_packages(&dir.path().join("bad"), "bad", "1.0.0", &platforms);
-    let out = push_zips(
-        &push_config,
-        "acme/bad",
-        "1.0.0",
-        &bad,
-        &["--protocols", "6.x"],
-    );
+    let out = push_with_protocols("bad", "6.x");
     assert!(!out.success(), "push --protocols 6.x succeeded:\n{out}");
     assert!(
         format!("{}{}", out.stdout, out.stderr).contains("6.x"),
         "push's refusal of --protocols 6.x does not name it:\n{out}"
     );
     // The module acme/net/aws 1.0.0.
-    let module_dir = dir.path().join("module");
+    let module_dir = fx.path("module");
     write_module_dir(&module_dir);
     let out = push_module(&push_config, &module_dir, "1.0.0", &[]);
     assert!(out.success(), "push --module-registry failed:\n{out}");
 
     rt.block_on(async {
         assert_eq!(
-            tags(&registry_url, "providers/acme/bad").await,
+            tags(&fx.registry_url, "providers/acme/bad").await,
             Vec::<String>::new(),
             "a refused push (--protocols 6.x) wrote tags"
         );
         // An ordinary container image under tag 3.0.0 of acme/foo.
-        push_container_image(&registry, PROVIDER_REPO, "3.0.0").await;
+        push_container_image(&fx.registry, PROVIDER_REPO, "3.0.0").await;
         assert_eq!(
-            tags(&registry_url, PROVIDER_REPO).await,
+            tags(&fx.registry_url, PROVIDER_REPO).await,
             vec!["1.0.0", "2.0.0", "3.0.0"],
             "{PROVIDER_REPO} tags"
         );
     });
 
-    let hcl = config_hcl(
-        &cert,
-        &registry_url,
-        Some(&key.private_key),
-        true,
-        "",
-        &dir.path().join("cache"),
-    );
-    let server = Server::start(&hcl);
-    let client = https_client(&cert);
+    // The servers' configurations: signing with keygen's key, the cache in DIR/CACHE.
+    let server_hcl =
+        |modules: bool, cache: &str| fx.hcl(Some(&key.private_key), modules, "", cache);
+    let server = Server::start(&server_hcl(true, "cache"));
+    let client = https_client(&fx.cert);
     let base = server.base_url().to_owned();
-    let (local_os, local_arch) = local.split_once('_').unwrap();
 
     rt.block_on(async {
         // 6. The container image tag is left out; the provider versions remain.
@@ -723,9 +534,7 @@ fn catalogue_errors_protocols_and_metrics() {
                 .find(|(v, _)| v == "1.0.0")
                 .unwrap_or_else(|| panic!("GET {url}: no 1.0.0: {json}"));
             assert_eq!(entry.1, want, "GET {url}: protocols of 1.0.0: {json}");
-            let url = format!(
-                "{base}v1/providers/acme/{provider}/1.0.0/download/{local_os}/{local_arch}"
-            );
+            let url = provider_doc_url(&base, provider, "1.0.0", &local);
             let json = get_json(&client, &url, None).await;
             assert_eq!(
                 strings(&json["protocols"]),
@@ -752,7 +561,7 @@ fn catalogue_errors_protocols_and_metrics() {
         }
 
         // 4. A SHA256SUMS URL of 1.0.0 with its version segment changed to 2.0.0: 404.
-        let doc1 = format!("{base}v1/providers/acme/foo/1.0.0/download/{local_os}/{local_arch}");
+        let doc1 = provider_doc_url(&base, "foo", "1.0.0", &local);
         let json = get_json(&client, &doc1, None).await;
         let urls = download_urls(&doc1, &json);
         for u in [&urls.shasums, &urls.signature] {
@@ -766,8 +575,7 @@ fn catalogue_errors_protocols_and_metrics() {
         }
         // The real documents of both versions are unaffected.
         for (version, packages) in [("1.0.0", &foo1), ("2.0.0", &foo2), ("1.0.0", &foo1)] {
-            let doc =
-                format!("{base}v1/providers/acme/foo/{version}/download/{local_os}/{local_arch}");
+            let doc = provider_doc_url(&base, "foo", version, &local);
             let (key_id, _, _) = check_signed_sums(&client, &doc, packages).await;
             assert_eq!(key_id, key.printed_id, "GET {doc}: key_id");
         }
@@ -775,30 +583,21 @@ fn catalogue_errors_protocols_and_metrics() {
         // Downloads, for the metrics below.
         let json = get_json(&client, &doc1, None).await;
         let urls = download_urls(&doc1, &json);
-        fetch(&client, &urls.download, None)
-            .await
-            .expect_status(200);
+        fetch_ok(&client, &urls.download, None).await;
         let download_url = format!("{base}v1/modules/acme/net/aws/1.0.0/download");
-        let download = fetch(&client, &download_url, None).await;
-        download.expect_status(204);
-        let get = download
-            .header("x-terraform-get")
-            .unwrap_or_else(|| panic!("GET {download_url}: no X-Terraform-Get"))
-            .to_owned();
-        let zip = fetch(&client, &resolve(&download_url, &get), None).await;
-        zip.expect_status(200);
+        let (_, zip_url) = module_zip_url(&client, &download_url, None).await;
+        let zip = fetch_ok(&client, &zip_url, None).await;
         assert_eq!(
             zip_entries(&zip.body).1.as_deref(),
             Some(MODULE_MAIN_TF),
             "module zip main.tf"
         );
-        fetch(
+        fetch_ok(
             &client,
             &format!("{base}v1/modules/acme/net/aws/versions"),
             None,
         )
-        .await
-        .expect_status(200);
+        .await;
 
         // 10. Requests by route in /metrics.
         let metrics = fetch(&client, &format!("{base}metrics"), None).await;
@@ -850,15 +649,7 @@ fn catalogue_errors_protocols_and_metrics() {
     drop(server);
 
     // 3. Offline, with a cache that holds nothing: 404 naming the warm command.
-    let offline_hcl = config_hcl(
-        &cert,
-        &registry_url,
-        Some(&key.private_key),
-        true,
-        "",
-        &dir.path().join("cache-offline"),
-    );
-    let offline = Server::start_with_args(&offline_hcl, &["--offline"]);
+    let offline = Server::start_with_args(&server_hcl(true, "cache-offline"), &["--offline"]);
     let offline_base = offline.base_url().to_owned();
     rt.block_on(async {
         for (path, hint) in [
@@ -876,15 +667,7 @@ fn catalogue_errors_protocols_and_metrics() {
     drop(offline);
 
     // 2. Without a module_registry, /v1/modules/ is 404.
-    let provider_only = config_hcl(
-        &cert,
-        &registry_url,
-        Some(&key.private_key),
-        false,
-        "",
-        &dir.path().join("cache-provider-only"),
-    );
-    let server = Server::start(&provider_only);
+    let server = Server::start(&server_hcl(false, "cache-provider-only"));
     let only_base = server.base_url().to_owned();
     rt.block_on(async {
         for path in [
@@ -895,13 +678,12 @@ fn catalogue_errors_protocols_and_metrics() {
             expect_json_404(&f);
         }
         // The provider registry itself answers.
-        fetch(
+        fetch_ok(
             &client,
             &format!("{only_base}v1/providers/acme/foo/versions"),
             None,
         )
-        .await
-        .expect_status(200);
+        .await;
     });
 }
 
@@ -935,31 +717,22 @@ fn keygen_private_key_is_mode_0600() {
 #[test]
 fn push_works_without_the_signing_key_file() {
     let rt = runtime();
-    let registry = Registry::start(RegistryAuth::None);
-    let dir = temp_dir("odtr-regaccess-nokey-");
-    let cert = TestCert::generate();
-    let missing = dir.path().join("keys/never-created.asc");
+    let fx = Setup::start(RegistryAuth::None, "odtr-regaccess-nokey-");
+    let missing = fx.path("keys/never-created.asc");
     let config = write_config(
-        dir.path(),
+        fx.dir.path(),
         "config.hcl",
-        &config_hcl(
-            &cert,
-            &registry.url(),
-            Some(&missing),
-            false,
-            "",
-            &dir.path().join("cache"),
-        ),
+        &fx.hcl(Some(&missing), false, "", "cache"),
     );
     let local = local_platform();
-    let packages = write_packages(&dir.path().join("dist"), "foo", "1.0.0", &[&local]);
+    let packages = write_packages(&fx.path("dist"), "foo", "1.0.0", &[&local]);
     let out = push_zips(&config, "acme/foo", "1.0.0", &packages, &[]);
     assert!(
         out.success(),
         "push --provider-registry failed with a signing_key_file that does not exist:\n{out}"
     );
     assert!(!missing.exists(), "push created {}", missing.display());
-    let repo_tags = rt.block_on(tags(&registry.url(), PROVIDER_REPO));
+    let repo_tags = rt.block_on(tags(&fx.registry_url, PROVIDER_REPO));
     assert_eq!(repo_tags, vec!["1.0.0"], "{PROVIDER_REPO} tags after push");
 }
 
@@ -970,55 +743,42 @@ fn push_works_without_the_signing_key_file() {
 #[test]
 fn author_signatures_pushed_later_replace_the_servers() {
     let rt = runtime();
-    let registry = Registry::start(RegistryAuth::None);
-    let dir = temp_dir("odtr-regaccess-author-");
-    let cert = TestCert::generate();
+    let fx = Setup::start(RegistryAuth::None, "odtr-regaccess-author-");
 
-    let author = Gpg::new();
-    author.generate_key(AUTHOR_UID);
-    let author_id = author.key_id();
-    let author_pub = dir.path().join("author.pub.asc");
-    fs::write(&author_pub, author.export_public()).unwrap();
-    let server_gpg = Gpg::new();
-    server_gpg.generate_key(SERVER_UID);
-    let server_id = server_gpg.key_id();
-    assert_ne!(author_id, server_id);
-    let server_key = dir.path().join("server-secret.asc");
-    fs::write(&server_key, server_gpg.export_secret()).unwrap();
+    let SigningKeys {
+        author,
+        author_id,
+        author_pub,
+        server_id,
+        server_key,
+        ..
+    } = SigningKeys::generate(fx.dir.path());
 
-    let release = dir.path().join("release");
+    let release = fx.path("release");
     let local = local_platform();
     let packages = write_packages(&release, "foo", "1.0.0", &[&local, other_platform(&local)]);
     let (sums_path, author_sums) = write_sha256sums(&release, "foo", "1.0.0", &packages);
 
     // The JSON documents and remembered absences are only fresh for 1 s.
-    let hcl = config_hcl(
-        &cert,
-        &registry.url(),
+    let hcl = fx.hcl(
         Some(&server_key),
         false,
         "  index_max_age    = \"1s\"\n  negative_ttl     = \"1s\"\n",
-        &dir.path().join("cache"),
+        "cache",
     );
-    let config = write_config(dir.path(), "config.hcl", &hcl);
+    let config = write_config(fx.dir.path(), "config.hcl", &hcl);
 
     // First without the author's signature: the server signs.
     let out = push_release_dir(&config, "acme/foo", &release, None);
     assert!(out.success(), "push without a .sig failed:\n{out}");
     let server = Server::start(&hcl);
-    let client = https_client(&cert);
-    let (os, arch) = local.split_once('_').unwrap();
-    let doc_url = format!(
-        "{}v1/providers/acme/foo/1.0.0/download/{os}/{arch}",
-        server.base_url()
-    );
+    let client = https_client(&fx.cert);
+    let doc_url = provider_doc_url(server.base_url(), "foo", "1.0.0", &local);
     let (first_id, _, _) = rt.block_on(check_signed_sums(&client, &doc_url, &packages));
     assert_eq!(first_id, server_id, "before the author's signature");
 
     // Then the same directory with the author's .sig.
-    let sig_path = release.join("terraform-provider-foo_1.0.0_SHA256SUMS.sig");
-    author.detach_sign(&sums_path, &sig_path);
-    let author_sig = fs::read(&sig_path).unwrap();
+    let author_sig = author.sign_sha256sums(&sums_path);
     let out = push_release_dir(&config, "acme/foo", &release, Some(&author_pub));
     assert!(
         out.success(),
@@ -1091,28 +851,18 @@ fn module_main_tf(rt: &tokio::runtime::Runtime, registry_url: &str, tag: &str) -
 #[test]
 fn module_push_is_idempotent_refuses_changes_and_forces() {
     let rt = runtime();
-    let registry = Registry::start(RegistryAuth::None);
-    let registry_url = registry.url();
-    let dir = temp_dir("odtr-regaccess-module-");
-    let cert = TestCert::generate();
+    let fx = Setup::start(RegistryAuth::None, "odtr-regaccess-module-");
     let config = write_config(
-        dir.path(),
+        fx.dir.path(),
         "config.hcl",
-        &config_hcl(
-            &cert,
-            &registry_url,
-            None,
-            true,
-            "",
-            &dir.path().join("cache"),
-        ),
+        &fx.hcl(None, true, "", "cache"),
     );
-    let module = dir.path().join("module");
+    let module = fx.path("module");
     write_module_dir(&module);
 
     let out = push_module(&config, &module, "1.0.0", &[]);
     assert!(out.success(), "first module push failed:\n{out}");
-    let first = module_tag_digest(&rt, &registry_url, "1.0.0").expect("tag 1.0.0 after push");
+    let first = module_tag_digest(&rt, &fx.registry_url, "1.0.0").expect("tag 1.0.0 after push");
 
     // The same directory again: nothing to do.
     let out = push_module(&config, &module, "1.0.0", &[]);
@@ -1125,7 +875,7 @@ fn module_push_is_idempotent_refuses_changes_and_forces() {
         "second push of the same module does not say \"already up to date\":\n{out}"
     );
     assert_eq!(
-        module_tag_digest(&rt, &registry_url, "1.0.0").as_deref(),
+        module_tag_digest(&rt, &fx.registry_url, "1.0.0").as_deref(),
         Some(first.as_str()),
         "an up-to-date push moved the tag"
     );
@@ -1144,7 +894,7 @@ fn module_push_is_idempotent_refuses_changes_and_forces() {
         "the refusal does not say the tag holds other content and suggest --force:\n{out}"
     );
     assert_eq!(
-        module_tag_digest(&rt, &registry_url, "1.0.0").as_deref(),
+        module_tag_digest(&rt, &fx.registry_url, "1.0.0").as_deref(),
         Some(first.as_str()),
         "a refused push moved the tag"
     );
@@ -1153,7 +903,7 @@ fn module_push_is_idempotent_refuses_changes_and_forces() {
     let out = push_module(&config, &module, "1.0.0", &["--dry-run", "--force"]);
     assert!(out.success(), "push --dry-run --force failed:\n{out}");
     assert_eq!(
-        module_tag_digest(&rt, &registry_url, "1.0.0").as_deref(),
+        module_tag_digest(&rt, &fx.registry_url, "1.0.0").as_deref(),
         Some(first.as_str()),
         "push --dry-run --force moved the tag"
     );
@@ -1163,12 +913,12 @@ fn module_push_is_idempotent_refuses_changes_and_forces() {
         "push --dry-run of a new version failed:\n{out}"
     );
     assert_eq!(
-        rt.block_on(tags(&registry_url, MODULE_REPO)),
+        rt.block_on(tags(&fx.registry_url, MODULE_REPO)),
         vec!["1.0.0"],
         "push --dry-run of 1.1.0 wrote a tag"
     );
     assert_eq!(
-        module_main_tf(&rt, &registry_url, "1.0.0").as_deref(),
+        module_main_tf(&rt, &fx.registry_url, "1.0.0").as_deref(),
         Some(MODULE_MAIN_TF),
         "the module at 1.0.0 after the dry runs"
     );
@@ -1176,15 +926,15 @@ fn module_push_is_idempotent_refuses_changes_and_forces() {
     // --force replaces it.
     let out = push_module(&config, &module, "1.0.0", &["--force"]);
     assert!(out.success(), "push --force failed:\n{out}");
-    let replaced = module_tag_digest(&rt, &registry_url, "1.0.0").expect("tag 1.0.0");
+    let replaced = module_tag_digest(&rt, &fx.registry_url, "1.0.0").expect("tag 1.0.0");
     assert_ne!(replaced, first, "push --force left the tag where it was");
     assert_eq!(
-        module_main_tf(&rt, &registry_url, "1.0.0").as_deref(),
+        module_main_tf(&rt, &fx.registry_url, "1.0.0").as_deref(),
         Some(changed_tf),
         "the module at 1.0.0 after push --force"
     );
     let manifest = rt
-        .block_on(get_manifest_raw(&registry_url, MODULE_REPO, "1.0.0"))
+        .block_on(get_manifest_raw(&fx.registry_url, MODULE_REPO, "1.0.0"))
         .map(|(_, body)| parse_json(&body))
         .unwrap();
     assert_eq!(

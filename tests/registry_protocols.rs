@@ -14,94 +14,14 @@ use common::*;
 use registry_support::*;
 use serde_json::json;
 
-const PROVIDER_REPO: &str = "providers/acme/foo";
-const MODULE_REPO: &str = "modules/acme/net/aws";
-const ARTIFACT_TYPE_SIGNATURES: &str = "application/vnd.terraform.provider.signatures.v1";
-const MEDIA_TYPE_SHA256SUMS: &str = "application/vnd.terraform.provider.sha256sums";
-const MEDIA_TYPE_PGP_SIGNATURE: &str = "application/pgp-signature";
-const MEDIA_TYPE_PGP_KEYS: &str = "application/pgp-keys";
-const AUTHOR_UID: &str = "Acme Releases <releases@acme.test>";
-const SERVER_UID: &str = "Registry Signing <registry@example.test>";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// A second platform, different from the local one.
-fn other_platform(local: &str) -> &'static str {
-    if local == "linux_arm64" {
-        "darwin_amd64"
-    } else {
-        "linux_arm64"
-    }
-}
-
-fn server_port(server: &Server) -> u16 {
-    url::Url::parse(server.base_url())
-        .expect("server base URL")
-        .port()
-        .expect("server base URL has a port")
-}
-
 fn provider_addr(port: u16) -> String {
     format!("localhost:{port}/acme/foo")
-}
-
-fn args_of(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// `push --provider-registry --address acme/foo --version VERSION ZIP...`
-fn push_provider_zips(config: &Path, version: &str, packages: &[Package]) -> CliOutput {
-    let mut args: Vec<String> = [
-        "--provider-registry",
-        "--address",
-        "acme/foo",
-        "--version",
-        version,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(packages.iter().map(|p| p.path.display().to_string()));
-    push(config, &args_of(&args))
-}
-
-/// `push --provider-registry --address acme/foo [--author-key KEY] DIR`
-fn push_provider_dir(config: &Path, dir: &Path, author_key: Option<&Path>) -> CliOutput {
-    let mut args: Vec<String> = ["--provider-registry", "--address", "acme/foo"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(key) = author_key {
-        args.push("--author-key".to_owned());
-        args.push(key.display().to_string());
-    }
-    args.push(dir.display().to_string());
-    push(config, &args_of(&args))
-}
-
-fn resolve(base: &str, reference: &str) -> String {
-    url::Url::parse(base)
-        .expect("base URL")
-        .join(reference)
-        .unwrap_or_else(|e| panic!("resolve {reference:?} against {base}: {e}"))
-        .to_string()
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    let f = fetch(client, url, None).await;
-    f.expect_status(200);
-    f.json()
 }
 
 /// Checks `GET /v1/providers/acme/foo/versions`: exactly version 1.0.0, on `platforms`.
 async fn check_provider_versions(client: &reqwest::Client, server: &Server, platforms: &[&str]) {
     let url = format!("{}v1/providers/acme/foo/versions", server.base_url());
-    let json = get_json(client, &url).await;
+    let json = get_json(client, &url, None).await;
     let versions = json["versions"]
         .as_array()
         .unwrap_or_else(|| panic!("GET {url}: no \"versions\" array: {json}"));
@@ -112,30 +32,10 @@ async fn check_provider_versions(client: &reqwest::Client, server: &Server, plat
         protocols.is_some_and(|p| !p.is_empty()),
         "GET {url}: no protocols: {json}"
     );
-    let mut got: Vec<String> = versions[0]["platforms"]
-        .as_array()
-        .unwrap_or_else(|| panic!("GET {url}: no platforms: {json}"))
-        .iter()
-        .map(|p| {
-            format!(
-                "{}_{}",
-                p["os"].as_str().unwrap_or("?"),
-                p["arch"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    got.sort();
+    let got = version_platforms(&versions[0]);
     let mut want: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
     want.sort();
     assert_eq!(got, want, "GET {url}: platforms: {json}");
-}
-
-/// What the provider download endpoint served for one package.
-struct Served {
-    key_id: String,
-    ascii_armor: String,
-    sha256sums: Vec<u8>,
-    signature: Vec<u8>,
 }
 
 /// Checks `GET /v1/providers/acme/foo/1.0.0/download/OS/ARCH` for `package`: the filename,
@@ -147,13 +47,10 @@ async fn check_provider_download(
     server: &Server,
     package: &Package,
     expected_key_id: &str,
-) -> Served {
-    let (os, arch) = package.platform.split_once('_').unwrap();
-    let url = format!(
-        "{}v1/providers/acme/foo/1.0.0/download/{os}/{arch}",
-        server.base_url()
-    );
-    let json = get_json(client, &url).await;
+) -> SignedDownload {
+    let url = provider_doc_url(server.base_url(), "foo", "1.0.0", &package.platform);
+    let served = fetch_signed_download(client, &url, None).await;
+    let json = &served.json;
     assert_eq!(
         json["filename"],
         package.filename.as_str(),
@@ -169,83 +66,48 @@ async fn check_provider_download(
         "GET {url}: no protocols: {json}"
     );
 
-    let download_url = resolve(
-        &url,
-        json["download_url"]
-            .as_str()
-            .unwrap_or_else(|| panic!("GET {url}: no download_url: {json}")),
-    );
-    let download = fetch(client, &download_url, None).await;
-    download.expect_status(200);
+    let download = fetch_ok(client, &served.urls.download, None).await;
     assert!(
         download.body == package.zip,
-        "GET {download_url}: {} bytes, not the {}-byte package {}",
+        "GET {}: {} bytes, not the {}-byte package {}",
+        served.urls.download,
         download.body.len(),
         package.zip.len(),
         package.filename
     );
 
-    let key = &json["signing_keys"]["gpg_public_keys"][0];
-    let key_id = key["key_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("GET {url}: no signing_keys.gpg_public_keys[0].key_id: {json}"))
-        .to_owned();
-    let ascii_armor = key["ascii_armor"]
-        .as_str()
-        .unwrap_or_else(|| {
-            panic!("GET {url}: no signing_keys.gpg_public_keys[0].ascii_armor: {json}")
-        })
-        .to_owned();
+    let (key_id, ascii_armor) = (&served.key_id, &served.armor);
     assert!(
         key_id.eq_ignore_ascii_case(expected_key_id),
         "GET {url}: key_id {key_id}, expected {expected_key_id}"
     );
     assert!(
-        ascii_armor.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----")
-            && !ascii_armor.contains("PRIVATE"),
+        is_armored_public_key(ascii_armor),
         "GET {url}: ascii_armor is not an armored public key:\n{ascii_armor}"
     );
-    let verifier = Gpg::with_key(&ascii_armor);
+    let verifier = Gpg::with_key(ascii_armor);
     assert_eq!(
         verifier.key_id(),
         expected_key_id.to_ascii_uppercase(),
         "GET {url}: gpg reads another key ID from ascii_armor"
     );
 
-    let sums_url = resolve(
-        &url,
-        json["shasums_url"]
-            .as_str()
-            .unwrap_or_else(|| panic!("GET {url}: no shasums_url: {json}")),
-    );
-    let sig_url = resolve(
-        &url,
-        json["shasums_signature_url"]
-            .as_str()
-            .unwrap_or_else(|| panic!("GET {url}: no shasums_signature_url: {json}")),
-    );
-    let sums = fetch(client, &sums_url, None).await;
-    sums.expect_status(200);
-    let sig = fetch(client, &sig_url, None).await;
-    sig.expect_status(200);
+    let (sums, sig) = (&served.sums, &served.signature);
     let listed = parse_sha256sums(&sums.body);
     assert!(
         listed.contains(&(sha256_hex(&package.zip), package.filename.clone())),
-        "GET {sums_url}: no line for {}:\n{}",
+        "GET {}: no line for {}:\n{}",
+        sums.url,
         package.filename,
         sums.text()
     );
     let (good, report) = verifier.verify(&sig.body, &sums.body);
     assert!(
         good,
-        "gpg does not accept {sig_url} as a signature of {sums_url} by {expected_key_id}:\n{report}"
+        "gpg does not accept {} as a signature of {} by {expected_key_id}:\n{report}",
+        sig.url, sums.url
     );
-    Served {
-        key_id,
-        ascii_armor,
-        sha256sums: sums.body,
-        signature: sig.body,
-    }
+    served
 }
 
 /// Terraform recorded provider `addr` 1.0.0 with the `zh:` of every package and the `h1:` of
@@ -275,6 +137,24 @@ fn assert_lock_file(lock: Option<&str>, addr: &str, packages: &[Package], output
             );
         }
     }
+}
+
+/// `terraform init` (`what`) succeeded, reported the provider as self-signed by `key_id`, and
+/// recorded it as [`assert_lock_file`] checks.
+fn assert_signed_install(init: &TfInit, port: u16, key_id: &str, packages: &[Package], what: &str) {
+    assert!(init.success, "{what} failed:\n{}", init.output);
+    assert!(
+        init.output
+            .contains(&format!("self-signed, key ID {key_id}")),
+        "{what} does not report the provider as self-signed by key {key_id}:\n{}",
+        init.output
+    );
+    assert_lock_file(
+        init.lock_file.as_deref(),
+        &provider_addr(port),
+        packages,
+        &init.output,
+    );
 }
 
 /// The module `net` was installed from the registry: its `main.tf`, without `.git/` or
@@ -336,8 +216,7 @@ impl BothRegistries {
             true,
             &dir.path().join("cache"),
         );
-        let config = dir.path().join("config.hcl");
-        fs::write(&config, &config_hcl).unwrap();
+        let config = write_config(dir.path(), "config.hcl", &config_hcl);
 
         let local = local_platform();
         let packages = write_packages(
@@ -346,24 +225,12 @@ impl BothRegistries {
             "1.0.0",
             &[&local, other_platform(&local)],
         );
-        let out = push_provider_zips(&config, "1.0.0", &packages);
+        let out = push_zips(&config, "acme/foo", "1.0.0", &packages, &[]);
         assert!(out.success(), "push --provider-registry failed:\n{out}");
 
         let module = dir.path().join("module");
         write_module_dir(&module);
-        let module_arg = module.display().to_string();
-        let out = push(
-            &config,
-            &[
-                "--module-registry",
-                "--module",
-                &module_arg,
-                "--address",
-                "acme/net/aws",
-                "--version",
-                "1.0.0",
-            ],
-        );
+        let out = push_module(&config, &module, "1.0.0", &[]);
         assert!(out.success(), "push --module-registry failed:\n{out}");
 
         let server = Server::start(&config_hcl);
@@ -418,7 +285,7 @@ fn terraform_installs_provider_and_module_from_the_registries() {
     let base = s.server.base_url().to_owned();
     rt.block_on(async {
         // Discovery names both protocols.
-        let discovery = get_json(&client, &format!("{base}.well-known/terraform.json")).await;
+        let discovery = get_json(&client, &format!("{base}.well-known/terraform.json"), None).await;
         assert_eq!(
             discovery,
             json!({"providers.v1": "/v1/providers/", "modules.v1": "/v1/modules/"}),
@@ -431,32 +298,24 @@ fn terraform_installs_provider_and_module_from_the_registries() {
         for package in &s.packages {
             let served =
                 check_provider_download(&client, &s.server, package, &s.key.printed_id).await;
-            let mut want: Vec<(String, String)> = s
-                .packages
-                .iter()
-                .map(|p| (sha256_hex(&p.zip), p.filename.clone()))
-                .collect();
-            want.sort();
             assert_eq!(
-                parse_sha256sums(&served.sha256sums),
-                want,
+                parse_sha256sums(&served.sums.body),
+                package_listing(&s.packages),
                 "the server's SHA256SUMS lists every package of the version:\n{}",
-                String::from_utf8_lossy(&served.sha256sums)
+                served.sums.text()
             );
-            assert!(!served.key_id.is_empty() && !served.ascii_armor.is_empty());
-            assert!(!served.signature.is_empty());
+            assert!(!served.key_id.is_empty() && !served.armor.is_empty());
+            assert!(!served.signature.body.is_empty());
         }
 
         // Module: versions, and the download redirect to the zip on this server.
         let versions_url = format!("{base}v1/modules/acme/net/aws/versions");
-        let versions = get_json(&client, &versions_url).await;
-        let listed: Vec<&str> = versions["modules"][0]["versions"]
-            .as_array()
-            .unwrap_or_else(|| panic!("GET {versions_url}: {versions}"))
-            .iter()
-            .map(|v| v["version"].as_str().unwrap_or("?"))
-            .collect();
-        assert_eq!(listed, vec!["1.0.0"], "GET {versions_url}: {versions}");
+        let versions = get_json(&client, &versions_url, None).await;
+        assert_eq!(
+            module_versions(&versions),
+            vec!["1.0.0"],
+            "GET {versions_url}: {versions}"
+        );
         assert_eq!(
             versions["modules"].as_array().map(Vec::len),
             Some(1),
@@ -464,24 +323,12 @@ fn terraform_installs_provider_and_module_from_the_registries() {
         );
 
         let download_url = format!("{base}v1/modules/acme/net/aws/1.0.0/download");
-        let download = fetch(&client, &download_url, None).await;
-        download.expect_status(204);
-        let get = download
-            .header("x-terraform-get")
-            .unwrap_or_else(|| {
-                panic!(
-                    "GET {download_url}: no X-Terraform-Get: {:?}",
-                    download.headers
-                )
-            })
-            .to_owned();
-        let zip_url = resolve(&download_url, &get);
+        let (get, zip_url) = module_zip_url(&client, &download_url, None).await;
         assert!(
             zip_url.starts_with(&base),
             "X-Terraform-Get {get:?} does not point at this server ({base})"
         );
-        let zip = fetch(&client, &zip_url, None).await;
-        zip.expect_status(200);
+        let zip = fetch_ok(&client, &zip_url, None).await;
         let (names, main_tf) = zip_entries(&zip.body);
         assert_eq!(
             main_tf.as_deref(),
@@ -504,19 +351,12 @@ fn terraform_installs_provider_and_module_from_the_registries() {
 
     // Terraform installs both, directly from the registries.
     let (work, init) = init_fresh(&main_tf(port, true), &s.cert);
-    assert!(init.success, "terraform init failed:\n{}", init.output);
-    assert!(
-        init.output
-            .contains(&format!("self-signed, key ID {}", s.key.printed_id)),
-        "terraform init does not report the provider as self-signed by key {}:\n{}",
-        s.key.printed_id,
-        init.output
-    );
-    assert_lock_file(
-        init.lock_file.as_deref(),
-        &provider_addr(port),
+    assert_signed_install(
+        &init,
+        port,
+        &s.key.printed_id,
         &s.packages,
-        &init.output,
+        "terraform init",
     );
     assert_module_installed(work.path(), port, &init.output);
 }
@@ -538,32 +378,15 @@ fn origin_stopped_both_still_install_from_cache() {
     );
 
     // The origin goes away; the server has everything in its caches.
-    let origin_port = s.registry.as_ref().unwrap().port();
-    s.registry = None;
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", origin_port)).is_err(),
-        "the registry still answers on port {origin_port}"
-    );
+    stop_origin(&mut s.registry);
 
     let (work, second) = init_fresh(&main_tf(port, true), &s.cert);
-    assert!(
-        second.success,
-        "terraform init with the origin stopped failed:\n{}",
-        second.output
-    );
-    assert!(
-        second
-            .output
-            .contains(&format!("self-signed, key ID {}", s.key.printed_id)),
-        "terraform init (origin stopped) does not report the signature by key {}:\n{}",
-        s.key.printed_id,
-        second.output
-    );
-    assert_lock_file(
-        second.lock_file.as_deref(),
-        &provider_addr(port),
+    assert_signed_install(
+        &second,
+        port,
+        &s.key.printed_id,
         &s.packages,
-        &second.output,
+        "terraform init with the origin stopped",
     );
     let mut a = first_hashes;
     let mut b = lock_file_hashes(
@@ -584,12 +407,7 @@ fn origin_stopped_both_still_install_from_cache() {
 struct AuthorRelease {
     registry: Registry,
     cert: TestCert,
-    author: Gpg,
-    author_id: String,
-    server_gpg: Gpg,
-    server_id: String,
-    server_key: PathBuf,
-    author_pub: PathBuf,
+    keys: SigningKeys,
     release: PathBuf,
     packages: Vec<Package>,
     sums: Vec<u8>,
@@ -604,37 +422,19 @@ impl AuthorRelease {
         let dir = temp_dir("odtr-regproto-author-");
         let cert = TestCert::generate();
 
-        let author = Gpg::new();
-        author.generate_key(AUTHOR_UID);
-        let author_id = author.key_id();
-        let author_pub = dir.path().join("author.pub.asc");
-        fs::write(&author_pub, author.export_public()).unwrap();
-
-        let server_gpg = Gpg::new();
-        server_gpg.generate_key(SERVER_UID);
-        let server_id = server_gpg.key_id();
-        assert_ne!(author_id, server_id);
-        let server_key = dir.path().join("server-secret.asc");
-        fs::write(&server_key, server_gpg.export_secret()).unwrap();
+        let keys = SigningKeys::generate(dir.path());
 
         let release = dir.path().join("release");
         let local = local_platform();
         let packages = write_packages(&release, "foo", "1.0.0", &[&local, other_platform(&local)]);
         let (sums_path, sums) = write_sha256sums(&release, "foo", "1.0.0", &packages);
-        let sig_path = release.join("terraform-provider-foo_1.0.0_SHA256SUMS.sig");
-        author.detach_sign(&sums_path, &sig_path);
-        let sig = fs::read(&sig_path).unwrap();
+        let sig = keys.author.sign_sha256sums(&sums_path);
 
         let config = dir.path().join("config.hcl");
         let s = AuthorRelease {
             registry,
             cert,
-            author,
-            author_id,
-            server_gpg,
-            server_id,
-            server_key,
-            author_pub,
+            keys,
             release,
             packages,
             sums,
@@ -643,7 +443,7 @@ impl AuthorRelease {
             dir,
         };
         fs::write(&s.config, s.config_hcl(&s.dir.path().join("cache-push"))).unwrap();
-        let out = push_provider_dir(&s.config, &s.release, Some(&s.author_pub));
+        let out = push_release_dir(&s.config, "acme/foo", &s.release, Some(&s.keys.author_pub));
         assert!(
             out.success(),
             "push --provider-registry --author-key failed:\n{out}"
@@ -656,7 +456,7 @@ impl AuthorRelease {
         registry_config(
             &self.cert,
             &self.registry.url(),
-            Some(&self.server_key),
+            Some(&self.keys.server_key),
             false,
             cache,
         )
@@ -725,7 +525,7 @@ fn author_signature_is_served_and_verified() {
         let stored_key = get_blob(&registry_url, PROVIDER_REPO, &digest(2)).await;
         assert_eq!(
             gpg_key_id_of(&String::from_utf8_lossy(&stored_key)),
-            a.author_id,
+            a.keys.author_id,
             "the stored key is not the author's"
         );
     });
@@ -737,40 +537,34 @@ fn author_signature_is_served_and_verified() {
     let port = server_port(&server);
     rt.block_on(async {
         for package in &a.packages {
-            let served = check_provider_download(&client, &server, package, &a.author_id).await;
+            let served =
+                check_provider_download(&client, &server, package, &a.keys.author_id).await;
             assert!(
-                !served.key_id.eq_ignore_ascii_case(&a.server_id),
+                !served.key_id.eq_ignore_ascii_case(&a.keys.server_id),
                 "the server's own key is served for an author-signed release"
             );
             assert!(
-                served.sha256sums == a.sums,
+                served.sums.body == a.sums,
                 "served SHA256SUMS differs from the author's:\n{}\n--- author's ---\n{}",
-                String::from_utf8_lossy(&served.sha256sums),
+                served.sums.text(),
                 String::from_utf8_lossy(&a.sums)
             );
             assert!(
-                served.signature == a.sig,
+                served.signature.body == a.sig,
                 "served signature is not the author's .sig ({} vs {} bytes)",
-                served.signature.len(),
+                served.signature.body.len(),
                 a.sig.len()
             );
         }
     });
 
     let (_work, init) = init_fresh(&main_tf(port, false), &a.cert);
-    assert!(init.success, "terraform init failed:\n{}", init.output);
-    assert!(
-        init.output
-            .contains(&format!("self-signed, key ID {}", a.author_id)),
-        "terraform init does not report the author's key {}:\n{}",
-        a.author_id,
-        init.output
-    );
-    assert_lock_file(
-        init.lock_file.as_deref(),
-        &provider_addr(port),
+    assert_signed_install(
+        &init,
+        port,
+        &a.keys.author_id,
         &a.packages,
-        &init.output,
+        "terraform init",
     );
 }
 
@@ -806,7 +600,7 @@ fn tampered_sha256sums_is_rejected_by_terraform() {
     let tags_before = rt.block_on(tags(&registry_url, PROVIDER_REPO));
 
     // push refuses an author-signed directory without --author-key.
-    let out = push_provider_dir(&a.config, &a.release, None);
+    let out = push_release_dir(&a.config, "acme/foo", &a.release, None);
     assert!(
         !out.success(),
         "push accepted a release with a .sig but no --author-key:\n{out}"
@@ -816,47 +610,40 @@ fn tampered_sha256sums_is_rejected_by_terraform() {
         "push's refusal does not name --author-key:\n{out}"
     );
 
-    // push refuses a .sig that is not a signature of the SHA256SUMS...
-    let bad = a.dir.path().join("bad-signature");
-    let bad_packages = write_packages(&bad, "foo", "1.0.1", &[&local_platform()]);
-    write_sha256sums(&bad, "foo", "1.0.1", &bad_packages);
+    // push refuses a .sig that is not a signature of the SHA256SUMS, and a good signature by
+    // another key than --author-key.
     let other_doc = a.dir.path().join("other-document.txt");
     fs::write(&other_doc, "not the SHA256SUMS\n").unwrap();
-    a.author.detach_sign(
-        &other_doc,
-        &bad.join("terraform-provider-foo_1.0.1_SHA256SUMS.sig"),
-    );
-    let out = push_provider_dir(&a.config, &bad, Some(&a.author_pub));
-    assert!(
-        !out.success(),
-        "push accepted a .sig of another document:\n{out}"
-    );
-    assert!(
-        format!("{}{}", out.stdout, out.stderr)
-            .to_ascii_lowercase()
-            .contains("signature"),
-        "push's refusal of a bad .sig does not mention the signature:\n{out}"
-    );
-
-    // ...and a good signature by another key than --author-key.
-    let wrong = a.dir.path().join("wrong-key");
-    let wrong_packages = write_packages(&wrong, "foo", "1.0.2", &[&local_platform()]);
-    let (wrong_sums, _) = write_sha256sums(&wrong, "foo", "1.0.2", &wrong_packages);
-    a.server_gpg.detach_sign(
-        &wrong_sums,
-        &wrong.join("terraform-provider-foo_1.0.2_SHA256SUMS.sig"),
-    );
-    let out = push_provider_dir(&a.config, &wrong, Some(&a.author_pub));
-    assert!(
-        !out.success(),
-        "push accepted a .sig made by another key than --author-key:\n{out}"
-    );
-    assert!(
-        format!("{}{}", out.stdout, out.stderr)
-            .to_ascii_lowercase()
-            .contains("signature"),
-        "push's refusal of a signature by another key does not mention the signature:\n{out}"
-    );
+    for (name, version, signer, signed_other, what) in [
+        (
+            "bad-signature",
+            "1.0.1",
+            &a.keys.author,
+            true,
+            "a .sig of another document",
+        ),
+        (
+            "wrong-key",
+            "1.0.2",
+            &a.keys.server_gpg,
+            false,
+            "a .sig made by another key than --author-key",
+        ),
+    ] {
+        let release = a.dir.path().join(name);
+        let packages = write_packages(&release, "foo", version, &[&local_platform()]);
+        let (sums, _) = write_sha256sums(&release, "foo", version, &packages);
+        let signed = if signed_other { &other_doc } else { &sums };
+        signer.detach_sign(signed, &sig_path(&sums));
+        let out = push_release_dir(&a.config, "acme/foo", &release, Some(&a.keys.author_pub));
+        assert!(!out.success(), "push accepted {what}:\n{out}");
+        assert!(
+            format!("{}{}", out.stdout, out.stderr)
+                .to_ascii_lowercase()
+                .contains("signature"),
+            "push's refusal of {what} does not mention the signature:\n{out}"
+        );
+    }
     assert_eq!(
         rt.block_on(tags(&registry_url, PROVIDER_REPO)),
         tags_before,
@@ -957,9 +744,8 @@ fn gpg_private_key_works_as_signing_key() {
         false,
         &dir.path().join("cache"),
     );
-    let config = dir.path().join("config.hcl");
-    fs::write(&config, &config_hcl).unwrap();
-    let out = push_provider_dir(&config, &release, None);
+    let config = write_config(dir.path(), "config.hcl", &config_hcl);
+    let out = push_release_dir(&config, "acme/foo", &release, None);
     assert!(out.success(), "push --provider-registry DIR failed:\n{out}");
 
     let server = Server::start(&config_hcl);
@@ -967,7 +753,7 @@ fn gpg_private_key_works_as_signing_key() {
     let base = server.base_url().to_owned();
     rt.block_on(async {
         // Only the configured protocol is discovered and served.
-        let discovery = get_json(&client, &format!("{base}.well-known/terraform.json")).await;
+        let discovery = get_json(&client, &format!("{base}.well-known/terraform.json"), None).await;
         assert_eq!(
             discovery,
             json!({"providers.v1": "/v1/providers/"}),
@@ -983,34 +769,17 @@ fn gpg_private_key_works_as_signing_key() {
 
         let local_package = packages.iter().find(|p| p.platform == local).unwrap();
         let served = check_provider_download(&client, &server, local_package, &key_id).await;
-        let mut want: Vec<(String, String)> = packages
-            .iter()
-            .map(|p| (sha256_hex(&p.zip), p.filename.clone()))
-            .collect();
-        want.sort();
         assert_eq!(
-            parse_sha256sums(&served.sha256sums),
-            want,
+            parse_sha256sums(&served.sums.body),
+            package_listing(&packages),
             "the server's SHA256SUMS:\n{}",
-            String::from_utf8_lossy(&served.sha256sums)
+            served.sums.text()
         );
     });
 
     let port = server_port(&server);
     let (_work, init) = init_fresh(&main_tf(port, false), &cert);
-    assert!(init.success, "terraform init failed:\n{}", init.output);
-    assert!(
-        init.output
-            .contains(&format!("self-signed, key ID {key_id}")),
-        "terraform init does not report the gpg key {key_id}:\n{}",
-        init.output
-    );
-    assert_lock_file(
-        init.lock_file.as_deref(),
-        &provider_addr(port),
-        &packages,
-        &init.output,
-    );
+    assert_signed_install(&init, port, &key_id, &packages, "terraform init");
 }
 
 #[test]
@@ -1027,7 +796,7 @@ fn keygen_refuses_to_overwrite() {
         "private key file is not an armored private key:\n{private}"
     );
     assert!(
-        public.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") && !public.contains("PRIVATE"),
+        is_armored_public_key(&public),
         "public key file is not an armored public key:\n{public}"
     );
     let from_public = Gpg::with_key(&public);
@@ -1044,15 +813,6 @@ fn keygen_refuses_to_overwrite() {
         "key ID of the private key"
     );
 
-    let keygen_args = |private: &Path, public: &Path| -> Vec<String> {
-        vec![
-            "keygen".to_owned(),
-            "--private-key".to_owned(),
-            private.display().to_string(),
-            "--public-key".to_owned(),
-            public.display().to_string(),
-        ]
-    };
     let run = |args: Vec<String>| run_bin(&args_of(&args), std::time::Duration::from_secs(180));
 
     // Both files exist: refused, both unchanged.
@@ -1069,46 +829,33 @@ fn keygen_refuses_to_overwrite() {
         "keygen's refusal does not name the existing file:\n{out}"
     );
 
-    // Only the private key file exists: refused, it is unchanged, no public key is written.
-    let p2 = dir.path().join("p2.asc");
-    let p2_pub = dir.path().join("p2.pub.asc");
-    fs::write(&p2, "precious private key\n").unwrap();
-    let out = run(keygen_args(&p2, &p2_pub));
-    assert!(
-        !out.success(),
-        "keygen overwrote an existing private key file:\n{out}"
-    );
-    assert_eq!(fs::read_to_string(&p2).unwrap(), "precious private key\n");
-    assert!(
-        !p2_pub.exists(),
-        "a refused keygen still wrote {}",
-        p2_pub.display()
-    );
-    assert!(
-        format!("{}{}", out.stdout, out.stderr).contains("p2.asc"),
-        "keygen's refusal does not name the existing file p2.asc:\n{out}"
-    );
-
-    // Only the public key file exists: refused, it is unchanged, no private key is written.
-    let p3 = dir.path().join("p3.asc");
-    let p3_pub = dir.path().join("p3.pub.asc");
-    fs::write(&p3_pub, "precious public key\n").unwrap();
-    let out = run(keygen_args(&p3, &p3_pub));
-    assert!(
-        !out.success(),
-        "keygen overwrote an existing public key file:\n{out}"
-    );
-    assert_eq!(
-        fs::read_to_string(&p3_pub).unwrap(),
-        "precious public key\n"
-    );
-    assert!(
-        !p3.exists(),
-        "a refused keygen still wrote {}",
-        p3.display()
-    );
-    assert!(
-        format!("{}{}", out.stdout, out.stderr).contains("p3.pub.asc"),
-        "keygen's refusal does not name the existing file p3.pub.asc:\n{out}"
-    );
+    // Only one file of a pair exists (p2: the private key, p3: the public key): refused, it is
+    // unchanged, the other is not written.
+    for (name, existing_is_private) in [("p2", true), ("p3", false)] {
+        let private = dir.path().join(format!("{name}.asc"));
+        let public = dir.path().join(format!("{name}.pub.asc"));
+        let (existing, absent, which) = if existing_is_private {
+            (&private, &public, "private")
+        } else {
+            (&public, &private, "public")
+        };
+        let content = format!("precious {which} key\n");
+        fs::write(existing, &content).unwrap();
+        let out = run(keygen_args(&private, &public));
+        assert!(
+            !out.success(),
+            "keygen overwrote an existing {which} key file:\n{out}"
+        );
+        assert_eq!(fs::read_to_string(existing).unwrap(), content);
+        assert!(
+            !absent.exists(),
+            "a refused keygen still wrote {}",
+            absent.display()
+        );
+        let file_name = existing.file_name().unwrap().to_string_lossy();
+        assert!(
+            format!("{}{}", out.stdout, out.stderr).contains(&*file_name),
+            "keygen's refusal does not name the existing file {file_name}:\n{out}"
+        );
+    }
 }

@@ -7,48 +7,44 @@
 //! the real `terraform init` must install from it.
 
 mod common;
+mod registry_support;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use registry_support::*;
 use tempfile::TempDir;
 
-const MODULE_REPO: &str = "modules/acme/net/aws";
 const MODULE_VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
 /// The host the lock files and configurations of these tests give the server.
 const USERS_HOST: &str = "registry.example.com";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn other_platform() -> String {
-    if local_platform() == "linux_arm64" {
-        "darwin_amd64".to_owned()
-    } else {
-        "linux_arm64".to_owned()
-    }
-}
-
-fn package_name(platform: &str) -> String {
-    format!("terraform-provider-foo_1.0.0_{platform}.zip")
-}
+/// `warm` arguments: acme/foo, every platform.
+const WARM_PROVIDERS: [&str; 4] = ["--provider-registry", "--platform", "all", "acme/foo"];
+/// `warm` arguments: module acme/net/aws, the newest 1.x.
+const WARM_MODULES: [&str; 2] = ["--module-registry", "acme/net/aws@~> 1.0"];
 
 /// The module's `main.tf` at `version`.
 fn module_main_tf(version: &str) -> String {
     format!("output \"release\" {{\n  value = \"module release {version}\"\n}}\n")
 }
 
+/// A lock file's block for provider `USERS_HOST/acme/foo` 1.0.0 with the one hash `hash`.
+fn users_lock_block(hash: &str) -> String {
+    lock_block(&format!("{USERS_HOST}/acme/foo"), "1.0.0", hash)
+}
+
+/// A lock file's `provider "ADDR"` block: `version` with the one hash `hash`.
+fn lock_block(addr: &str, version: &str, hash: &str) -> String {
+    format!(
+        "provider \"{addr}\" {{\n  version = \"{version}\"\n  hashes = [\n    \"{hash}\",\n  ]\n}}\n"
+    )
+}
+
 /// Registry ← counting proxy; a key from `keygen`; acme/foo 1.0.0 for this platform and
-/// another, acme/foo 0.9.0 for this platform, and module acme/net/aws 1.0.0 and 1.1.0, pushed; a configuration with both
-/// registries in front of the proxy and an empty cache directory.
+/// another, acme/foo 0.9.0 for this platform, and module acme/net/aws 1.0.0 and 1.1.0, pushed;
+/// a configuration with both registries in front of the proxy and an empty cache directory.
 struct Fx {
     registry: Option<Registry>,
     proxy: FaultProxy,
@@ -59,8 +55,8 @@ struct Fx {
     config: String,
     /// The key ID `keygen` printed.
     key_id: String,
-    /// (platform, zip) of acme/foo 1.0.0: this platform first.
-    packages: Vec<(String, Vec<u8>)>,
+    /// acme/foo 1.0.0: this platform first.
+    packages: Vec<Package>,
     /// The hex digest of each module version's zip (as MODULE_VERSIONS).
     module_hexes: Vec<String>,
 }
@@ -80,125 +76,57 @@ impl Fx {
         let dir = temp_dir("odtr-warmreg-");
         let cache = temp_dir("odtr-warmreg-cache-");
 
-        let key = dir.path().join("signing.asc");
-        let keygen = run_cli(
-            "# keygen reads no configuration\n",
-            &[
-                "keygen",
-                "--bits",
-                "2048",
-                "--private-key",
-                key.to_str().unwrap(),
-                "--public-key",
-                dir.path().join("signing.pub.asc").to_str().unwrap(),
-            ],
-            Duration::from_secs(60),
+        let key = keygen_with(dir.path(), "signing", None, &["--bits", "2048"]);
+        let config = registry_config(
+            &cert,
+            &proxy.url(),
+            Some(&key.private_key),
+            true,
+            cache.path(),
         );
-        assert!(keygen.success(), "keygen failed:\n{keygen}");
-        let key_id = keygen
-            .stdout
-            .split_whitespace()
-            .find(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit()))
-            .unwrap_or_else(|| panic!("keygen printed no key ID:\n{keygen}"))
-            .to_owned();
-
-        let config = config_hcl(&cert, &proxy.url(), &key, cache.path());
         // Pushes go straight to the registry, so the proxy counts only what the server and
         // `warm` ask for.
-        let push_config = config_hcl(&cert, &registry.url(), &key, cache.path());
+        let push_config = write_config(
+            dir.path(),
+            "push.hcl",
+            &registry_config(
+                &cert,
+                &registry.url(),
+                Some(&key.private_key),
+                true,
+                cache.path(),
+            ),
+        );
 
         let release = dir.path().join("release");
-        fs::create_dir_all(&release).unwrap();
-        let mut packages = Vec::new();
-        for platform in [local_platform(), other_platform()] {
-            let zip = fake_provider_zip_for("foo", "1.0.0", &platform);
-            fs::write(release.join(package_name(&platform)), &zip).unwrap();
-            packages.push((platform, zip));
-        }
+        let local = local_platform();
+        let packages = write_packages(&release, "foo", "1.0.0", &[&local, other_platform(&local)]);
         let push = match author {
-            None => {
-                let mut args = vec![
-                    "push".to_owned(),
-                    "--provider-registry".to_owned(),
-                    "--address".to_owned(),
-                    "acme/foo".to_owned(),
-                    "--version".to_owned(),
-                    "1.0.0".to_owned(),
-                ];
-                for (platform, _) in &packages {
-                    args.push(release.join(package_name(platform)).display().to_string());
-                }
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                run_cli(&push_config, &args, Duration::from_secs(90))
-            }
+            None => push_zips(&push_config, "acme/foo", "1.0.0", &packages, &[]),
             Some(author) => {
                 author.sign_release(&release, &packages);
-                run_cli(
-                    &push_config,
-                    &[
-                        "push",
-                        "--provider-registry",
-                        "--address",
-                        "acme/foo",
-                        "--author-key",
-                        author.public_key.to_str().unwrap(),
-                        release.to_str().unwrap(),
-                    ],
-                    Duration::from_secs(90),
-                )
+                push_release_dir(&push_config, "acme/foo", &release, Some(&author.public_key))
             }
         };
         assert!(push.success(), "push --provider-registry failed:\n{push}");
         // An older version, never selected below: the offline versions list must still
         // show it (warm reads the whole list, as Terraform does).
-        let old = dir.path().join(format!(
-            "terraform-provider-foo_0.9.0_{}.zip",
-            local_platform()
-        ));
-        fs::write(
-            &old,
-            fake_provider_zip_for("foo", "0.9.0", &local_platform()),
-        )
-        .unwrap();
-        let push = run_cli(
-            &push_config,
-            &[
-                "push",
-                "--provider-registry",
-                "--address",
-                "acme/foo",
-                "--version",
-                "0.9.0",
-                old.to_str().unwrap(),
-            ],
-            Duration::from_secs(90),
-        );
+        let old = write_packages(dir.path(), "foo", "0.9.0", &[&local]);
+        let push = push_zips(&push_config, "acme/foo", "0.9.0", &old, &[]);
         assert!(
             push.success(),
             "push --provider-registry 0.9.0 failed:\n{push}"
         );
 
+        let rt = runtime();
         let mut module_hexes = Vec::new();
         for version in MODULE_VERSIONS {
             let module = dir.path().join(format!("module-{version}"));
             fs::create_dir_all(&module).unwrap();
             fs::write(module.join("main.tf"), module_main_tf(version)).unwrap();
-            let push = run_cli(
-                &push_config,
-                &[
-                    "push",
-                    "--module-registry",
-                    "--module",
-                    module.to_str().unwrap(),
-                    "--address",
-                    "acme/net/aws",
-                    "--version",
-                    version,
-                ],
-                Duration::from_secs(90),
-            );
+            let push = push_module(&push_config, &module, version, &[]);
             assert!(push.success(), "push --module-registry failed:\n{push}");
-            module_hexes.push(runtime().block_on(module_layer_hex(&registry, version)));
+            module_hexes.push(rt.block_on(module_layer_hex(&registry, version)));
         }
         assert_ne!(module_hexes[0], module_hexes[1]);
         assert_eq!(
@@ -214,7 +142,7 @@ impl Fx {
             dir,
             cache,
             config,
-            key_id,
+            key_id: key.printed_id,
             packages,
             module_hexes,
         }
@@ -227,14 +155,15 @@ impl Fx {
         run_cli(&self.config, &all, Duration::from_secs(60))
     }
 
-    /// Kills the registry; the proxy then answers 502 for everything.
-    fn stop_registry(&mut self) {
-        let port = self.registry.as_ref().expect("registry running").port();
-        self.registry = None;
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "the registry still answers on port {port}"
-        );
+    /// `warm --provider-registry --registry-host USERS_HOST --lock-file LOCK`
+    fn warm_lock_file(&self, lock: &Path) -> CliOutput {
+        self.warm(&[
+            "--provider-registry",
+            "--registry-host",
+            USERS_HOST,
+            "--lock-file",
+            lock.to_str().unwrap(),
+        ])
     }
 
     /// The hex digests of the stored blobs, sorted.
@@ -247,7 +176,7 @@ impl Fx {
 
     /// The provider zips and the zip of module version 1.1.0: what the warms below store.
     fn expected_hexes(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.packages.iter().map(|(_, z)| sha256_hex(z)).collect();
+        let mut v: Vec<String> = self.packages.iter().map(|p| sha256_hex(&p.zip)).collect();
         v.push(self.module_hexes[1].clone());
         v.sort();
         v
@@ -257,12 +186,13 @@ impl Fx {
     /// progress lines and the cache, then warms both again: nothing to fetch, no blob from
     /// the origin.
     fn warm_both_twice(&self) -> (CliOutput, CliOutput) {
-        let providers = self.warm(&["--provider-registry", "--platform", "all", "acme/foo"]);
+        let providers = self.warm(&WARM_PROVIDERS);
         assert!(
             providers.success(),
             "warm --provider-registry:\n{providers}"
         );
-        for (platform, zip) in &self.packages {
+        for p in &self.packages {
+            let platform = &p.platform;
             assert!(
                 providers
                     .stderr
@@ -270,7 +200,7 @@ impl Fx {
                 "no `fetched` line for the {platform} package:\n{providers}"
             );
             assert!(
-                self.cached_hexes().contains(&sha256_hex(zip)),
+                self.cached_hexes().contains(&sha256_hex(&p.zip)),
                 "the {platform} package is not in the cache:\n{providers}"
             );
         }
@@ -280,7 +210,7 @@ impl Fx {
                 .contains("Warmed the provider registry: 2 fetched"),
             "{providers}"
         );
-        let modules = self.warm(&["--module-registry", "acme/net/aws@~> 1.0"]);
+        let modules = self.warm(&WARM_MODULES);
         assert!(modules.success(), "warm --module-registry:\n{modules}");
         assert!(
             modules
@@ -310,28 +240,27 @@ impl Fx {
             self.proxy.requests()
         );
 
-        let again = self.warm(&["--provider-registry", "--platform", "all", "acme/foo"]);
-        assert!(again.success(), "{again}");
-        assert!(
-            again
-                .stdout
-                .contains("Nothing to fetch: all 2 package(s) already cached"),
-            "the second provider warm does not say so:\n{again}"
-        );
-        let modules_again = self.warm(&["--module-registry", "acme/net/aws@~> 1.0"]);
-        assert!(modules_again.success(), "{modules_again}");
-        assert!(
-            modules_again
-                .stdout
-                .contains("Nothing to fetch: all 1 package(s) already cached"),
-            "the second module warm does not say so:\n{modules_again}"
-        );
-        assert!(
-            modules_again
-                .stderr
-                .contains("cached   module acme/net/aws 1.1.0"),
-            "{modules_again}"
-        );
+        for (args, count, what, cached_line) in [
+            (&WARM_PROVIDERS[..], 2, "provider", None),
+            (
+                &WARM_MODULES[..],
+                1,
+                "module",
+                Some("cached   module acme/net/aws 1.1.0"),
+            ),
+        ] {
+            let again = self.warm(args);
+            assert!(again.success(), "{again}");
+            assert!(
+                again.stdout.contains(&format!(
+                    "Nothing to fetch: all {count} package(s) already cached"
+                )),
+                "the second {what} warm does not say so:\n{again}"
+            );
+            if let Some(line) = cached_line {
+                assert!(again.stderr.contains(line), "{again}");
+            }
+        }
         assert_eq!(
             self.proxy.blob_gets(),
             3,
@@ -345,7 +274,7 @@ impl Fx {
     /// [`check_offline`]; and not one request reaches the origin meanwhile.
     fn check_offline_server(&mut self) -> Server {
         if self.registry.is_some() {
-            self.stop_registry();
+            stop_origin(&mut self.registry);
         }
         let before = self.proxy.counts().total();
         let server = Server::start_with_args(&self.config, &["--offline"]);
@@ -360,54 +289,12 @@ impl Fx {
     }
 }
 
-fn config_hcl(cert: &TestCert, origin: &str, key: &Path, cache: &Path) -> String {
-    format!(
-        r#"server {{
-  listen_addr = "127.0.0.1:0"
-  tls {{
-    certificate_file = "{cert}"
-    private_key_file = "{cert_key}"
-  }}
-}}
-
-provider_registry {{
-  origin_url       = "{origin}"
-  name_prefix      = "providers"
-  signing_key_file = "{key}"
-}}
-
-module_registry {{
-  origin_url  = "{origin}"
-  name_prefix = "modules"
-}}
-
-cache {{
-  directory = "{cache}"
-  max_size  = "1GiB"
-}}
-"#,
-        cert = cert.cert_path().display(),
-        cert_key = cert.key_path().display(),
-        key = key.display(),
-        cache = cache.display(),
-    )
-}
-
 /// The digest hex of the zip layer of module acme/net/aws `version`, read from the registry.
 async fn module_layer_hex(registry: &Registry, version: &str) -> String {
-    let url = format!("{}v2/{MODULE_REPO}/manifests/{version}", registry.url());
-    let resp = plain_client()
-        .get(&url)
-        .header(
-            reqwest::header::ACCEPT,
-            "application/vnd.oci.image.manifest.v1+json",
-        )
-        .send()
+    let (_, body) = get_manifest_raw(&registry.url(), MODULE_REPO, version)
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(resp.status(), 200, "GET {url}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&resp.bytes().await.unwrap()).expect("manifest JSON");
+        .unwrap_or_else(|| panic!("{MODULE_REPO}:{version} not in the registry"));
+    let manifest = parse_json(&body);
     let layers = manifest["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 1, "{manifest}");
     layers[0]["digest"]
@@ -415,27 +302,6 @@ async fn module_layer_hex(registry: &Registry, version: &str) -> String {
         .and_then(|d| d.strip_prefix("sha256:"))
         .unwrap_or_else(|| panic!("no sha256 layer digest: {manifest}"))
         .to_owned()
-}
-
-fn resolve(base: &str, reference: &str) -> String {
-    url::Url::parse(base)
-        .unwrap()
-        .join(reference)
-        .unwrap_or_else(|e| panic!("resolve {reference:?} against {base}: {e}"))
-        .to_string()
-}
-
-/// `main.tf` of a zip archive.
-fn zip_main_tf(bytes: &[u8]) -> String {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec()))
-        .unwrap_or_else(|e| panic!("not a zip archive ({e}), {} bytes", bytes.len()));
-    let mut s = String::new();
-    archive
-        .by_name("main.tf")
-        .expect("main.tf in the module zip")
-        .read_to_string(&mut s)
-        .unwrap();
-    s
 }
 
 /// What an offline server on a warmed cache must answer (acme/foo 1.0.0 on both platforms,
@@ -446,116 +312,80 @@ async fn check_offline(fx: &Fx, server: &Server) {
 
     // The provider's versions list: complete, with both platforms.
     let url = format!("{base}v1/providers/acme/foo/versions");
-    let f = fetch(&client, &url, None).await;
-    f.expect_status(200);
-    let json = f.json();
+    let json = get_json(&client, &url, None).await;
     let versions = json["versions"].as_array().expect("versions array");
     let listed: Vec<&str> = versions
         .iter()
         .map(|v| v["version"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(listed, ["0.9.0", "1.0.0"], "GET {url}: {json}");
-    let mut platforms: Vec<String> = versions[1]["platforms"]
-        .as_array()
-        .expect("platforms")
-        .iter()
-        .map(|p| {
-            format!(
-                "{}_{}",
-                p["os"].as_str().unwrap(),
-                p["arch"].as_str().unwrap()
-            )
-        })
-        .collect();
-    platforms.sort();
-    let mut want: Vec<String> = fx.packages.iter().map(|(p, _)| p.clone()).collect();
+    let mut want: Vec<String> = fx.packages.iter().map(|p| p.platform.clone()).collect();
     want.sort();
-    assert_eq!(platforms, want, "GET {url}: {json}");
+    assert_eq!(version_platforms(&versions[1]), want, "GET {url}: {json}");
 
     // Each platform's download document, its package, its SHA256SUMS and signature.
-    for (platform, zip) in &fx.packages {
-        let (os, arch) = platform.split_once('_').unwrap();
-        let url = format!("{base}v1/providers/acme/foo/1.0.0/download/{os}/{arch}");
-        let f = fetch(&client, &url, None).await;
-        f.expect_status(200);
-        let doc = f.json();
-        assert_eq!(doc["shasum"], sha256_hex(zip).as_str(), "GET {url}: {doc}");
+    for p in &fx.packages {
+        let url = provider_doc_url(base, "foo", "1.0.0", &p.platform);
+        let served = fetch_signed_download(&client, &url, None).await;
+        let doc = &served.json;
         assert_eq!(
-            doc["filename"],
-            package_name(platform).as_str(),
+            doc["shasum"],
+            sha256_hex(&p.zip).as_str(),
             "GET {url}: {doc}"
         );
-        let key_id = doc["signing_keys"]["gpg_public_keys"][0]["key_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("GET {url}: no signing key: {doc}"));
+        assert_eq!(doc["filename"], p.filename.as_str(), "GET {url}: {doc}");
         assert!(
-            key_id.eq_ignore_ascii_case(&fx.key_id),
-            "GET {url}: signing key {key_id}, expected keygen's {}: {doc}",
+            served.key_id.eq_ignore_ascii_case(&fx.key_id),
+            "GET {url}: signing key {}, expected keygen's {}: {doc}",
+            served.key_id,
             fx.key_id
         );
 
-        let package_url = resolve(&url, doc["download_url"].as_str().expect("download_url"));
-        let p = fetch(&client, &package_url, None).await;
-        p.expect_status(200);
+        let package_url = &served.urls.download;
+        let package = fetch_ok(&client, package_url, None).await;
         assert!(
-            p.body == *zip,
-            "GET {package_url}: {} bytes, not the {}-byte {platform} package",
-            p.body.len(),
-            zip.len()
+            package.body == p.zip,
+            "GET {package_url}: {} bytes, not the {}-byte {} package",
+            package.body.len(),
+            p.zip.len(),
+            p.platform
         );
 
-        let sums_url = resolve(&url, doc["shasums_url"].as_str().expect("shasums_url"));
-        let sums = fetch(&client, &sums_url, None).await;
-        sums.expect_status(200);
-        for (other, other_zip) in &fx.packages {
-            let line = format!("{}  {}", sha256_hex(other_zip), package_name(other));
+        let sums = served.sums.text();
+        for other in &fx.packages {
+            let line = format!("{}  {}", sha256_hex(&other.zip), other.filename);
             assert!(
-                sums.text().lines().any(|l| l == line),
-                "GET {sums_url}: no line {line:?} in\n{}",
-                sums.text()
+                sums.lines().any(|l| l == line),
+                "GET {}: no line {line:?} in\n{sums}",
+                served.urls.shasums
             );
         }
-        let sig_url = resolve(
-            &url,
-            doc["shasums_signature_url"]
-                .as_str()
-                .expect("shasums_signature_url"),
+        assert!(
+            !served.signature.body.is_empty(),
+            "GET {}: empty signature",
+            served.urls.signature
         );
-        let sig = fetch(&client, &sig_url, None).await;
-        sig.expect_status(200);
-        assert!(!sig.body.is_empty(), "GET {sig_url}: empty signature");
     }
 
     // The module: versions, the warmed version's download and zip.
     let url = format!("{base}v1/modules/acme/net/aws/versions");
-    let f = fetch(&client, &url, None).await;
-    f.expect_status(200);
-    let json = f.json();
-    let mut listed: Vec<String> = json["modules"][0]["versions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("GET {url}: {json}"))
-        .iter()
-        .map(|v| v["version"].as_str().unwrap().to_owned())
-        .collect();
+    let json = get_json(&client, &url, None).await;
+    let mut listed = module_versions(&json);
     listed.sort();
     assert_eq!(listed, MODULE_VERSIONS, "GET {url}: {json}");
 
     let url = format!("{base}v1/modules/acme/net/aws/1.1.0/download");
-    let f = fetch(&client, &url, None).await;
-    f.expect_status(204);
-    let location = f
-        .header("x-terraform-get")
-        .unwrap_or_else(|| panic!("GET {url}: no X-Terraform-Get"))
-        .to_owned();
-    let zip_url = resolve(&url, &location);
-    let z = fetch(&client, &zip_url, None).await;
-    z.expect_status(200);
+    let (_, zip_url) = module_zip_url(&client, &url, None).await;
+    let z = fetch_ok(&client, &zip_url, None).await;
     assert_eq!(
         sha256_hex(&z.body),
         fx.module_hexes[1],
         "GET {zip_url}: not module 1.1.0's zip"
     );
-    assert_eq!(zip_main_tf(&z.body), module_main_tf("1.1.0"));
+    assert_eq!(
+        zip_entries(&z.body).1.expect("main.tf in the module zip"),
+        module_main_tf("1.1.0")
+    );
 
     // Version 1.0.0 was not warmed: offline, the server says how to get it.
     let url = format!("{base}v1/modules/acme/net/aws/1.0.0/download");
@@ -574,74 +404,16 @@ async fn check_offline(fx: &Fx, server: &Server) {
 // Terraform, installing directly from the registries
 // ---------------------------------------------------------------------------------------------
 
-fn server_port(server: &Server) -> u16 {
-    url::Url::parse(server.base_url()).unwrap().port().unwrap()
-}
-
-/// `terraform init` in a fresh directory requiring provider `localhost:PORT/acme/foo` 1.0.0 and
-/// module `127.0.0.1:PORT/acme/net/aws` ~> 1.0 (Terraform reads `localhost:PORT/...` as a URL), with no provider_installation block (so
-/// Terraform talks the registry protocols) and the test certificate trusted. (success,
-/// output, lock file, the working directory).
-fn terraform_init(server: &Server, cert: &TestCert) -> (bool, String, String, TempDir) {
-    let port = server_port(server);
-    let terraform = terraform_path();
-    let work = temp_dir("odtr-warmreg-tf-");
-    fs::write(
-        work.path().join("main.tf"),
-        format!(
-            r#"terraform {{
-  required_providers {{
-    foo = {{
-      source  = "localhost:{port}/acme/foo"
-      version = "1.0.0"
-    }}
-  }}
-}}
-
-module "net" {{
-  source  = "127.0.0.1:{port}/acme/net/aws"
-  version = "~> 1.0"
-}}
-"#
-        ),
-    )
-    .unwrap();
-    let aux = temp_dir("odtr-warmreg-tf-aux-");
-    let cli_config = aux.path().join("cli.tfrc");
-    fs::write(&cli_config, "# no provider_installation: direct installs\n").unwrap();
-    let home = aux.path().join("home");
-    fs::create_dir_all(&home).unwrap();
-    let log = aux.path().join("output.log");
-    let out = fs::File::create(&log).unwrap();
-    let mut child = Command::new(&terraform)
-        .args(["init", "-no-color", "-input=false"])
-        .current_dir(work.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("TF_CLI_CONFIG_FILE", &cli_config)
-        .env("SSL_CERT_FILE", cert.cert_path())
-        .env("TF_IN_AUTOMATION", "1")
-        .env("CHECKPOINT_DISABLE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e} ({INSTALL_HINT})", terraform.display()));
-    let status = wait_bounded(&mut child, Duration::from_secs(90));
-    let mut output = fs::read_to_string(&log).unwrap_or_default();
-    if status.is_none() {
-        output.push_str("\n<terraform init killed after 90 s>\n");
-    }
-    let lock = fs::read_to_string(work.path().join(".terraform.lock.hcl")).unwrap_or_default();
-    (status.is_some_and(|s| s.success()), output, lock, work)
-}
-
-/// Terraform installs acme/foo and module 1.1.0 from the offline server.
+/// Terraform installs acme/foo and module 1.1.0 from the offline server: `terraform init` in a
+/// fresh directory requiring provider `localhost:PORT/acme/foo` 1.0.0 and module
+/// `127.0.0.1:PORT/acme/net/aws` ~> 1.0, with no provider_installation block (so Terraform
+/// talks the registry protocols) and the test certificate trusted.
 fn check_terraform_offline(fx: &Fx, server: &Server) {
-    let (ok, output, lock, work) = terraform_init(server, &fx.cert);
+    let port = server_port(server);
+    let (work, init) = init_fresh(&main_tf_with(port, Some("~> 1.0")), &fx.cert);
+    let output = &init.output;
     assert!(
-        ok,
+        init.success,
         "terraform init from the offline server failed:\n{output}\n--- server ---\n{}",
         server.stderr()
     );
@@ -650,12 +422,13 @@ fn check_terraform_offline(fx: &Fx, server: &Server) {
         "terraform init does not report the signature by keygen's key {}:\n{output}",
         fx.key_id
     );
-    let addr = format!("localhost:{}/acme/foo", server_port(server));
-    let hashes = lock_file_hashes(&lock, &addr);
-    for (platform, zip) in &fx.packages {
+    let lock = init.lock_file.as_deref().unwrap_or_default();
+    let hashes = lock_file_hashes(lock, &format!("localhost:{port}/acme/foo"));
+    for p in &fx.packages {
         assert!(
-            hashes.contains(&zh(zip)),
-            "the lock file lacks the {platform} package's zh: hash {hashes:?}:\n{lock}"
+            hashes.contains(&zh(&p.zip)),
+            "the lock file lacks the {} package's zh: hash {hashes:?}:\n{lock}",
+            p.platform
         );
     }
     let installed = fs::read_to_string(work.path().join(".terraform/modules/net/main.tf"))
@@ -697,37 +470,19 @@ fn warmed_through_a_running_server_the_offline_server_answers_everything() {
     let other = &fx.packages[1];
     let lock = |name: &str, hash: String| -> PathBuf {
         let path = fx.dir.path().join(name);
-        fs::write(
-            &path,
-            format!(
-                "provider \"{USERS_HOST}/acme/foo\" {{\n  version = \"1.0.0\"\n  hashes = [\n    \"{hash}\",\n  ]\n}}\n"
-            ),
-        )
-        .unwrap();
+        fs::write(&path, users_lock_block(&hash)).unwrap();
         path
     };
-    let good = lock("good.lock.hcl", h1(&local.1));
-    let out = fx.warm(&[
-        "--provider-registry",
-        "--registry-host",
-        USERS_HOST,
-        "--lock-file",
-        good.to_str().unwrap(),
-    ]);
+    let good = lock("good.lock.hcl", h1(&local.zip));
+    let out = fx.warm_lock_file(&good);
     assert!(out.success(), "the h1: of the package is locked:\n{out}");
     assert!(
         out.stderr
-            .contains(&format!("cached   acme/foo 1.0.0 {}", local.0)),
+            .contains(&format!("cached   acme/foo 1.0.0 {}", local.platform)),
         "{out}"
     );
-    let bad = lock("bad.lock.hcl", h1(&other.1));
-    let out = fx.warm(&[
-        "--provider-registry",
-        "--registry-host",
-        USERS_HOST,
-        "--lock-file",
-        bad.to_str().unwrap(),
-    ]);
+    let bad = lock("bad.lock.hcl", h1(&other.zip));
+    let out = fx.warm_lock_file(&bad);
     assert!(!out.success(), "another package's h1: is locked:\n{out}");
     assert!(out.stderr.contains("matches none of the hashes"), "{out}");
     assert_eq!(fx.proxy.blob_gets(), 3, "{:?}", fx.proxy.requests());
@@ -747,51 +502,40 @@ fn warmed_through_a_running_server_the_offline_server_answers_everything() {
 fn warm_keeps_the_authors_signature_for_offline_use() {
     let author = Author::new();
     let mut fx = Fx::start_with(Some(&author));
-    let out = fx.warm(&["--provider-registry", "--platform", "all", "acme/foo"]);
+    let out = fx.warm(&WARM_PROVIDERS);
     assert!(out.success(), "{out}");
-    fx.stop_registry();
+    stop_origin(&mut fx.registry);
     let server = Server::start_with_args(&fx.config, &["--offline"]);
     let client = https_client(&fx.cert);
     runtime().block_on(async {
-        for (platform, zip) in &fx.packages {
-            let (os, arch) = platform.split_once('_').unwrap();
-            let url = format!(
-                "{}v1/providers/acme/foo/1.0.0/download/{os}/{arch}",
-                server.base_url()
-            );
-            let f = fetch(&client, &url, None).await;
-            f.expect_status(200);
-            let doc = f.json();
-            let key_id = doc["signing_keys"]["gpg_public_keys"][0]["key_id"]
-                .as_str()
-                .unwrap_or_default();
+        for p in &fx.packages {
+            let url = provider_doc_url(server.base_url(), "foo", "1.0.0", &p.platform);
+            let served = fetch_signed_download(&client, &url, None).await;
             assert!(
-                key_id.eq_ignore_ascii_case(&author.key_id),
-                "GET {url}: signed by {key_id:?}, not the author's key {}: {doc}",
-                author.key_id
+                served.key_id.eq_ignore_ascii_case(&author.key_id),
+                "GET {url}: signed by {:?}, not the author's key {}: {}",
+                served.key_id,
+                author.key_id,
+                served.json
             );
-            let sums_url = resolve(&url, doc["shasums_url"].as_str().unwrap());
-            let sums = fetch(&client, &sums_url, None).await;
-            sums.expect_status(200);
             assert_eq!(
-                sums.body,
+                served.sums.body,
                 fs::read(author.sums_path(&fx)).unwrap(),
-                "GET {sums_url}: not the author's SHA256SUMS"
+                "GET {}: not the author's SHA256SUMS",
+                served.urls.shasums
             );
-            let sig_url = resolve(&url, doc["shasums_signature_url"].as_str().unwrap());
-            let sig = fetch(&client, &sig_url, None).await;
-            sig.expect_status(200);
             assert_eq!(
-                sig.body,
+                served.signature.body,
                 fs::read(author.signature_path(&fx)).unwrap(),
-                "GET {sig_url}: not the author's signature"
+                "GET {}: not the author's signature",
+                served.urls.signature
             );
-            let package_url = resolve(&url, doc["download_url"].as_str().unwrap());
-            let p = fetch(&client, &package_url, None).await;
-            p.expect_status(200);
+            let package = fetch_ok(&client, &served.urls.download, None).await;
             assert!(
-                p.body == *zip,
-                "GET {package_url}: not the {platform} package"
+                package.body == p.zip,
+                "GET {}: not the {} package",
+                served.urls.download,
+                p.platform
             );
         }
     });
@@ -806,29 +550,21 @@ fn lock_files_and_dirs_take_the_providers_of_the_registry_host() {
     let (local, other) = (&fx.packages[0], &fx.packages[1]);
     let lock = fx.dir.path().join(".terraform.lock.hcl");
     let write_lock = |hash: &str| {
-        fs::write(
-            &lock,
-            format!(
-                "provider \"{USERS_HOST}/acme/foo\" {{\n  version = \"1.0.0\"\n  hashes = [\n    \"{hash}\",\n  ]\n}}\n\nprovider \"registry.terraform.io/hashicorp/null\" {{\n  version = \"3.2.1\"\n  hashes = [\n    \"zh:{}\",\n  ]\n}}\n",
-                "0".repeat(64)
-            ),
-        )
-        .unwrap();
+        let null = lock_block(
+            "registry.terraform.io/hashicorp/null",
+            "3.2.1",
+            &format!("zh:{}", "0".repeat(64)),
+        );
+        fs::write(&lock, format!("{}\n{null}", users_lock_block(hash))).unwrap();
     };
-    write_lock(&zh(&local.1));
+    write_lock(&zh(&local.zip));
 
     let refused = fx.warm(&["--provider-registry", "--lock-file", lock.to_str().unwrap()]);
     assert!(!refused.success(), "{refused}");
     assert!(refused.stderr.contains("--registry-host"), "{refused}");
     assert_eq!(fx.proxy.counts().total(), 0, "{:?}", fx.proxy.requests());
 
-    let out = fx.warm(&[
-        "--provider-registry",
-        "--registry-host",
-        USERS_HOST,
-        "--lock-file",
-        lock.to_str().unwrap(),
-    ]);
+    let out = fx.warm_lock_file(&lock);
     assert!(out.success(), "{out}");
     assert!(
         out.stderr
@@ -837,20 +573,14 @@ fn lock_files_and_dirs_take_the_providers_of_the_registry_host() {
     );
     assert!(
         out.stderr
-            .contains(&format!("fetched  acme/foo 1.0.0 {} (", local.0)),
+            .contains(&format!("fetched  acme/foo 1.0.0 {} (", local.platform)),
         "{out}"
     );
-    assert_eq!(fx.cached_hexes(), vec![sha256_hex(&local.1)], "{out}");
+    assert_eq!(fx.cached_hexes(), vec![sha256_hex(&local.zip)], "{out}");
 
     // A locked hash the package does not have fails the warm.
-    write_lock(&zh(&other.1));
-    let out = fx.warm(&[
-        "--provider-registry",
-        "--registry-host",
-        USERS_HOST,
-        "--lock-file",
-        lock.to_str().unwrap(),
-    ]);
+    write_lock(&zh(&other.zip));
+    let out = fx.warm_lock_file(&lock);
     assert!(!out.success(), "{out}");
     assert!(out.stderr.contains("matches none of the hashes"), "{out}");
 
@@ -870,17 +600,17 @@ fn lock_files_and_dirs_take_the_providers_of_the_registry_host() {
         "--registry-host",
         USERS_HOST,
         "--platform",
-        &other.0,
+        &other.platform,
         "--dir",
         dir.to_str().unwrap(),
     ]);
     assert!(out.success(), "{out}");
     assert!(
         out.stderr
-            .contains(&format!("fetched  acme/foo 1.0.0 {} (", other.0)),
+            .contains(&format!("fetched  acme/foo 1.0.0 {} (", other.platform)),
         "{out}"
     );
-    let mut want = vec![sha256_hex(&local.1), sha256_hex(&other.1)];
+    let mut want = vec![sha256_hex(&local.zip), sha256_hex(&other.zip)];
     want.sort();
     assert_eq!(fx.cached_hexes(), want, "{out}");
 }
@@ -976,101 +706,31 @@ fn the_flags_exclude_each_other_and_export_and_lock_refuse_them() {
 // An author's release, signed with GnuPG
 // ---------------------------------------------------------------------------------------------
 
-/// A GnuPG key in a private homedir (its agent stopped on drop).
+/// A release author's GnuPG key (RSA 2048, in a private homedir) and its exported public key.
 struct Author {
-    gpg: PathBuf,
-    home: TempDir,
+    gpg: Gpg,
     key_id: String,
     public_key: PathBuf,
 }
 
 impl Author {
     fn new() -> Author {
-        let gpg = which("gpg").unwrap_or_else(|| {
-            panic!("gpg not found on PATH: install GnuPG (Debian package gnupg); {INSTALL_HINT}")
-        });
-        let home = temp_dir("odtr-warmreg-gpg-");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(home.path(), fs::Permissions::from_mode(0o700)).unwrap();
-        }
-        let mut author = Author {
+        let gpg = Gpg::new();
+        gpg.generate_key_with(AUTHOR_UID, "rsa2048");
+        let key_id = gpg.key_id();
+        let public_key = gpg.home().join("author.pub.asc");
+        fs::write(&public_key, gpg.export_public()).unwrap();
+        Author {
             gpg,
-            public_key: home.path().join("author.pub.asc"),
-            home,
-            key_id: String::new(),
-        };
-        author.run(&[
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Acme Releases <releases@acme.test>",
-            "rsa2048",
-            "sign",
-            "never",
-        ]);
-        let listing = author.run(&["--with-colons", "--list-keys"]);
-        author.key_id = listing
-            .lines()
-            .find(|l| l.starts_with("pub:"))
-            .and_then(|l| l.split(':').nth(4))
-            .unwrap_or_else(|| panic!("gpg listed no key:\n{listing}"))
-            .to_ascii_uppercase();
-        let armored = author.run(&["--armor", "--export"]);
-        fs::write(&author.public_key, armored).unwrap();
-        author
-    }
-
-    /// `gpg --homedir H --batch ARGS...`, which must succeed (killed after 60 s): its stdout.
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.home.path().join("stdout");
-        let err = self.home.path().join("stderr");
-        let mut child = Command::new(&self.gpg)
-            .arg("--homedir")
-            .arg(self.home.path())
-            .arg("--batch")
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(fs::File::create(&out).unwrap()))
-            .stderr(Stdio::from(fs::File::create(&err).unwrap()))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn gpg: {e}"));
-        let status = wait_bounded(&mut child, Duration::from_secs(60));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "gpg {args:?}: {status:?}\n{}",
-            fs::read_to_string(&err).unwrap_or_default()
-        );
-        fs::read_to_string(&out).unwrap_or_default()
+            key_id,
+            public_key,
+        }
     }
 
     /// Writes the release's SHA256SUMS and the author's detached signature of it.
-    fn sign_release(&self, release: &Path, packages: &[(String, Vec<u8>)]) {
-        let mut sums = String::new();
-        for (platform, zip) in packages {
-            sums.push_str(&format!(
-                "{}  {}\n",
-                sha256_hex(zip),
-                package_name(platform)
-            ));
-        }
-        let path = release.join("terraform-provider-foo_1.0.0_SHA256SUMS");
-        fs::write(&path, sums).unwrap();
-        let sig = release.join("terraform-provider-foo_1.0.0_SHA256SUMS.sig");
-        self.run(&[
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--detach-sign",
-            "-o",
-            sig.to_str().unwrap(),
-            path.to_str().unwrap(),
-        ]);
+    fn sign_release(&self, release: &Path, packages: &[Package]) {
+        let (sums, _) = write_sha256sums(release, "foo", "1.0.0", packages);
+        self.gpg.sign_sha256sums(&sums);
     }
 
     /// The SHA256SUMS written by [`Author::sign_release`] for `fx`.
@@ -1083,29 +743,6 @@ impl Author {
 
     /// The signature written by [`Author::sign_release`] for `fx`.
     fn signature_path(&self, fx: &Fx) -> PathBuf {
-        fx.dir
-            .path()
-            .join("release")
-            .join("terraform-provider-foo_1.0.0_SHA256SUMS.sig")
-    }
-}
-
-impl Drop for Author {
-    fn drop(&mut self) {
-        if let Some(gpgconf) = which("gpgconf") {
-            let child = Command::new(gpgconf)
-                .arg("--homedir")
-                .arg(self.home.path())
-                .args(["--kill", "gpg-agent"])
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            if let Ok(mut child) = child {
-                let _ = wait_bounded(&mut child, Duration::from_secs(10));
-            }
-        }
+        sig_path(&self.sums_path(fx))
     }
 }

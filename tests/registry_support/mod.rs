@@ -1,7 +1,8 @@
-//! Helpers for tests/registry_protocols.rs: a private GnuPG home, runs of the binary without
-//! a configuration search, configurations with `provider_registry` / `module_registry`,
-//! provider release files and module directories, raw OCI reads, and `terraform init`
-//! installing directly from a registry (no `provider_installation` block).
+//! Helpers for tests/registry_protocols.rs, tests/registry_access.rs and
+//! tests/warm_registries.rs: a private GnuPG home, runs of the binary without a configuration
+//! search (keygen, push), configurations with `provider_registry` / `module_registry`, provider
+//! release files and module directories, the registry protocols' documents, raw OCI reads, and
+//! `terraform init` installing directly from a registry (no `provider_installation` block).
 //! Uses the shared harness in tests/common (the including file declares `mod common;`).
 #![allow(dead_code)]
 
@@ -14,9 +15,45 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::common::{
-    fake_provider_zip_for, plain_client, sha256_hex, temp_dir, terraform_path, wait_bounded, which,
-    CliOutput, TestCert, INSTALL_HINT,
+    fake_provider_zip_for, fetch, plain_client, sha256_hex, temp_dir, terraform_path, wait_bounded,
+    which, CliOutput, Fetched, Registry, Server, TestCert, INSTALL_HINT,
 };
+
+/// Where `push --provider-registry --address acme/foo` stores the provider.
+pub const PROVIDER_REPO: &str = "providers/acme/foo";
+/// Where `push --module-registry --address acme/net/aws` stores the module.
+pub const MODULE_REPO: &str = "modules/acme/net/aws";
+/// The artifactType of the author-signature artifact of a provider version.
+pub const ARTIFACT_TYPE_SIGNATURES: &str = "application/vnd.terraform.provider.signatures.v1";
+/// The artifactType of OpenTofu's module package layout.
+pub const MODULE_ARTIFACT_TYPE: &str = "application/vnd.opentofu.modulepkg";
+pub const MEDIA_TYPE_SHA256SUMS: &str = "application/vnd.terraform.provider.sha256sums";
+pub const MEDIA_TYPE_PGP_SIGNATURE: &str = "application/pgp-signature";
+pub const MEDIA_TYPE_PGP_KEYS: &str = "application/pgp-keys";
+/// The user ID of the release author's GnuPG key.
+pub const AUTHOR_UID: &str = "Acme Releases <releases@acme.test>";
+/// The user ID of the server's GnuPG signing key.
+pub const SERVER_UID: &str = "Registry Signing <registry@example.test>";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A second platform, different from the local one.
+pub fn other_platform(local: &str) -> &'static str {
+    if local == "linux_arm64" {
+        "darwin_amd64"
+    } else {
+        "linux_arm64"
+    }
+}
+
+pub fn args_of(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
 
 /// Environment variables that could send test traffic through a proxy.
 const PROXY_VARS: &[&str] = &[
@@ -132,24 +169,37 @@ impl Gpg {
 
     /// Generates an RSA 3072 signing key (no passphrase, no expiry) for `user_id`.
     pub fn generate_key(&self, user_id: &str) {
+        self.generate_key_with(user_id, "rsa3072");
+    }
+
+    /// Generates a signing key of algorithm `algo` (no passphrase, no expiry) for `user_id`.
+    pub fn generate_key_with(&self, user_id: &str, algo: &str) {
         self.run_ok(&[
             "--passphrase",
             "",
             "--quick-gen-key",
             user_id,
-            "rsa3072",
+            algo,
             "sign",
             "never",
         ]);
     }
 
-    /// The primary keys' long key IDs (16 uppercase hex digits), as `--list-keys` shows them.
-    pub fn key_ids(&self) -> Vec<String> {
+    /// Field `field` of each `--with-colons --list-keys` record of type `record`.
+    fn listed(&self, record: &str, field: usize) -> Vec<String> {
         let out = self.run_ok(&["--with-colons", "--list-keys"]);
         out.stdout_text()
             .lines()
-            .filter(|l| l.starts_with("pub:"))
-            .map(|l| l.split(':').nth(4).unwrap_or("").to_ascii_uppercase())
+            .filter(|l| l.split(':').next() == Some(record))
+            .map(|l| l.split(':').nth(field).unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// The primary keys' long key IDs (16 uppercase hex digits), as `--list-keys` shows them.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.listed("pub", 4)
+            .iter()
+            .map(|id| id.to_ascii_uppercase())
             .collect()
     }
 
@@ -167,12 +217,7 @@ impl Gpg {
 
     /// The user IDs of the keyring.
     pub fn user_ids(&self) -> Vec<String> {
-        let out = self.run_ok(&["--with-colons", "--list-keys"]);
-        out.stdout_text()
-            .lines()
-            .filter(|l| l.starts_with("uid:"))
-            .map(|l| l.split(':').nth(9).unwrap_or("").to_owned())
-            .collect()
+        self.listed("uid", 9)
     }
 
     /// The armored public key(s).
@@ -218,6 +263,14 @@ impl Gpg {
             output,
             input,
         ]);
+    }
+
+    /// Writes a binary detached signature of the SHA256SUMS file `sums` to `SUMS.sig` (as a
+    /// release directory holds it); returns the signature.
+    pub fn sign_sha256sums(&self, sums: &Path) -> Vec<u8> {
+        let sig = sig_path(sums);
+        self.detach_sign(sums, &sig);
+        fs::read(&sig).expect("read the detached signature")
     }
 
     /// Imports the keys of `file` (armored or binary).
@@ -267,6 +320,50 @@ pub fn gpg_key_id_of(armored: &str) -> String {
     Gpg::with_key(armored).key_id()
 }
 
+/// Whether `text` is an armored public key (and holds no private key).
+pub fn is_armored_public_key(text: &str) -> bool {
+    text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") && !text.contains("PRIVATE")
+}
+
+/// Two GnuPG keys: a release author's (its public key exported for `--author-key`) and the
+/// server's (its secret key exported for `signing_key_file`).
+pub struct SigningKeys {
+    pub author: Gpg,
+    pub author_id: String,
+    /// The author's armored public key, `DIR/author.pub.asc`.
+    pub author_pub: PathBuf,
+    pub server_gpg: Gpg,
+    pub server_id: String,
+    /// The server's armored secret key, `DIR/server-secret.asc`.
+    pub server_key: PathBuf,
+}
+
+impl SigningKeys {
+    /// Generates both keys (user IDs [`AUTHOR_UID`] and [`SERVER_UID`]) and writes their
+    /// exports into `dir`.
+    pub fn generate(dir: &Path) -> SigningKeys {
+        let author = Gpg::new();
+        author.generate_key(AUTHOR_UID);
+        let author_id = author.key_id();
+        let author_pub = dir.join("author.pub.asc");
+        fs::write(&author_pub, author.export_public()).unwrap();
+        let server_gpg = Gpg::new();
+        server_gpg.generate_key(SERVER_UID);
+        let server_id = server_gpg.key_id();
+        assert_ne!(author_id, server_id);
+        let server_key = dir.join("server-secret.asc");
+        fs::write(&server_key, server_gpg.export_secret()).unwrap();
+        SigningKeys {
+            author,
+            author_id,
+            author_pub,
+            server_gpg,
+            server_id,
+            server_key,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The binary
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +409,64 @@ pub fn push(config: &Path, args: &[&str]) -> CliOutput {
     run_bin(&all, Duration::from_secs(90))
 }
 
+/// `push --provider-registry --address ADDRESS --version VERSION EXTRA... ZIP...`
+pub fn push_zips(
+    config: &Path,
+    address: &str,
+    version: &str,
+    packages: &[Package],
+    extra: &[&str],
+) -> CliOutput {
+    let mut args: Vec<String> = [
+        "--provider-registry",
+        "--address",
+        address,
+        "--version",
+        version,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(packages.iter().map(|p| p.path.display().to_string()));
+    push(config, &args_of(&args))
+}
+
+/// `push --provider-registry --address ADDRESS [--author-key KEY] DIR`
+pub fn push_release_dir(
+    config: &Path,
+    address: &str,
+    dir: &Path,
+    author_key: Option<&Path>,
+) -> CliOutput {
+    let mut args: Vec<String> = ["--provider-registry", "--address", address]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(key) = author_key {
+        args.push("--author-key".to_owned());
+        args.push(key.display().to_string());
+    }
+    args.push(dir.display().to_string());
+    push(config, &args_of(&args))
+}
+
+/// `push --module-registry --module DIR --address acme/net/aws --version VERSION EXTRA...`
+pub fn push_module(config: &Path, dir: &Path, version: &str, extra: &[&str]) -> CliOutput {
+    let dir_arg = dir.display().to_string();
+    let mut args = vec![
+        "--module-registry",
+        "--module",
+        &dir_arg,
+        "--address",
+        "acme/net/aws",
+        "--version",
+        version,
+    ];
+    args.extend_from_slice(extra);
+    push(config, &args)
+}
+
 /// A key pair written by `keygen`.
 #[derive(Debug)]
 pub struct KeyPair {
@@ -355,24 +510,34 @@ pub fn find_key_id(text: &str) -> Option<String> {
     None
 }
 
+/// `keygen --private-key PRIVATE --public-key PUBLIC`
+pub fn keygen_args(private: &Path, public: &Path) -> Vec<String> {
+    vec![
+        "keygen".to_owned(),
+        "--private-key".to_owned(),
+        private.display().to_string(),
+        "--public-key".to_owned(),
+        public.display().to_string(),
+    ]
+}
+
 /// `keygen --private-key DIR/NAME.asc --public-key DIR/NAME.pub.asc [--user-id ID]`, which
 /// must succeed and print a key ID.
 pub fn keygen(dir: &Path, name: &str, user_id: Option<&str>) -> KeyPair {
+    keygen_with(dir, name, user_id, &[])
+}
+
+/// [`keygen`] with `extra` arguments (e.g. `--bits 2048`).
+pub fn keygen_with(dir: &Path, name: &str, user_id: Option<&str>, extra: &[&str]) -> KeyPair {
     let private_key = dir.join(format!("{name}.asc"));
     let public_key = dir.join(format!("{name}.pub.asc"));
-    let mut args = vec![
-        "keygen".to_owned(),
-        "--private-key".to_owned(),
-        private_key.display().to_string(),
-        "--public-key".to_owned(),
-        public_key.display().to_string(),
-    ];
+    let mut args = keygen_args(&private_key, &public_key);
     if let Some(uid) = user_id {
         args.push("--user-id".to_owned());
         args.push(uid.to_owned());
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_bin(&args, Duration::from_secs(180));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = run_bin(&args_of(&args), Duration::from_secs(180));
     assert!(out.success(), "keygen failed:\n{out}");
     let printed_id = find_key_id(&out.stdout)
         .unwrap_or_else(|| panic!("keygen printed no key ID on stdout:\n{out}"));
@@ -399,10 +564,24 @@ pub fn registry_config(
     modules: bool,
     cache_dir: &Path,
 ) -> String {
+    registry_config_with(cert, origin_url, signing_key, modules, "", "", cache_dir)
+}
+
+/// [`registry_config`] with `server_extra` (attribute lines) inside the `server` block and
+/// `registry_extra` (attribute lines) inside each registry block.
+pub fn registry_config_with(
+    cert: &TestCert,
+    origin_url: &str,
+    signing_key: Option<&Path>,
+    modules: bool,
+    server_extra: &str,
+    registry_extra: &str,
+    cache_dir: &Path,
+) -> String {
     let mut hcl = format!(
         r#"server {{
   listen_addr = "127.0.0.1:0"
-  tls {{
+{server_extra}  tls {{
     certificate_file = "{cert}"
     private_key_file = "{key}"
   }}
@@ -418,7 +597,7 @@ provider_registry {{
   origin_url       = "{origin_url}"
   name_prefix      = "providers"
   signing_key_file = "{key}"
-}}
+{registry_extra}}}
 "#,
             key = key.display()
         ));
@@ -429,7 +608,7 @@ provider_registry {{
 module_registry {{
   origin_url  = "{origin_url}"
   name_prefix = "modules"
-}}
+{registry_extra}}}
 "#
         ));
     }
@@ -438,6 +617,13 @@ module_registry {{
         cache_dir.display()
     ));
     hcl
+}
+
+/// Writes `hcl` to `DIR/NAME` and returns the path.
+pub fn write_config(dir: &Path, name: &str, hcl: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, hcl).expect("write config");
+    path
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +681,22 @@ pub fn write_sha256sums(
     ));
     fs::write(&path, &sums).expect("write SHA256SUMS");
     (path, sums.into_bytes())
+}
+
+/// `SUMS.sig`: where a release directory holds the signature of the SHA256SUMS file `sums`.
+pub fn sig_path(sums: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sig", sums.display()))
+}
+
+/// `(hex, filename)` of each package, sorted: what [`parse_sha256sums`] reads from a
+/// SHA256SUMS listing exactly `packages`.
+pub fn package_listing(packages: &[Package]) -> Vec<(String, String)> {
+    let mut want: Vec<(String, String)> = packages
+        .iter()
+        .map(|p| (sha256_hex(&p.zip), p.filename.clone()))
+        .collect();
+    want.sort();
+    want
 }
 
 /// `(hex, filename)` of each line of a SHA256SUMS document, sorted.
@@ -567,6 +769,13 @@ pub struct TfInit {
 /// `main.tf` requiring provider `localhost:PORT/acme/foo` 1.0.0 and, if `module`, module
 /// `net` from `127.0.0.1:PORT/acme/net/aws` 1.0.0.
 pub fn main_tf(port: u16, module: bool) -> String {
+    main_tf_with(port, module.then_some("1.0.0"))
+}
+
+/// `main.tf` requiring provider `localhost:PORT/acme/foo` 1.0.0 and, given a version
+/// constraint, module `net` from `127.0.0.1:PORT/acme/net/aws` (Terraform would read
+/// `localhost:PORT/...` as a URL).
+pub fn main_tf_with(port: u16, module_version: Option<&str>) -> String {
     let mut tf = format!(
         r#"terraform {{
   required_providers {{
@@ -578,12 +787,12 @@ pub fn main_tf(port: u16, module: bool) -> String {
 }}
 "#
     );
-    if module {
+    if let Some(version) = module_version {
         tf.push_str(&format!(
             r#"
 module "net" {{
   source  = "127.0.0.1:{port}/acme/net/aws"
-  version = "1.0.0"
+  version = "{version}"
 }}
 "#
         ));
@@ -644,11 +853,199 @@ pub fn init_fresh(main_tf: &str, cert: &TestCert) -> (TempDir, TfInit) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The servers and the registry protocols' documents
+// ---------------------------------------------------------------------------------------------
+
+pub fn server_port(server: &Server) -> u16 {
+    url::Url::parse(server.base_url())
+        .expect("server base URL")
+        .port()
+        .expect("server base URL has a port")
+}
+
+/// Stops the origin registry, which must then no longer answer on its port.
+pub fn stop_origin(registry: &mut Option<Registry>) {
+    let port = registry.as_ref().expect("registry running").port();
+    *registry = None;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the registry still answers on port {port}"
+    );
+}
+
+pub fn resolve(base: &str, reference: &str) -> String {
+    url::Url::parse(base)
+        .expect("base URL")
+        .join(reference)
+        .unwrap_or_else(|e| panic!("resolve {reference:?} against {base}: {e}"))
+        .to_string()
+}
+
+/// `GET url` (with `auth`) expecting 200.
+pub async fn fetch_ok(client: &reqwest::Client, url: &str, auth: Option<&str>) -> Fetched {
+    let f = fetch(client, url, auth).await;
+    f.expect_status(200);
+    f
+}
+
+/// `GET url` (with `auth`) expecting 200 JSON.
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+) -> serde_json::Value {
+    fetch_ok(client, url, auth).await.json()
+}
+
+/// `BASE/v1/providers/acme/PROVIDER/VERSION/download/OS/ARCH` for `platform` = `OS_ARCH`.
+pub fn provider_doc_url(base: &str, provider: &str, version: &str, platform: &str) -> String {
+    let (os, arch) = platform
+        .split_once('_')
+        .unwrap_or_else(|| panic!("platform {platform:?} is not OS_ARCH"));
+    format!("{base}v1/providers/acme/{provider}/{version}/download/{os}/{arch}")
+}
+
+/// The sorted `OS_ARCH` platforms of one entry of a provider `versions` document.
+pub fn version_platforms(entry: &serde_json::Value) -> Vec<String> {
+    let mut got: Vec<String> = entry["platforms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no platforms: {entry}"))
+        .iter()
+        .map(|p| {
+            format!(
+                "{}_{}",
+                p["os"].as_str().unwrap_or("?"),
+                p["arch"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// The versions of the first module of a module `versions` document, in order.
+pub fn module_versions(json: &serde_json::Value) -> Vec<String> {
+    json["modules"][0]["versions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no modules[0].versions array: {json}"))
+        .iter()
+        .map(|v| v["version"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// The URLs of a provider download document, resolved against `doc_url`.
+pub struct DownloadUrls {
+    pub download: String,
+    pub shasums: String,
+    pub signature: String,
+}
+
+pub fn download_urls(doc_url: &str, json: &serde_json::Value) -> DownloadUrls {
+    let field = |name: &str| {
+        resolve(
+            doc_url,
+            json[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("GET {doc_url}: no {name}: {json}")),
+        )
+    };
+    DownloadUrls {
+        download: field("download_url"),
+        shasums: field("shasums_url"),
+        signature: field("shasums_signature_url"),
+    }
+}
+
+/// The served key of a download document: `(key_id in uppercase, ascii_armor)`.
+pub fn served_key(doc_url: &str, json: &serde_json::Value) -> (String, String) {
+    let key = &json["signing_keys"]["gpg_public_keys"][0];
+    let id = key["key_id"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("GET {doc_url}: no signing_keys.gpg_public_keys[0].key_id: {json}")
+        })
+        .to_ascii_uppercase();
+    let armor = key["ascii_armor"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("GET {doc_url}: no signing_keys.gpg_public_keys[0].ascii_armor: {json}")
+        })
+        .to_owned();
+    (id, armor)
+}
+
+/// A provider download document with its SHA256SUMS and signature.
+pub struct SignedDownload {
+    pub json: serde_json::Value,
+    pub urls: DownloadUrls,
+    /// The served key ID, in uppercase.
+    pub key_id: String,
+    pub armor: String,
+    pub sums: Fetched,
+    pub signature: Fetched,
+}
+
+/// `GET doc_url` (with `auth`), then its SHA256SUMS and signature URLs (no Authorization),
+/// each expecting 200.
+pub async fn fetch_signed_download(
+    client: &reqwest::Client,
+    doc_url: &str,
+    auth: Option<&str>,
+) -> SignedDownload {
+    let json = get_json(client, doc_url, auth).await;
+    let urls = download_urls(doc_url, &json);
+    let (key_id, armor) = served_key(doc_url, &json);
+    let sums = fetch_ok(client, &urls.shasums, None).await;
+    let signature = fetch_ok(client, &urls.signature, None).await;
+    SignedDownload {
+        json,
+        urls,
+        key_id,
+        armor,
+        sums,
+        signature,
+    }
+}
+
+/// `GET` a module download URL (with `auth`) expecting 204 and an `X-Terraform-Get` header:
+/// `(the header, the URL it names resolved against download_url)`.
+pub async fn module_zip_url(
+    client: &reqwest::Client,
+    download_url: &str,
+    auth: Option<&str>,
+) -> (String, String) {
+    let download = fetch(client, download_url, auth).await;
+    download.expect_status(204);
+    let get = download
+        .header("x-terraform-get")
+        .unwrap_or_else(|| {
+            panic!(
+                "GET {download_url}: no X-Terraform-Get: {:?}",
+                download.headers
+            )
+        })
+        .to_owned();
+    let zip_url = resolve(download_url, &get);
+    (get, zip_url)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Raw OCI reads
 // ---------------------------------------------------------------------------------------------
 
 pub const MANIFEST_ACCEPT: &str =
     "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+
+/// `GET url` on the registry, with `Accept: ACCEPT` when given.
+async fn registry_get(url: &str, accept: Option<&str>) -> reqwest::Response {
+    let mut req = plain_client().get(url);
+    if let Some(accept) = accept {
+        req = req.header(reqwest::header::ACCEPT, accept);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
 
 /// `GET /v2/REPO/manifests/REFERENCE`: `(Content-Type, body)`, or `None` on 404.
 pub async fn get_manifest_raw(
@@ -657,12 +1054,7 @@ pub async fn get_manifest_raw(
     reference: &str,
 ) -> Option<(String, Vec<u8>)> {
     let url = format!("{registry_url}v2/{repo}/manifests/{reference}");
-    let resp = plain_client()
-        .get(&url)
-        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = registry_get(&url, Some(MANIFEST_ACCEPT)).await;
     if resp.status() == 404 {
         return None;
     }
@@ -680,11 +1072,7 @@ pub async fn get_manifest_raw(
 /// `GET /v2/REPO/blobs/DIGEST` (expects 200).
 pub async fn get_blob(registry_url: &str, repo: &str, digest: &str) -> Vec<u8> {
     let url = format!("{registry_url}v2/{repo}/blobs/{digest}");
-    let resp = plain_client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = registry_get(&url, None).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     resp.bytes().await.expect("blob body").to_vec()
 }
@@ -692,11 +1080,7 @@ pub async fn get_blob(registry_url: &str, repo: &str, digest: &str) -> Vec<u8> {
 /// The repository's tags (empty if the registry does not know the repository).
 pub async fn tags(registry_url: &str, repo: &str) -> Vec<String> {
     let url = format!("{registry_url}v2/{repo}/tags/list");
-    let resp = plain_client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = registry_get(&url, None).await;
     if resp.status() == 404 {
         return Vec::new();
     }
