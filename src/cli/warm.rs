@@ -23,13 +23,13 @@ use crate::config::units::format_size;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::mirror::MirrorService;
-use crate::oci::{Credential, Digest, OciClient};
+use crate::oci::{Credential, Digest};
 use crate::provider::constraints::Constraints;
 use crate::provider::requirements::{self, Requirement};
 use crate::provider::{ProviderAddress, TargetPlatform, THIS_HOST};
 use crate::registry::modules::{ModuleAddress, ModuleRegistry};
 use crate::registry::providers::ProviderRegistry;
-use crate::store::{BlobSource, BlobStore, DirLock, Lookup};
+use crate::store::{BlobStore, DirLock, Lookup};
 
 /// Which providers, versions and platforms: shared by `warm`, `export` and `lock`.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,7 +145,6 @@ pub(crate) enum Backend {
 enum ModuleBackend {
     Direct {
         registry: Arc<ModuleRegistry>,
-        client: Arc<OciClient>,
         cred: Credential,
     },
     Server(Box<ServerClient>),
@@ -162,7 +161,7 @@ pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, Wa
         }),
         (None, [only]) => Ok(only.name.clone()),
         (None, []) => Err(WarmError::Usage(format!(
-            "{} configures no provider_mirror; for the registries use --provider-registry or --module-registry",
+            "{} configures no provider_mirror (warm takes --provider-registry or --module-registry for the registries)",
             config.source.display()
         ))),
         (None, _) => Err(WarmError::Usage(
@@ -214,9 +213,13 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         (Some(name), gather_requirements(sel)?, url)
     };
     if reqs.is_empty() {
-        return Err(WarmError::Usage(
-            "nothing to warm: give ADDR[@CONSTRAINTS] arguments, --lock-file or --dir".into(),
-        ));
+        let from_files = !sel.lock_files.is_empty() || !sel.dirs.is_empty();
+        return Err(WarmError::Usage(match (&args.registry_host, from_files) {
+            (Some(host), true) => format!(
+                "nothing to warm: no provider of the lock files or configurations is on host {host}"
+            ),
+            _ => "nothing to warm: give ADDR[@CONSTRAINTS] arguments, --lock-file or --dir".into(),
+        }));
     }
     let platforms = platform_selection(&sel.platforms)?;
     let cred = crate::oci::credentials::credential_for(&origin_url)
@@ -269,7 +272,9 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
 
     let results = fetch_all(&backend, jobs, args.jobs).await;
     if let Some(store) = backend.store() {
-        let _ = store.flush();
+        if let Err(e) = store.flush() {
+            failures.push(format!("the cache could not be made durable: {e}"));
+        }
     }
     let what = match &mirror {
         Some(m) => format!("mirror {m:?}"),
@@ -613,19 +618,35 @@ async fn await_fill(
     }
 }
 
+/// The digest in `.../sha256/HEX/FILE`, the end of every download and SHA256SUMS path this
+/// server issues (names earlier in the path may themselves read `sha256`).
+fn digest_before_file_name(url: &url::Url) -> Option<Digest> {
+    let segments: Vec<&str> = url.path_segments()?.collect();
+    match segments.as_slice() {
+        [.., "sha256", hex, _file] => Digest::from_sha256_hex(hex),
+        _ => None,
+    }
+}
+
+/// Whether a URL of the server carries a seal, which expires (`download_url_ttl`).
+fn is_sealed(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "t"))
+}
+
 /// The manifest digest and seal (`t=`) of a SHA256SUMS URL issued by the provider registry:
 /// `/v1/providers/NS/TYPE/VERSION/sha256/HEX/NAME[?t=TOKEN]`.
 fn sums_reference(shasums_url: &str) -> Result<(Digest, Option<String>), String> {
-    let bad = || format!("unexpected shasums_url {shasums_url:?}");
+    // Never the query: it holds a sealed credential.
+    let bad = || {
+        format!(
+            "unexpected shasums_url {:?}",
+            shasums_url.split('?').next().unwrap_or_default()
+        )
+    };
     let url = url::Url::parse("http://localhost/")
         .and_then(|b| b.join(shasums_url))
         .map_err(|_| bad())?;
-    let segments: Vec<&str> = url.path_segments().ok_or_else(bad)?.collect();
-    let digest = segments
-        .windows(2)
-        .find(|w| w[0] == "sha256")
-        .and_then(|w| Digest::from_sha256_hex(w[1]))
-        .ok_or_else(bad)?;
+    let digest = digest_before_file_name(&url).ok_or_else(bad)?;
     let token = url
         .query_pairs()
         .find(|(k, _)| k == "t")
@@ -685,6 +706,9 @@ impl Backend {
                     .versions(addr, cred)
                     .await
                     .map_err(|e| e.to_string())?;
+                if doc.stale {
+                    eprintln!("warning: {addr}: the versions list is stale or incomplete (the origin did not answer for all of it; see the log): warm chose from what could be read");
+                }
                 Ok(doc
                     .value
                     .versions
@@ -768,9 +792,33 @@ impl Backend {
                 await_fill(origin.store(), lookup, &job.digest, bar).await
             }
             Backend::Server(s) | Backend::RegistryServer(s) => {
-                s.fetch(job.url.as_deref(), bar).await
+                s.fetch(self.current_url(job).await?.as_deref(), bar).await
             }
         }
+    }
+
+    /// The package's URL on the running server, asked for again when it is sealed: a seal
+    /// made when the job was planned expires after `download_url_ttl`, perhaps before its turn.
+    async fn current_url(&self, job: &Job) -> Result<Option<String>, String> {
+        let planned = match job.url.as_deref() {
+            Some(u) if is_sealed(u) => u,
+            other => return Ok(other.map(str::to_owned)),
+        };
+        let fresh = match self {
+            Backend::Server(s) => s
+                .packages(&job.address, &job.version)
+                .await?
+                .into_iter()
+                .find(|(p, _, _)| *p == job.platform)
+                .and_then(|(_, _, url)| url),
+            Backend::RegistryServer(s) => Some(
+                s.download_doc(&job.address, &job.version.to_string(), &job.platform)
+                    .await?
+                    .1,
+            ),
+            _ => None,
+        };
+        Ok(Some(fresh.unwrap_or_else(|| planned.to_owned())))
     }
 
     async fn h1(&self, job: &Job) -> Option<String> {
@@ -779,7 +827,10 @@ impl Backend {
                 self.store()?.meta(&job.digest).and_then(|m| m.h1)
             }
             Backend::Server(s) => s.h1(job).await,
-            Backend::RegistryServer(s) => s.download_h1(job.url.as_deref()?).await,
+            Backend::RegistryServer(s) => {
+                let url = self.current_url(job).await.ok().flatten()?;
+                s.download_h1(&url).await
+            }
         }
     }
 }
@@ -842,7 +893,6 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
                     .module_registry
                     .clone()
                     .expect("the module_registry is configured"),
-                client: state.meta.client().clone(),
                 cred,
             }
         }
@@ -871,7 +921,9 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
     }
     let results = fetch_all(&backend, jobs, args.jobs).await;
     if let ModuleBackend::Direct { registry, .. } = &backend {
-        let _ = registry.origin().store().flush();
+        if let Err(e) = registry.origin().store().flush() {
+            failures.push(format!("the cache could not be made durable: {e}"));
+        }
     }
     summarize("the module registry", results, failures, planned, started)
 }
@@ -956,48 +1008,24 @@ impl Warmer for ModuleBackend {
 
     async fn fetch(&self, job: &ModuleJob, bar: &ProgressBar) -> Result<Outcome, String> {
         match self {
-            ModuleBackend::Direct {
-                registry,
-                client,
-                cred,
-            } => {
+            ModuleBackend::Direct { registry, cred } => {
                 let origin = registry.origin();
                 let repo = registry.repository(&job.module);
-                let lookup = warm_blob(origin, client, &repo, &job.digest, cred);
+                let lookup = origin.warm_blob(&repo, &job.digest, cred);
                 await_fill(origin.store(), lookup, &job.digest, bar).await
             }
-            ModuleBackend::Server(s) => s.fetch(job.url.as_deref(), bar).await,
+            ModuleBackend::Server(s) => {
+                // A sealed URL planned earlier may have expired: ask for it again.
+                let url = match job.url.as_deref() {
+                    Some(u) if is_sealed(u) => {
+                        Some(s.module_location(&job.module, &job.version).await?.1)
+                    }
+                    other => other.map(str::to_owned),
+                };
+                s.fetch(url.as_deref(), bar).await
+            }
         }
     }
-}
-
-/// For `warm`: the blob `digest` of `repo` from the cache, or a fill started with `cred` (a
-/// server-side credential, no sealed URL involved), as [`MirrorService::warm_package`] does
-/// for providers.
-fn warm_blob(
-    origin: &MirrorService,
-    client: &Arc<OciClient>,
-    repo: &str,
-    digest: &Digest,
-    cred: &Credential,
-) -> Lookup {
-    let source = BlobSource {
-        mirror: origin.name().to_owned(),
-        repository: repo.to_owned(),
-        anonymous: matches!(cred, Credential::Anonymous),
-    };
-    let registry = crate::oci::Registry::new(origin.config.origin_url.clone());
-    let (client, repo, d, cred) = (
-        client.clone(),
-        repo.to_owned(),
-        digest.clone(),
-        cred.clone(),
-    );
-    origin
-        .store()
-        .get_or_fill(digest, source, "application/zip", move || {
-            Box::pin(async move { client.get_blob(&registry, &repo, &d, &cred).await })
-        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1282,34 +1310,18 @@ impl ServerClient {
             .collect();
         let version_text = version.to_string();
         let mut out = Vec::new();
-        for (i, (os, arch)) in platforms.iter().enumerate() {
+        let mut sums_read = false;
+        for (os, arch) in &platforms {
             let Some(platform) = TargetPlatform::parse(&format!("{os}_{arch}")) else {
                 continue;
             };
-            let url = self.root_url(&[
-                "v1",
-                "providers",
-                &addr.namespace,
-                &addr.type_name,
-                &version_text,
-                "download",
-                os,
-                arch,
-            ]);
-            let doc = json_body(
-                self.get(url)
-                    .await
-                    .map_err(|e| format!("{platform}: {e}"))?,
-            )
-            .await?;
+            let (doc, download) = self.download_doc(addr, &version_text, &platform).await?;
             let digest = doc["shasum"]
                 .as_str()
                 .and_then(Digest::from_sha256_hex)
                 .ok_or_else(|| format!("{platform}: the download document has no shasum"))?;
-            let download = doc["download_url"]
-                .as_str()
-                .ok_or_else(|| format!("{platform}: the download document has no download_url"))?;
-            if i == 0 {
+            if !sums_read {
+                sums_read = true;
                 for key in ["shasums_url", "shasums_signature_url"] {
                     let u = doc[key]
                         .as_str()
@@ -1323,9 +1335,39 @@ impl ServerClient {
                         .map_err(|e| format!("{key}: {}", e.without_url()))?;
                 }
             }
-            out.push((platform, digest, Some(self.resolve(download)?.to_string())));
+            out.push((platform, digest, Some(download)));
         }
         Ok(out)
+    }
+
+    /// One platform's download document, and its absolute `download_url`.
+    async fn download_doc(
+        &self,
+        addr: &ProviderAddress,
+        version: &str,
+        platform: &TargetPlatform,
+    ) -> Result<(serde_json::Value, String), String> {
+        let url = self.root_url(&[
+            "v1",
+            "providers",
+            &addr.namespace,
+            &addr.type_name,
+            version,
+            "download",
+            &platform.os,
+            &platform.arch,
+        ]);
+        let doc = json_body(
+            self.get(url)
+                .await
+                .map_err(|e| format!("{platform}: {e}"))?,
+        )
+        .await?;
+        let download = doc["download_url"]
+            .as_str()
+            .ok_or_else(|| format!("{platform}: the download document has no download_url"))?;
+        let absolute = self.resolve(download)?.to_string();
+        Ok((doc, absolute))
     }
 
     /// `GET /v1/modules/NS/NAME/SYSTEM/versions`.
@@ -1371,16 +1413,12 @@ impl ServerClient {
             .and_then(|v| v.to_str().ok())
             .ok_or("the server's answer has no X-Terraform-Get header")?;
         let absolute = self.resolve(location)?;
-        let digest = absolute
-            .path_segments()
-            .and_then(|s| {
-                let segments: Vec<&str> = s.collect();
-                segments
-                    .windows(2)
-                    .find(|w| w[0] == "sha256")
-                    .and_then(|w| Digest::from_sha256_hex(w[1]))
-            })
-            .ok_or_else(|| format!("unexpected X-Terraform-Get {location:?}"))?;
+        let digest = digest_before_file_name(&absolute).ok_or_else(|| {
+            format!(
+                "unexpected X-Terraform-Get {:?}",
+                location.split('?').next().unwrap_or_default()
+            )
+        })?;
         Ok((digest, absolute.to_string()))
     }
 
@@ -1526,6 +1564,26 @@ impl Ui {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_read_from_the_end_of_the_path() {
+        let hex = "ab".repeat(32);
+        // Names earlier in the path may read `sha256`.
+        let u = url::Url::parse(&format!(
+            "https://h/v1/modules/sha256/sha256/aws/download/sha256/{hex}/x.zip?t=secret"
+        ))
+        .unwrap();
+        assert_eq!(digest_before_file_name(&u).unwrap().hex(), hex);
+        let (d, t) = sums_reference(&format!(
+            "/v1/providers/sha256/foo/1.0.0/sha256/{hex}/terraform-provider-foo_1.0.0_SHA256SUMS?t=tok"
+        ))
+        .unwrap();
+        assert_eq!((d.hex(), t.as_deref()), (hex.as_str(), Some("tok")));
+        let err = sums_reference("/v1/providers/a/b/1.0.0/nope?t=secret").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+        assert!(is_sealed("https://h/x.zip?t=abc"));
+        assert!(!is_sealed("https://h/x.zip"));
+    }
 
     #[test]
     fn sums_references() {

@@ -229,7 +229,14 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let s = store.clone();
-                let _ = tokio::task::spawn_blocking(move || s.write_stats_file()).await;
+                // Also makes the packages stored since the last tick durable (their renames).
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = s.flush() {
+                        tracing::warn!(error = %e, "flushing the cache failed");
+                    }
+                    s.write_stats_file()
+                })
+                .await;
             }
         })
     };

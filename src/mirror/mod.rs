@@ -619,7 +619,12 @@ impl MirrorService {
         digest: &Digest,
         cred: &Credential,
     ) -> Lookup {
-        let repo = self.repository(addr);
+        self.warm_blob(&self.repository(addr), digest, cred)
+    }
+
+    /// For `warm`: the zip `digest` of `repo` from the cache, or a fill started with `cred`.
+    pub fn warm_blob(&self, repo: &str, digest: &Digest, cred: &Credential) -> Lookup {
+        let repo = repo.to_owned();
         let source = BlobSource {
             mirror: self.name().to_owned(),
             repository: repo.clone(),

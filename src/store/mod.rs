@@ -123,6 +123,9 @@ pub struct BlobStore {
     /// Bounds the fsync + rename sequences running at once.
     durability: tokio::sync::Semaphore,
     evicting: Mutex<()>,
+    /// Directories packages were renamed into since the last [`BlobStore::flush`], which
+    /// makes those renames durable with one fsync per directory.
+    renamed_into: Mutex<std::collections::HashSet<PathBuf>>,
     pub counters: Counters,
     repair: RepairReport,
     _lock: DirLock,
@@ -176,6 +179,7 @@ impl BlobStore {
             generation: AtomicU64::new(0),
             durability: tokio::sync::Semaphore::new(2),
             evicting: Mutex::new(()),
+            renamed_into: Mutex::new(std::collections::HashSet::new()),
             counters: Counters::default(),
             repair: RepairReport::default(),
             _lock: lock,
@@ -581,9 +585,10 @@ impl BlobStore {
     }
 
     /// fsync, rename into place, then index: a crash at any point leaves either no file or a
-    /// complete verified one. The directory is not fsync'd: a rename lost to a power failure
-    /// only loses the package, whose index entry the next start drops (it checks every indexed
-    /// file's presence and size), and it costs a second journal flush per package.
+    /// complete verified one. The directory is fsync'd later, once for many packages, by
+    /// [`BlobStore::flush`]: a rename lost to a power failure before that only loses the
+    /// package, whose index entry the next start drops (it checks every indexed file's
+    /// presence and size).
     async fn keep(
         &self,
         fill: &Fill,
@@ -613,6 +618,12 @@ impl BlobStore {
         .map_err(blocking_err)?
         .map_err(io_err(&dest))?;
         drop(permit);
+        if let Some(dir) = dest.parent() {
+            self.renamed_into
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dir.to_owned());
+        }
         let dest3 = dest.clone();
         let h1 = tokio::task::spawn_blocking(move || h1_of_file(&dest3))
             .await
@@ -711,7 +722,20 @@ impl BlobStore {
         Ok(bad)
     }
 
+    /// Makes what is stored so far durable: the renames into place, then the index. `warm`
+    /// and `export` call it before they report success, and the server when it stops.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let dirs: Vec<PathBuf> = self
+            .renamed_into
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))?;
+        }
         self.index.flush()?;
         Ok(())
     }
