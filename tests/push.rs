@@ -65,7 +65,7 @@ async fn push_lib(
     let target = PushTarget {
         registry: OciRegistry::new(url::Url::parse(registry_url).unwrap()),
         name_prefix: prefix.to_owned(),
-        with_hostname: true,
+        naming: odtr::provider::Naming::WithHostname,
         credential,
     };
     publish::push(&client, &target, &releases, &opts, &NoProgress)

@@ -391,7 +391,11 @@ pub async fn run(
     let target = PushTarget {
         registry,
         name_prefix,
-        with_hostname: !args.provider_registry,
+        naming: if args.provider_registry {
+            crate::provider::Naming::WithoutHostname
+        } else {
+            crate::provider::Naming::WithHostname
+        },
         credential,
     };
     let opts = PushOptions {

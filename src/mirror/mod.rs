@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::access::MirrorAccess;
 use crate::config::ProviderMirrorConfig;
 use crate::metadata::{Cached, MetadataCache, MetadataError};
-use crate::oci::{join_repository, Credential, Digest, Manifest, OciError, Registry};
+use crate::oci::{Credential, Digest, Manifest, OciError, Registry};
 use crate::provider::layout::{self, LayoutError, Package, VersionLayout};
 use crate::provider::{hash, tag_for_version, version_from_tag, ProviderAddress};
 use crate::store::{BlobSource, BlobStore, CachedBlob, Fill, Lookup};
@@ -89,14 +89,7 @@ pub struct Archive {
     pub hashes: Vec<String>,
 }
 
-/// How a provider address maps to an OCI repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    /// `NAME_PREFIX/HOSTNAME/NAMESPACE/TYPE`: a mirror serves providers of any host.
-    WithHostname,
-    /// `NAME_PREFIX/NAMESPACE/TYPE`: a registry's providers belong to this server's host.
-    WithoutHostname,
-}
+pub use crate::provider::Naming;
 
 /// One configured origin: a `provider_mirror`, or the origin behind a registry.
 pub struct MirrorService {
@@ -217,13 +210,7 @@ impl MirrorService {
     }
 
     pub fn repository(&self, addr: &ProviderAddress) -> String {
-        match self.naming {
-            Naming::WithHostname => addr.repository(&self.config.name_prefix),
-            Naming::WithoutHostname => join_repository(
-                &self.config.name_prefix,
-                &[&addr.namespace, &addr.type_name],
-            ),
-        }
+        addr.repository_named(&self.config.name_prefix, self.naming)
     }
 
     /// The tags of `repo` for a client presenting `client`; `unknown` is the error when the

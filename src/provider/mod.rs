@@ -44,6 +44,16 @@ impl ProviderAddress {
         })
     }
 
+    /// The OCI repository for this provider under `name_prefix`, named as `naming` says.
+    pub fn repository_named(&self, name_prefix: &str, naming: Naming) -> String {
+        match naming {
+            Naming::WithHostname => self.repository(name_prefix),
+            Naming::WithoutHostname => {
+                crate::oci::join_repository(name_prefix, &[&self.namespace, &self.type_name])
+            }
+        }
+    }
+
     /// The OCI repository for this provider under `name_prefix`.
     pub fn repository(&self, name_prefix: &str) -> String {
         if name_prefix.is_empty() {
@@ -55,6 +65,15 @@ impl ProviderAddress {
             )
         }
     }
+}
+
+/// How a provider address maps to an OCI repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `NAME_PREFIX/HOSTNAME/NAMESPACE/TYPE`: a mirror serves providers of any host.
+    WithHostname,
+    /// `NAME_PREFIX/NAMESPACE/TYPE`: a registry's providers belong to this server's host.
+    WithoutHostname,
 }
 
 /// The versions a list of tags names, sorted, each once (other tags are ignored).

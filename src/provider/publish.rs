@@ -24,11 +24,11 @@ use super::layout::{
     TITLE_ANNOTATION, TOFU_INDEX_ARTIFACT_TYPE, TOFU_LAYER_MEDIA_TYPE, TOFU_TARGET_ARTIFACT_TYPE,
 };
 use super::sources::{AuthorSignatures, PackageFile, ProviderRelease};
-use super::{tag_for_version, ProviderAddress};
+use super::{tag_for_version, Naming, ProviderAddress};
 use crate::oci::{
-    is_valid_repository_name, is_valid_tag, join_repository, with_retries, BlobSource, BlobUpload,
-    Credential, Descriptor, Digest, ImageIndex, ImageManifest, OciClient, OciError, Platform,
-    Registry, UploadOptions, UploadOutcome, MEDIA_TYPE_EMPTY_JSON, MEDIA_TYPE_OCI_INDEX,
+    is_valid_repository_name, is_valid_tag, with_retries, BlobSource, BlobUpload, Credential,
+    Descriptor, Digest, ImageIndex, ImageManifest, OciClient, OciError, Platform, Registry,
+    UploadOptions, UploadOutcome, MEDIA_TYPE_EMPTY_JSON, MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::registry::providers::{
@@ -136,16 +136,9 @@ pub fn plan_version(
     release: &ProviderRelease,
     layout: PublishLayout,
     name_prefix: &str,
-    with_hostname: bool,
+    naming: Naming,
 ) -> Result<VersionPlan, PlanError> {
-    let repository = if with_hostname {
-        release.address.repository(name_prefix)
-    } else {
-        join_repository(
-            name_prefix,
-            &[&release.address.namespace, &release.address.type_name],
-        )
-    };
+    let repository = release.address.repository_named(name_prefix, naming);
     if !is_valid_repository_name(&repository) {
         return Err(PlanError::InvalidRepository {
             address: release.address.to_string(),
@@ -345,7 +338,7 @@ pub struct PushTarget {
     pub name_prefix: String,
     /// Mirrors name repositories `PREFIX/HOST/NAMESPACE/TYPE`; a provider registry, whose
     /// providers all belong to its own host, `PREFIX/NAMESPACE/TYPE`.
-    pub with_hostname: bool,
+    pub naming: Naming,
     pub credential: Credential,
 }
 
@@ -502,7 +495,7 @@ pub async fn push(
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for r in releases {
-        match plan_version(r, opts.layout, &target.name_prefix, target.with_hostname) {
+        match plan_version(r, opts.layout, &target.name_prefix, target.naming) {
             Ok(p) => plans.push(p),
             Err(e) => errors.push(e),
         }
@@ -774,7 +767,7 @@ mod tests {
     #[test]
     fn opentofu_plan_matches_the_layout_and_is_read_back() {
         let r = release(&[("darwin_arm64", 1), ("linux_amd64", 2)]);
-        let plan = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap();
+        let plan = plan_version(&r, PublishLayout::OpenTofu, "tp", Naming::WithHostname).unwrap();
         assert_eq!(plan.repository, "tp/registry.terraform.io/acme/foo");
         assert_eq!(plan.tag, "1.2.3_b1");
         assert_eq!(plan.blobs.len(), 3);
@@ -815,14 +808,14 @@ mod tests {
         assert_eq!(targets[1].1.digest, plan.platform_manifests[1].digest);
 
         // Deterministic.
-        let again = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap();
+        let again = plan_version(&r, PublishLayout::OpenTofu, "tp", Naming::WithHostname).unwrap();
         assert_eq!(again.tagged.digest, plan.tagged.digest);
     }
 
     #[test]
     fn seed_plan_shares_layers_between_identical_packages() {
         let r = release(&[("darwin_arm64", 1), ("linux_amd64", 2), ("linux_arm64", 2)]);
-        let plan = plan_version(&r, PublishLayout::Seed, "", true).unwrap();
+        let plan = plan_version(&r, PublishLayout::Seed, "", Naming::WithHostname).unwrap();
         assert_eq!(plan.repository, "registry.terraform.io/acme/foo");
         assert!(plan.platform_manifests.is_empty());
         assert_eq!(plan.blobs.len(), 3);
@@ -845,7 +838,8 @@ mod tests {
     fn invalid_repository_names_are_refused() {
         let mut r = release(&[("linux_amd64", 1)]);
         r.address = ProviderAddress::new("localhost:8080", "acme", "foo").unwrap();
-        let err = plan_version(&r, PublishLayout::OpenTofu, "tp", true).unwrap_err();
+        let err =
+            plan_version(&r, PublishLayout::OpenTofu, "tp", Naming::WithHostname).unwrap_err();
         assert!(matches!(err, PlanError::InvalidRepository { .. }), "{err}");
     }
 }
