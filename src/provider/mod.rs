@@ -121,6 +121,10 @@ fn normalize_hostname(s: &str) -> Option<String> {
         }
         None => (s, None),
     };
+    // Decided on the lower-cased name, so the answer never depends on letter case (the URL
+    // parser reads `0X` and `0x` differently when a label looks like a number).
+    let lower = host.to_ascii_lowercase();
+    let host = lower.as_str();
     // Already normalised (what Terraform sends): skip the IDNA machinery on the hot path.
     let plain = host
         .bytes()
