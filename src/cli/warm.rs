@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use semver::Version;
 
@@ -103,6 +103,12 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    fn is_same_package(&self, other: &Job) -> bool {
+        self.address == other.address
+            && self.version == other.version
+            && self.platform == other.platform
+    }
+
     fn label(&self) -> String {
         format!("{} {} {}", self.address, self.version, self.platform)
     }
@@ -243,34 +249,57 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         }
     };
 
-    // Plan: resolve versions and packages first, so failures are known before any download.
-    let mut failures = Vec::new();
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut planned = 0;
-    for req in &reqs {
-        match plan(&backend, req, &platforms, sel.all_matching).await {
-            Ok(j) => {
-                for job in j {
-                    // The same package asked for by several sources is fetched once, checked
-                    // against every lock file's hashes.
-                    match jobs.iter_mut().find(|o| {
-                        o.address == job.address
-                            && o.version == job.version
-                            && o.platform == job.platform
-                    }) {
+    // Requirements resolve concurrently (a tag list and a few manifests each at the origin),
+    // and each one's packages start downloading as soon as it is resolved: the origin's
+    // metadata latency overlaps the downloads instead of preceding them.
+    let parallel = usize::from(args.jobs).max(1);
+    let plan_failures = Mutex::new(Vec::new());
+    // Every package once, with the hashes of every lock file that asked for it.
+    let unique: Mutex<Vec<Job>> = Mutex::new(Vec::new());
+    let ui = Ui::new(0);
+    let jobs = futures::stream::iter(
+        reqs.iter()
+            .map(|req| plan(&backend, req, &platforms, sel.all_matching)),
+    )
+    .buffered(parallel)
+    .flat_map(|planned| {
+        let mut new = Vec::new();
+        match planned {
+            Ok(jobs) => {
+                let mut unique = unique.lock().unwrap_or_else(|p| p.into_inner());
+                for job in jobs {
+                    match unique.iter_mut().find(|o| o.is_same_package(&job)) {
                         Some(o) => o.locked_hashes.extend(job.locked_hashes),
-                        None => jobs.push(job),
+                        None => {
+                            unique.push(job.clone());
+                            new.push(job);
+                        }
                     }
                 }
             }
-            Err(e) => {
-                planned += 1;
-                failures.push(e);
+            Err(e) => plan_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e),
+        }
+        ui.add_jobs(new.len());
+        futures::stream::iter(new)
+    });
+    let mut results = fetch_all(&backend, jobs, parallel, &ui).await;
+    ui.done();
+    // Lock-file hashes are checked once every source of a package has been read.
+    let unique = unique.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (job, _, outcome) in &mut results {
+        if let (Ok(_), Some(merged)) = (&outcome, unique.iter().find(|o| o.is_same_package(job))) {
+            if let Err(e) = backend.check_locked_hashes(merged).await {
+                *outcome = Err(e);
             }
         }
     }
-
-    let results = fetch_all(&backend, jobs, args.jobs).await;
+    let mut failures = plan_failures
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let planned = failures.len();
     if let Some(store) = backend.store() {
         if let Err(e) = store.flush() {
             failures.push(format!("the cache could not be made durable: {e}"));
@@ -540,25 +569,20 @@ trait Warmer {
 /// Fetches `jobs`, `parallel` at a time, showing progress; (job, label, outcome) each.
 async fn fetch_all<W: Warmer>(
     warmer: &W,
-    jobs: Vec<W::Job>,
-    parallel: u16,
+    jobs: impl Stream<Item = W::Job>,
+    parallel: usize,
+    ui: &Ui,
 ) -> Vec<(W::Job, String, Result<Outcome, String>)> {
-    let ui = Ui::new(jobs.len());
-    let results = futures::stream::iter(jobs.into_iter().map(|job| {
-        let ui = &ui;
-        async move {
-            let label = W::label(&job);
-            let bar = ui.start(&label);
-            let r = warmer.fetch(&job, &bar).await;
-            ui.finish(&label, &bar, &r);
-            (job, label, r)
-        }
-    }))
-    .buffer_unordered(usize::from(parallel))
+    jobs.map(|job| async move {
+        let label = W::label(&job);
+        let bar = ui.start(&label);
+        let r = warmer.fetch(&job, &bar).await;
+        ui.finish(&label, &bar, &r);
+        (job, label, r)
+    })
+    .buffer_unordered(parallel)
     .collect()
-    .await;
-    ui.done();
-    results
+    .await
 }
 
 impl Warmer for Backend {
@@ -569,21 +593,29 @@ impl Warmer for Backend {
     }
 
     async fn fetch(&self, job: &Job, bar: &ProgressBar) -> Result<Outcome, String> {
-        let outcome = self.fetch_package(job, bar).await?;
-        if !job.locked_hashes.is_empty() {
-            let zh = crate::provider::hash::zh_from_sha256_hex(job.digest.hex());
-            if !job.locked_hashes.contains(&zh) {
-                let h1 = self.h1(job).await;
-                if !h1.as_ref().is_some_and(|h| job.locked_hashes.contains(h)) {
-                    return Err(format!(
-                        "the package (zh {zh}{}) matches none of the hashes the lock file records for {}",
-                        h1.map(|h| format!(", {h}")).unwrap_or_default(),
-                        job.address
-                    ));
-                }
-            }
+        self.fetch_package(job, bar).await
+    }
+}
+
+impl Backend {
+    /// A fetched package must match one of the hashes its lock files record, if they do.
+    async fn check_locked_hashes(&self, job: &Job) -> Result<(), String> {
+        if job.locked_hashes.is_empty() {
+            return Ok(());
         }
-        Ok(outcome)
+        let zh = crate::provider::hash::zh_from_sha256_hex(job.digest.hex());
+        if job.locked_hashes.contains(&zh) {
+            return Ok(());
+        }
+        let h1 = self.h1(job).await;
+        if h1.as_ref().is_some_and(|h| job.locked_hashes.contains(h)) {
+            return Ok(());
+        }
+        Err(format!(
+            "the package (zh {zh}{}) matches none of the hashes the lock file records for {}",
+            h1.map(|h| format!(", {h}")).unwrap_or_default(),
+            job.address
+        ))
     }
 }
 
@@ -901,8 +933,13 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
     let mut failures = Vec::new();
     let mut jobs: Vec<ModuleJob> = Vec::new();
     let mut planned = 0;
-    for req in &reqs {
-        match backend.plan(req, sel.all_matching).await {
+    let plans: Vec<_> =
+        futures::stream::iter(reqs.iter().map(|req| backend.plan(req, sel.all_matching)))
+            .buffered(usize::from(args.jobs).max(1))
+            .collect()
+            .await;
+    for planned_jobs in plans {
+        match planned_jobs {
             Ok(j) => {
                 for job in j {
                     if !jobs
@@ -919,7 +956,15 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
             }
         }
     }
-    let results = fetch_all(&backend, jobs, args.jobs).await;
+    let ui = Ui::new(jobs.len());
+    let results = fetch_all(
+        &backend,
+        futures::stream::iter(jobs),
+        usize::from(args.jobs).max(1),
+        &ui,
+    )
+    .await;
+    ui.done();
     if let ModuleBackend::Direct { registry, .. } = &backend {
         if let Err(e) = registry.origin().store().flush() {
             failures.push(format!("the cache could not be made durable: {e}"));
@@ -1513,6 +1558,13 @@ impl Ui {
         Ui {
             multi: Some(multi),
             total: Some(total),
+        }
+    }
+
+    /// More packages to fetch, known once their requirement is resolved.
+    fn add_jobs(&self, n: usize) {
+        if let Some(t) = &self.total {
+            t.inc_length(n as u64);
         }
     }
 
