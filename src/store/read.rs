@@ -15,6 +15,16 @@ use super::fill::CHUNK;
 /// stream at a time, so seeking it is safe; reading through `read_to_end` fills spare
 /// capacity directly, without zeroing a buffer first.
 pub async fn read_chunk(file: Arc<File>, pos: u64, len: u64) -> std::io::Result<Bytes> {
+    spawn_read(file, pos, len)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn spawn_read(
+    file: Arc<File>,
+    pos: u64,
+    len: u64,
+) -> tokio::task::JoinHandle<std::io::Result<Bytes>> {
     tokio::task::spawn_blocking(move || {
         let mut f = &*file;
         f.seek(SeekFrom::Start(pos))?;
@@ -22,8 +32,6 @@ pub async fn read_chunk(file: Arc<File>, pos: u64, len: u64) -> std::io::Result<
         f.take(len).read_to_end(&mut buf)?;
         Ok(Bytes::from(buf))
     })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Reads of a stored file while few are being streamed: fewer, larger reads (and hand-offs
@@ -50,30 +58,58 @@ impl Drop for StreamCount {
     }
 }
 
-/// The bytes `[start, end)` of a complete file.
+/// The next read of a [`file_range`] stream.
+enum NextRead {
+    /// Already running on the blocking pool (read-ahead): the disk read of chunk N+1 overlaps
+    /// the socket write of chunk N, so on two CPUs the two copies run side by side.
+    Running(tokio::task::JoinHandle<std::io::Result<Bytes>>),
+    /// Not started: with many streams, one chunk per stream bounds the memory they hold.
+    Due,
+}
+
+fn chunk_size() -> u64 {
+    if STREAMS.load(Ordering::Relaxed) <= LARGE_CHUNK_MAX_STREAMS {
+        LARGE_CHUNK
+    } else {
+        CHUNK
+    }
+}
+
+fn start_read(file: &Arc<File>, pos: u64, end: u64) -> NextRead {
+    let len = (end - pos).min(chunk_size());
+    NextRead::Running(spawn_read(file.clone(), pos, len))
+}
+
+/// The bytes `[start, end)` of a complete file, read one chunk ahead of the consumer while
+/// few streams are open.
 pub fn file_range(
     file: Arc<File>,
     start: u64,
     end: u64,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
     let count = StreamCount::new();
-    futures::stream::try_unfold((file, start, count), move |(file, pos, count)| async move {
+    let state = (file, start, NextRead::Due, count);
+    futures::stream::try_unfold(state, move |(file, pos, next, count)| async move {
         if pos >= end {
             return Ok(None);
         }
-        let size = if STREAMS.load(Ordering::Relaxed) <= LARGE_CHUNK_MAX_STREAMS {
-            LARGE_CHUNK
-        } else {
-            CHUNK
+        let chunk = match next {
+            NextRead::Running(handle) => handle.await.map_err(std::io::Error::other)??,
+            NextRead::Due => read_chunk(file.clone(), pos, (end - pos).min(chunk_size())).await?,
         };
-        let chunk = read_chunk(file.clone(), pos, (end - pos).min(size)).await?;
         if chunk.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "stored file is shorter than its index entry",
             ));
         }
-        let next = pos + chunk.len() as u64;
-        Ok(Some((chunk, (file, next, count))))
+        let pos = pos + chunk.len() as u64;
+        // One read per descriptor at a time (read_chunk seeks): the next starts only now.
+        let next = if pos < end && STREAMS.load(Ordering::Relaxed) <= LARGE_CHUNK_MAX_STREAMS {
+            start_read(&file, pos, end)
+        } else {
+            NextRead::Due
+        };
+        Ok(Some((chunk, (file, pos, next, count))))
     })
 }
