@@ -395,6 +395,29 @@ impl MetadataCache {
         }
     }
 
+    /// Removes "not found" answers fetched before `cutoff` (Unix milliseconds). Past their
+    /// `negative_ttl` they no longer spare the origin a request, and names nobody publishes
+    /// (typos, scanners) would otherwise pile up in the index for ever. Returns how many.
+    pub fn purge_negatives(&self, cutoff: u64) -> usize {
+        #[derive(Deserialize)]
+        struct Head {
+            fetched_at: u64,
+            value: Option<serde::de::IgnoredAny>,
+        }
+        let stale: Vec<String> = self
+            .index
+            .small_metadata()
+            .filter_map(|(key, bytes)| {
+                let head: Head = serde_json::from_slice(&bytes).ok()?;
+                (head.value.is_none() && head.fetched_at < cutoff).then_some(key)
+            })
+            .collect();
+        for key in &stale {
+            self.forget(key);
+        }
+        stale.len()
+    }
+
     /// Drops an entry, in memory and on disk.
     fn forget(&self, key: &str) {
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
@@ -798,5 +821,38 @@ impl Cacheable for ManifestBody {
             }))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_drops_only_expired_not_found_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Arc::new(OciClient::new(crate::oci::ClientOptions::default()).unwrap());
+        let cache = MetadataCache::new(client, Index::open(&dir.path().join("i")).unwrap(), false);
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let entry = |fetched_at, value: Option<Digest>| Entry {
+            fetched_at,
+            anonymous: true,
+            value: value.map(Arc::new),
+        };
+        cache.store::<Digest>("tag|old-missing", entry(1_000, None));
+        cache.store::<Digest>("tag|new-missing", entry(5_000, None));
+        cache.store::<Digest>("tag|old-found", entry(1_000, Some(digest.clone())));
+        assert_eq!(cache.purge_negatives(2_000), 1);
+        assert!(cache.load::<Digest>("tag|old-missing").is_none());
+        assert!(cache.load::<Digest>("tag|new-missing").is_some());
+        assert_eq!(
+            cache
+                .load::<Digest>("tag|old-found")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some(&digest)
+        );
+        assert_eq!(cache.purge_negatives(2_000), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! each key costs at most one origin request per `index_max_age`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ const TICK: Duration = Duration::from_millis(500);
 const HOT_WINDOW: Duration = Duration::from_secs(3600);
 /// Refreshes running at once.
 const CONCURRENCY: usize = 4;
+/// How often expired "not found" answers are purged from the index.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// "Not found" answers are kept at least this long (longer when a `negative_ttl` is longer).
+const NEGATIVE_RETENTION: Duration = Duration::from_secs(3600);
 
 struct HotEntry {
     query: Query,
@@ -29,11 +34,15 @@ struct HotEntry {
 #[derive(Default)]
 pub(crate) struct HotSet {
     entries: Mutex<HashMap<String, HotEntry>>,
+    /// The longest `negative_ttl` asked with, in milliseconds.
+    longest_negative_ttl: AtomicU64,
 }
 
 impl HotSet {
     /// Notes that `q` (whose cache key is `key`) was asked for now.
     pub(crate) fn touch(&self, key: &str, q: &Query, policy: &FreshnessPolicy) {
+        self.longest_negative_ttl
+            .fetch_max(policy.negative_ttl.as_millis() as u64, Ordering::Relaxed);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_millis();
         match map.get_mut(key) {
@@ -138,8 +147,22 @@ pub fn spawn_hot_set_refresher(cache: Arc<MetadataCache>) -> Option<tokio::task:
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_purge = tokio::time::Instant::now();
         loop {
             tick.tick().await;
+            if last_purge.elapsed() >= PURGE_INTERVAL {
+                last_purge = tokio::time::Instant::now();
+                let retention = (NEGATIVE_RETENTION.as_millis() as u64)
+                    .max(cache.hot.longest_negative_ttl.load(Ordering::Relaxed));
+                let cutoff = now_millis().saturating_sub(retention);
+                let c = cache.clone();
+                match tokio::task::spawn_blocking(move || c.purge_negatives(cutoff)).await {
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(purged = n, "expired not-found answers purged")
+                    }
+                    _ => {}
+                }
+            }
             let due = cache.hot.due(&cache);
             if due.is_empty() {
                 continue;

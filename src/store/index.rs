@@ -168,6 +168,18 @@ impl Index {
             .join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
+    /// Metadata entries held in the index itself (values too big are in files and skipped:
+    /// housekeeping looks only for small ones), as (key, value).
+    pub fn small_metadata(&self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+        self.metadata.iter().filter_map(|r| {
+            let (k, v) = r.ok()?;
+            if v == SPILLED {
+                return None;
+            }
+            Some((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+        })
+    }
+
     /// Number of metadata entries, for stats.
     pub fn metadata_len(&self) -> usize {
         self.metadata.len()
@@ -199,6 +211,13 @@ mod tests {
         index.remove_metadata("k").unwrap();
         assert_eq!(index.get_metadata("k").unwrap(), None);
         assert_eq!(std::fs::read_dir(&index.spill_dir).unwrap().count(), 0);
+        // Housekeeping sees small values only.
+        index.put_metadata("big", &big).unwrap();
+        index.put_metadata("small", b"v").unwrap();
+        let small: Vec<_> = index.small_metadata().collect();
+        assert_eq!(small, vec![("small".to_owned(), b"v".to_vec())]);
+        index.remove_metadata("big").unwrap();
+        index.remove_metadata("small").unwrap();
         // A marker whose file was lost reads as missing.
         index.put_metadata("k", &big).unwrap();
         std::fs::remove_file(index.spill_path("k")).unwrap();
