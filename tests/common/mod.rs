@@ -64,7 +64,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 /// Minimal blocking `GET` over plain HTTP/1.0 returning the status code; used for readiness
 /// checks so that process start-up does not need an async runtime.
-fn raw_http_status(port: u16, path: &str) -> Option<u16> {
+pub fn raw_http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream

@@ -4,8 +4,7 @@
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,26 +12,19 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tempfile::TempDir;
 
-use crate::common::{free_port, h1, plain_client, sha256_hex, wait_bounded, which, INSTALL_HINT};
+use crate::common::{
+    free_port, h1, plain_client, raw_http_status, sha256_hex, wait_bounded, which, INSTALL_HINT,
+};
 
 pub const USER: &str = "pusher";
 pub const PASSWORD: &str = "correct horse battery staple";
 
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+/// The `service` and `issuer` of [`HtpasswdRegistry::start_token`]'s registry.
+pub const TOKEN_SERVICE: &str = "odtr-test-registry";
+pub const TOKEN_ISSUER: &str = "odtr-test-token-issuer";
 
-/// `docker-registry serve` with `auth: htpasswd` (Basic auth, user [`USER`], password
-/// [`PASSWORD`]) on 127.0.0.1, storage in a temporary directory. Killed on drop.
+/// `docker-registry serve` with authentication on 127.0.0.1, storage in a temporary
+/// directory. Killed on drop.
 pub struct HtpasswdRegistry {
     child: Child,
     port: u16,
@@ -40,10 +32,8 @@ pub struct HtpasswdRegistry {
 }
 
 impl HtpasswdRegistry {
+    /// With `auth: htpasswd`: Basic auth, user [`USER`], password [`PASSWORD`].
     pub fn start() -> HtpasswdRegistry {
-        let binary = which("docker-registry").unwrap_or_else(|| {
-            panic!("docker-registry not found on PATH: {INSTALL_HINT} (Debian package docker-registry)")
-        });
         let dir = tempfile::Builder::new()
             .prefix("odtr-htpasswd-registry-")
             .tempdir()
@@ -52,6 +42,33 @@ impl HtpasswdRegistry {
         let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
         let htpasswd = dir.path().join("htpasswd");
         fs::write(&htpasswd, format!("{USER}:{hash}\n")).expect("write htpasswd");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: \"odtr-test\"\n    path: \"{}\"\n",
+            htpasswd.display()
+        );
+        HtpasswdRegistry::start_in(dir, &auth)
+    }
+
+    /// With `auth: token`: Bearer tokens from `realm` (service [`TOKEN_SERVICE`], issuer
+    /// [`TOKEN_ISSUER`]), signed by the key of the certificate `root_cert_pem`.
+    pub fn start_token(realm: &str, root_cert_pem: &str) -> HtpasswdRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("odtr-token-registry-")
+            .tempdir()
+            .expect("tempdir");
+        let bundle = dir.path().join("token-root.pem");
+        fs::write(&bundle, root_cert_pem).expect("write the token root certificate");
+        let auth = format!(
+            "auth:\n  token:\n    realm: \"{realm}\"\n    service: \"{TOKEN_SERVICE}\"\n    issuer: \"{TOKEN_ISSUER}\"\n    rootcertbundle: \"{}\"\n",
+            bundle.display()
+        );
+        HtpasswdRegistry::start_in(dir, &auth)
+    }
+
+    fn start_in(dir: TempDir, auth_yaml: &str) -> HtpasswdRegistry {
+        let binary = which("docker-registry").unwrap_or_else(|| {
+            panic!("docker-registry not found on PATH: {INSTALL_HINT} (Debian package docker-registry)")
+        });
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -67,13 +84,8 @@ storage:
     enabled: true
 http:
   addr: "127.0.0.1:{port}"
-auth:
-  htpasswd:
-    realm: "odtr-test"
-    path: "{htpasswd}"
-"#,
+{auth_yaml}"#,
                 data = dir.path().join("data").display(),
-                htpasswd = htpasswd.display(),
             );
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config).expect("write registry config");
@@ -100,7 +112,7 @@ auth:
                     );
                     break;
                 }
-                if http_status(port, "/v2/") == Some(401) {
+                if raw_http_status(port, "/v2/") == Some(401) {
                     return HtpasswdRegistry { child, port, dir };
                 }
                 if Instant::now() > deadline {
@@ -112,7 +124,7 @@ auth:
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        panic!("could not start docker-registry with htpasswd: {last_error}");
+        panic!("could not start docker-registry with authentication: {last_error}");
     }
 
     pub fn url(&self) -> String {
@@ -141,7 +153,7 @@ impl Drop for HtpasswdRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("----- htpasswd docker-registry log -----\n{}", self.log());
+            eprintln!("----- docker-registry log -----\n{}", self.log());
         }
     }
 }
