@@ -36,8 +36,9 @@ struct Grant {
 }
 
 /// The token service: a thread answering `GET /token?service=...&scope=...` on 127.0.0.1.
-/// Valid Basic credentials get every action they ask for; anything else gets a 401, as a
-/// private registry's token service answers.
+/// Valid Basic credentials get every action they ask for. Anonymous requests get a 401, as a
+/// private registry's token service answers, or with `anonymous_pull` a token for `pull`
+/// only, as GHCR and Docker Hub answer for public images. Wrong credentials get a 401.
 struct TokenService {
     port: u16,
     cert_pem: String,
@@ -47,7 +48,7 @@ struct TokenService {
 }
 
 impl TokenService {
-    fn start() -> TokenService {
+    fn start(anonymous_pull: bool) -> TokenService {
         let key = rcgen::KeyPair::generate().expect("P-256 key");
         let params = rcgen::CertificateParams::new(vec!["odtr-token-issuer".to_owned()])
             .expect("certificate parameters");
@@ -70,7 +71,7 @@ impl TokenService {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            if let Some(g) = answer(stream, &signer, &cert_der) {
+                            if let Some(g) = answer(stream, &signer, &cert_der, anonymous_pull) {
                                 grants.lock().unwrap().push(g);
                             }
                         }
@@ -110,7 +111,12 @@ impl Drop for TokenService {
 }
 
 /// Answers one token request (HTTP/1.0 style: one request, then close).
-fn answer(stream: TcpStream, signer: &EcdsaKeyPair, cert_der: &[u8]) -> Option<Grant> {
+fn answer(
+    stream: TcpStream,
+    signer: &EcdsaKeyPair,
+    cert_der: &[u8],
+    anonymous_pull: bool,
+) -> Option<Grant> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
@@ -147,14 +153,22 @@ fn answer(stream: TcpStream, signer: &EcdsaKeyPair, cert_der: &[u8]) -> Option<G
         .as_ref()
         .filter(|a| a.starts_with("Basic "))
         .map(|a| *a == expected);
-    let (status, body) = if credentials == Some(true) && service_ok {
+    let granted = match credentials {
+        Some(valid) => valid,
+        None => anonymous_pull,
+    };
+    let (status, body) = if granted && service_ok {
         let access: Vec<serde_json::Value> = scopes
             .iter()
             .filter_map(|s| {
                 // repository:NAME:ACTIONS (NAME holds no ':').
                 let (kind, rest) = s.split_once(':')?;
                 let (name, actions) = rest.rsplit_once(':')?;
-                Some(json!({ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
+                let actions: Vec<&str> = actions
+                    .split(',')
+                    .filter(|a| credentials.is_some() || *a == "pull")
+                    .collect();
+                Some(json!({ "type": kind, "name": name, "actions": actions }))
             })
             .collect();
         let token = jwt(signer, cert_der, access);
@@ -236,8 +250,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn start() -> Fixture {
-        let tokens = TokenService::start();
+    fn start(anonymous_pull: bool) -> Fixture {
+        let tokens = TokenService::start(anonymous_pull);
         let registry = HtpasswdRegistry::start_token(&tokens.realm(), &tokens.cert_pem);
         let work = temp_dir("odtr-token-realm-");
         let release = work.path().join("release");
@@ -297,7 +311,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn push_and_terraform_init_through_a_bearer_token_realm() {
-    let fx = Fixture::start();
+    let fx = Fixture::start(false);
     // push asked for push access with the Basic credentials, and got it.
     let grants = fx.tokens.grants();
     assert!(
@@ -353,7 +367,7 @@ fn push_and_terraform_init_through_a_bearer_token_realm() {
 
 #[test]
 fn a_private_mirror_presents_the_clients_credential_to_the_token_realm() {
-    let fx = Fixture::start();
+    let fx = Fixture::start(false);
     let cert = TestCert::generate();
     let origin = fx.registry.url();
     let server = Server::start(&server_config(&cert, &origin, true));
@@ -405,4 +419,29 @@ fn a_private_mirror_presents_the_clients_credential_to_the_token_realm() {
             .any(|g| g.credentials == Some(false) && g.status == 401),
         "the wrong password never reached the realm: {grants:#?}"
     );
+}
+
+#[test]
+fn anonymous_terraform_init_against_a_registry_handing_out_anonymous_pull_tokens() {
+    // As GHCR and Docker Hub serve public images: no credential anywhere, yet every request
+    // needs a token, which the realm hands out for pull.
+    let fx = Fixture::start(true);
+    let cert = TestCert::generate();
+    let origin = fx.registry.url();
+    let server = Server::start(&server_config(&cert, &origin, false));
+    let before = fx.tokens.grants().len();
+    let init = terraform_init(&server.mirror_url(), &cert, &[(FOO, "1.0.0")], None);
+    assert!(init.success, "terraform init: {}", init.output);
+    let pulls: Vec<Grant> = fx.tokens.grants()[before..].to_vec();
+    assert!(
+        pulls.iter().any(|g| g.credentials.is_none()
+            && g.status == 200
+            && g.scopes
+                .iter()
+                .any(|s| s == &format!("repository:{REPO}:pull"))),
+        "no anonymous pull token was asked for: {pulls:#?}"
+    );
+    // A second init, served from the cache with the token still valid.
+    let init = terraform_init(&server.mirror_url(), &cert, &[(FOO, "1.0.0")], None);
+    assert!(init.success, "second terraform init: {}", init.output);
 }
