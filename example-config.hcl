@@ -77,7 +77,7 @@ provider_mirror "mirror" {
 #   max_request_header_bytes = "16KiB"
 #   idle_timeout             = "60s"
 #   max_connections          = 4096
-#   max_origin_fetches       = 64
+#   max_origin_fetches       = 64     # per origin
 #   max_package_size         = "4GiB"
 #   origin_fetch_timeout     = "30m"
 # }

@@ -1242,3 +1242,59 @@ async fn a_request_waiting_on_a_slow_origin_is_not_cut_by_the_idle_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_origin_does_not_hold_up_another_origins_downloads() {
+    // One download at a time per origin; the first origin sends its headers at a byte a
+    // second, so its one turn stays taken until the download's own time limit.
+    let limits = "  max_origin_fetches = 1\n  origin_fetch_timeout = \"60s\"";
+    let evil = EvilRegistry::start();
+    let good = EvilRegistry::start();
+    let cert = TestCert::generate();
+    let cache = temp_dir("odtr-hostile-cache-");
+    let mut config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    config.push_str(&format!(
+        "\nprovider_mirror \"other\" {{\n  origin_url     = \"{}\"\n  name_prefix    = \"terraform-providers\"\n  proxy_packages = false\n}}\n",
+        good.url()
+    ));
+    let server = Server::start(&config);
+    let client = https_client(&cert);
+    let hanging = evil.add("hangs", 1, Fault::BlobDripHeaders);
+    let fine = good.add("fine", 2, Fault::Good);
+    let mirror_url = server.mirror_url();
+    let hanging_url = format!(
+        "{mirror_url}{}/download/sha256/{}/terraform-provider-hangs_{VERSION}_{PLATFORM}.zip",
+        hanging.address(),
+        hanging.zip_hex
+    );
+    let stuck_client = client.clone();
+    let stuck =
+        tokio::spawn(async move { get(&stuck_client, &hanging_url, Duration::from_secs(5)).await });
+    // Until the hanging origin has the request (and so the turn).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evil.requests_matching(&["/blobs/"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging origin was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fine_url = format!(
+        "{}{}/download/sha256/{}/terraform-provider-fine_{VERSION}_{PLATFORM}.zip",
+        mirror_url.replace("/mirror/", "/other/"),
+        fine.address(),
+        fine.zip_hex
+    );
+    let got = get(&client, &fine_url, Duration::from_secs(10)).await;
+    assert!(
+        got.is_exactly(&fine.zip),
+        "the other origin's package waited on the hanging origin's turn: {} {:?} after {:?}",
+        got.status,
+        got.error,
+        got.elapsed
+    );
+    assert!(
+        stuck.await.expect("join").timed_out,
+        "the hanging download should still hang"
+    );
+}

@@ -1,6 +1,7 @@
 //! The HTTP side of the OCI client: one shared connection pool, timeouts, the auth challenge
 //! flow, digest verification of manifests and of streamed blobs.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -29,7 +30,8 @@ pub struct ClientOptions {
     pub metadata_timeout: Duration,
     /// Whole-request limit for a blob download, body included.
     pub blob_timeout: Duration,
-    /// Blob downloads running at once; more wait for a turn.
+    /// Blob downloads running at once per origin (scheme, host and port); more wait for a
+    /// turn, at most `blob_timeout`.
     pub max_blob_fetches: usize,
     pub max_manifest_bytes: u64,
     /// Bounds on tag listing, against origins that page forever.
@@ -127,7 +129,9 @@ pub struct OciClient {
     http: reqwest::Client,
     tokens: TokenCache,
     options: ClientOptions,
-    blob_fetches: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Turns for blob downloads, per origin: a slow or hanging origin holds only its own
+    /// turns, never another origin's.
+    blob_fetches: std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
 }
 
 impl OciClient {
@@ -163,11 +167,21 @@ impl OciClient {
         Ok(OciClient {
             http,
             tokens: TokenCache::default(),
-            blob_fetches: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                options.max_blob_fetches.max(1),
-            )),
+            blob_fetches: std::sync::Mutex::new(HashMap::new()),
             options,
         })
+    }
+
+    fn blob_turns(&self, reg: &Registry) -> std::sync::Arc<tokio::sync::Semaphore> {
+        let origin = reg.base().origin().ascii_serialization();
+        let mut map = self.blob_fetches.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(origin)
+            .or_insert_with(|| {
+                std::sync::Arc::new(tokio::sync::Semaphore::new(
+                    self.options.max_blob_fetches.max(1),
+                ))
+            })
+            .clone()
     }
 
     /// All tags of `repo`, following `Link` pagination.
@@ -290,12 +304,14 @@ impl OciClient {
         cred: &Credential,
     ) -> Result<BlobStream, OciError> {
         let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
-        // Held until the body is read or dropped: bounds origin downloads running at once.
-        let permit = self
-            .blob_fetches
-            .clone()
-            .acquire_owned()
+        // Held until the body is read or dropped: bounds this origin's downloads running at
+        // once. A turn that does not come within the download's own time limit is a timeout.
+        let turns = self.blob_turns(reg);
+        let permit = tokio::time::timeout(self.options.blob_timeout, turns.acquire_owned())
             .await
+            .map_err(|_| OciError::Timeout {
+                registry: reg.display_name(),
+            })?
             .map_err(|_| OciError::Protocol("the client is shutting down".into()))?;
         let resp = self
             .send(reg, repo, cred, RequestKind::Blob, |c| c.get(url.clone()))
