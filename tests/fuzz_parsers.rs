@@ -448,8 +448,11 @@ proptest! {
     }
 }
 
+/// Names a configuration accepts for a mirror: the server's own endpoints are refused.
 fn mirror_name() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9][a-zA-Z0-9._~-]{0,15}"
+    "[a-zA-Z0-9][a-zA-Z0-9._~-]{0,15}".prop_filter("reserved for the server's own endpoints", |m| {
+        !odtr::config::RESERVED_NAMES.contains(&m.as_str())
+    })
 }
 
 proptest! {

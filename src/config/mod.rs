@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use parse::parse_config;
+pub use parse::{parse_config, RESERVED_NAMES};
 
 /// Default lifetime of a sealed download URL, as in the prototype.
 pub const DEFAULT_DOWNLOAD_URL_TTL: Duration = Duration::from_secs(180);

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Mirror names we keep for our own endpoints, so a mirror can never shadow them.
-const RESERVED_NAMES: &[&str] = &["v1", "v2", "metrics", "healthz", "readyz", "admin"];
+pub const RESERVED_NAMES: &[&str] = &["v1", "v2", "metrics", "healthz", "readyz", "admin"];
 
 struct Ctx<'a> {
     file: &'a Path,
