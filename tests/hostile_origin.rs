@@ -1298,3 +1298,50 @@ async fn a_hanging_origin_does_not_hold_up_another_origins_downloads() {
         "the hanging download should still hang"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_keeps_resolving_requirements_while_every_download_slot_is_busy() {
+    // Two download slots. The first requirement resolves at once and its download takes a
+    // slot for 4 s; the second resolves in 0.6 s and takes the other slot for 4 s; the third
+    // resolves meanwhile, each of its origin answers coming after 0.5 s, and each must be read
+    // within the 2 s metadata timeout even while both slots are busy.
+    let limits = "  origin_metadata_timeout = \"2s\"";
+    let evil = EvilRegistry::start();
+    let cert = TestCert::generate();
+    let cache = temp_dir("odtr-hostile-warm-");
+    let config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    let delayed = |metadata_ms: u64, blob_ms: u64| Fault::Delayed {
+        metadata: Duration::from_millis(metadata_ms),
+        blob: Duration::from_millis(blob_ms),
+    };
+    let providers = [
+        evil.add("slowa", 31, delayed(0, 4000)),
+        evil.add("slowb", 32, delayed(300, 4000)),
+        evil.add("lateplan", 33, delayed(500, 0)),
+    ];
+    let mut args = vec![
+        "warm".to_owned(),
+        "--platform".to_owned(),
+        PLATFORM.to_owned(),
+        "--jobs".to_owned(),
+        "2".to_owned(),
+    ];
+    args.extend(
+        providers
+            .iter()
+            .map(|p| format!("{}@{VERSION}", p.address())),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_cli(&config, &args, Duration::from_secs(60));
+    assert!(
+        out.success(),
+        "warm failed while its download slots were busy:\n{out}"
+    );
+    for p in &providers {
+        assert!(
+            has_blob(cache.path(), &p.zip_hex),
+            "{} is not in the cache:\n{out}",
+            p.address()
+        );
+    }
+}

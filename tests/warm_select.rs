@@ -329,6 +329,13 @@ fn lock_file_with_wrong_hashes_fails_reporting_the_mismatch() {
         all.contains("matches none") || all.contains("mismatch") || all.contains("does not match"),
         "the output does not report a hash mismatch:\n{out}"
     );
+    // The package was fetched before its hashes could be checked: its line must still end
+    // up saying it failed, not only "fetched".
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("FAILED") && l.contains(FOO) && l.contains("matches none")),
+        "no FAILED line for the package whose hashes do not match:\n{out}"
+    );
     // 1.1.0 (whose hashes were given) is not what the lock file's version says.
     assert!(
         !p.fx

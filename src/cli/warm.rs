@@ -257,45 +257,54 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     // Every package once, with the hashes of every lock file that asked for it.
     let unique: Mutex<Vec<Job>> = Mutex::new(Vec::new());
     let ui = Ui::new(0);
-    let jobs = futures::stream::iter(
+    // The planner is its own branch of the join, feeding an unbounded channel: while every
+    // download slot is busy, plans in flight are still polled, so their origin requests are
+    // not left unread until a timeout fires.
+    let (job_tx, job_rx) = futures::channel::mpsc::unbounded::<Job>();
+    let planner = futures::stream::iter(
         reqs.iter()
             .map(|req| plan(&backend, req, &platforms, sel.all_matching)),
     )
     .buffered(parallel)
-    .flat_map(|planned| {
-        let mut new = Vec::new();
-        match planned {
-            Ok(jobs) => {
-                let mut unique = unique.lock().unwrap_or_else(|p| p.into_inner());
-                for job in jobs {
-                    match unique.iter_mut().find(|o| o.is_same_package(&job)) {
-                        Some(o) => o.locked_hashes.extend(job.locked_hashes),
-                        None => {
-                            unique.push(job.clone());
-                            new.push(job);
+    .for_each({
+        let (unique, plan_failures, ui) = (&unique, &plan_failures, &ui);
+        // Owns the sender: when planning ends the closure is dropped, ending the job stream.
+        move |planned| {
+            match planned {
+                Ok(jobs) => {
+                    let mut unique = unique.lock().unwrap_or_else(|p| p.into_inner());
+                    for job in jobs {
+                        match unique.iter_mut().find(|o| o.is_same_package(&job)) {
+                            Some(o) => o.locked_hashes.extend(job.locked_hashes),
+                            None => {
+                                unique.push(job.clone());
+                                ui.add_jobs(1);
+                                // The receiver lives until the join ends: this cannot fail.
+                                let _ = job_tx.unbounded_send(job);
+                            }
                         }
                     }
                 }
+                Err(e) => plan_failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e),
             }
-            Err(e) => plan_failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(e),
+            futures::future::ready(())
         }
-        ui.add_jobs(new.len());
-        futures::stream::iter(new)
     });
-    let mut results = fetch_all(&backend, jobs, parallel, &ui).await;
-    ui.done();
+    let ((), mut results) = futures::join!(planner, fetch_all(&backend, job_rx, parallel, &ui));
     // Lock-file hashes are checked once every source of a package has been read.
     let unique = unique.into_inner().unwrap_or_else(|p| p.into_inner());
-    for (job, _, outcome) in &mut results {
+    for (job, label, outcome) in &mut results {
         if let (Ok(_), Some(merged)) = (&outcome, unique.iter().find(|o| o.is_same_package(job))) {
             if let Err(e) = backend.check_locked_hashes(merged).await {
+                ui.failed(label, &e);
                 *outcome = Err(e);
             }
         }
     }
+    ui.done();
     let mut failures = plan_failures
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
@@ -1593,14 +1602,25 @@ impl Ui {
             }
             Err(e) => format!("FAILED   {label}: {e}"),
         };
+        if let Some(m) = &self.multi {
+            bar.finish_and_clear();
+            m.remove(bar);
+            if let Some(t) = &self.total {
+                t.inc(1);
+            }
+        }
+        self.line(&line);
+    }
+
+    /// A package reported fetched that failed a check afterwards (its lock-file hashes).
+    fn failed(&self, label: &str, error: &str) {
+        self.line(&format!("FAILED   {label}: {error}"));
+    }
+
+    fn line(&self, line: &str) {
         match &self.multi {
             Some(m) => {
-                bar.finish_and_clear();
-                m.remove(bar);
                 let _ = m.println(line);
-                if let Some(t) = &self.total {
-                    t.inc(1);
-                }
             }
             None => eprintln!("{line}"),
         }

@@ -131,6 +131,14 @@ pub enum Fault {
     /// Honest headers, then one byte per second.
     TagsDripBody,
     TagsRedirect(Redirect),
+
+    // --- slow but right ---
+    /// Right answers, each after a pause: `metadata` before tag lists and manifests, `blob`
+    /// before the package.
+    Delayed {
+        metadata: Duration,
+        blob: Duration,
+    },
 }
 
 /// One provider the registry serves.
@@ -621,6 +629,15 @@ async fn serve(tcp: &mut TcpStream, shared: &Shared, req: &Request) -> std::io::
         fault = Fault::Good;
     }
     log(shared, req, &fault_label(&fault));
+    if let Fault::Delayed { metadata, blob } = fault {
+        let pause = if endpoint.starts_with("blobs/") {
+            blob
+        } else {
+            metadata
+        };
+        tokio::time::sleep(pause).await;
+        fault = Fault::Good;
+    }
     if endpoint == "tags/list" {
         tags(tcp, shared, req, &p, &fault).await
     } else if let Some(reference) = endpoint.strip_prefix("manifests/") {
