@@ -1345,3 +1345,55 @@ async fn warm_keeps_resolving_requirements_while_every_download_slot_is_busy() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_download_turn_counts_against_the_download_time_limit() {
+    // One turn for the origin, taken by a download whose headers drip; a second one, from the
+    // same origin and just as slow, waits for the turn. Its whole time, waiting included,
+    // stays within origin_fetch_timeout: the wait does not come on top of it.
+    let limits = "  max_origin_fetches = 1\n  origin_fetch_timeout = \"3s\"";
+    let evil = EvilRegistry::start();
+    let cert = TestCert::generate();
+    let cache = temp_dir("odtr-hostile-cache-");
+    let config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    let server = Server::start(&config);
+    let client = https_client(&cert);
+    let first = evil.add("hangs", 1, Fault::BlobDripHeaders);
+    let queued = evil.add("hangstoo", 2, Fault::BlobDripHeaders);
+    let url = |p: &Provider| {
+        format!(
+            "{}{}/download/sha256/{}/terraform-provider-{}_{VERSION}_{PLATFORM}.zip",
+            server.mirror_url(),
+            p.address(),
+            p.zip_hex,
+            p.type_name
+        )
+    };
+    let (first_url, queued_url) = (url(&first), url(&queued));
+    let first_client = client.clone();
+    let first =
+        tokio::spawn(async move { get(&first_client, &first_url, Duration::from_secs(20)).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evil.requests_matching(&["/blobs/"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging origin was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = get(&client, &queued_url, Duration::from_secs(20)).await;
+    assert!(
+        got.status == 504 || got.status == 503,
+        "queued download: {} {:?} {}",
+        got.status,
+        got.error,
+        got.text()
+    );
+    assert!(
+        got.elapsed < Duration::from_millis(4500),
+        "the queued download took {:?}: its wait for a turn came on top of the 3 s limit",
+        got.elapsed
+    );
+    let first = first.await.expect("join");
+    assert_eq!(first.status, 504, "the first download: {:?}", first.error);
+}

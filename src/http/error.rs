@@ -36,6 +36,8 @@ fn origin_status(o: &OciError) -> StatusCode {
         OciError::Forbidden { .. } => StatusCode::FORBIDDEN,
         OciError::NotFound { .. } => StatusCode::NOT_FOUND,
         OciError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        // Our own download queue is full: the client may retry later.
+        OciError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         OciError::Unreachable { .. }
         | OciError::UnexpectedStatus { .. }
         | OciError::InvalidManifest { .. }

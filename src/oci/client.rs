@@ -109,8 +109,9 @@ pub struct BlobStream {
 pub(super) enum RequestKind {
     /// Small documents (tags, manifests): whole-request timeout, pull scope.
     Metadata,
-    /// Blob downloads: the longer whole-request timeout for packages, pull scope.
-    Blob,
+    /// Blob downloads, pull scope: the longer whole-request timeout for packages, less the
+    /// time spent waiting for a download turn (`within` is what is left of it).
+    Blob { within: Duration },
     /// Uploads: whole-request timeout, pull and push scope.
     Push,
 }
@@ -118,7 +119,7 @@ pub(super) enum RequestKind {
 impl RequestKind {
     fn actions(self) -> &'static str {
         match self {
-            RequestKind::Metadata | RequestKind::Blob => "pull",
+            RequestKind::Metadata | RequestKind::Blob { .. } => "pull",
             RequestKind::Push => "pull,push",
         }
     }
@@ -305,16 +306,22 @@ impl OciClient {
     ) -> Result<BlobStream, OciError> {
         let url = reg.api(&format!("v2/{repo}/blobs/{digest}"))?;
         // Held until the body is read or dropped: bounds this origin's downloads running at
-        // once. A turn that does not come within the download's own time limit is a timeout.
+        // once. The wait for a turn counts against the download's own time limit, so the
+        // whole of it stays within origin_fetch_timeout.
+        let started = tokio::time::Instant::now();
         let turns = self.blob_turns(reg);
         let permit = tokio::time::timeout(self.options.blob_timeout, turns.acquire_owned())
             .await
-            .map_err(|_| OciError::Timeout {
+            .map_err(|_| OciError::Busy {
                 registry: reg.display_name(),
+                turns: self.options.max_blob_fetches.max(1),
             })?
             .map_err(|_| OciError::Protocol("the client is shutting down".into()))?;
+        let within = self.options.blob_timeout.saturating_sub(started.elapsed());
         let resp = self
-            .send(reg, repo, cred, RequestKind::Blob, |c| c.get(url.clone()))
+            .send(reg, repo, cred, RequestKind::Blob { within }, |c| {
+                c.get(url.clone())
+            })
             .await?;
         let resp = check_status(resp, repo, || format!("blob {digest} in {repo}"))?;
         let content_length = resp
@@ -419,10 +426,9 @@ impl OciClient {
         let name = reg.display_name();
         let scope = format!("repository:{repo}:{}", kind.actions());
         let with_timeout = |r: reqwest::RequestBuilder| {
-            r.timeout(if kind == RequestKind::Blob {
-                self.options.blob_timeout
-            } else {
-                self.options.metadata_timeout
+            r.timeout(match kind {
+                RequestKind::Blob { within } => within,
+                RequestKind::Metadata | RequestKind::Push => self.options.metadata_timeout,
             })
         };
         let first = match self.tokens.get(reg.base().as_str(), &scope, cred) {

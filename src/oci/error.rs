@@ -8,6 +8,9 @@ pub enum OciError {
     Unreachable { registry: String, detail: String },
     #[error("registry {registry} did not answer in time")]
     Timeout { registry: String },
+    /// Our own queue, not the registry: every download turn for it stayed taken.
+    #[error("all {turns} download turns for registry {registry} stayed taken for the whole origin_fetch_timeout (limits.max_origin_fetches)")]
+    Busy { registry: String, turns: usize },
     #[error("the registry requires authorization for repository {repository}")]
     Unauthorized { repository: String },
     #[error("the registry refused access to repository {repository}")]
