@@ -102,6 +102,11 @@ impl AppState {
         metrics: Arc<metrics::Metrics>,
         previous: Option<&AppState>,
     ) -> Result<AppState, ServerError> {
+        // The purge of expired "not found" answers keeps them at least this long, also for
+        // keys nobody has asked for since a restart.
+        for origin in config.origins() {
+            meta.note_negative_ttl(origin.freshness.negative_ttl);
+        }
         let ttl = config.server.download_url_ttl;
         let sealer = match (&config.server.query_string_secret, previous) {
             (Some(secret), _) => {

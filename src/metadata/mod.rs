@@ -395,6 +395,11 @@ impl MetadataCache {
         }
     }
 
+    /// Notes a configured `negative_ttl`: purges keep "not found" answers at least that long.
+    pub fn note_negative_ttl(&self, ttl: Duration) {
+        self.hot.note_negative_ttl(ttl);
+    }
+
     /// Removes "not found" answers fetched before `cutoff` (Unix milliseconds). Past their
     /// `negative_ttl` they no longer spare the origin a request, and names nobody publishes
     /// (typos, scanners) would otherwise pile up in the index for ever. Returns how many.
@@ -404,18 +409,30 @@ impl MetadataCache {
             fetched_at: u64,
             value: Option<serde::de::IgnoredAny>,
         }
-        let stale: Vec<String> = self
+        let stale: Vec<(String, Vec<u8>)> = self
             .index
             .small_metadata()
-            .filter_map(|(key, bytes)| {
-                let head: Head = serde_json::from_slice(&bytes).ok()?;
-                (head.value.is_none() && head.fetched_at < cutoff).then_some(key)
+            .filter(|(_, bytes)| {
+                serde_json::from_slice::<Head>(bytes)
+                    .is_ok_and(|head| head.value.is_none() && head.fetched_at < cutoff)
             })
             .collect();
-        for key in &stale {
-            self.forget(key);
+        let mut purged = 0;
+        for (key, bytes) in &stale {
+            // Only if unchanged since the scan: a request may have just refreshed it.
+            match self.index.remove_metadata_if_unchanged(key, bytes) {
+                Ok(true) => {
+                    let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some((weight, _)) = mem.entries.remove(key) {
+                        mem.bytes -= weight;
+                    }
+                    purged += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot drop cached metadata"),
+            }
         }
-        stale.len()
+        purged
     }
 
     /// Drops an entry, in memory and on disk.

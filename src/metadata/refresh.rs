@@ -39,10 +39,16 @@ pub(crate) struct HotSet {
 }
 
 impl HotSet {
+    pub(crate) fn note_negative_ttl(&self, ttl: Duration) {
+        self.longest_negative_ttl.fetch_max(
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Notes that `q` (whose cache key is `key`) was asked for now.
     pub(crate) fn touch(&self, key: &str, q: &Query, policy: &FreshnessPolicy) {
-        self.longest_negative_ttl
-            .fetch_max(policy.negative_ttl.as_millis() as u64, Ordering::Relaxed);
+        self.note_negative_ttl(policy.negative_ttl);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_millis();
         match map.get_mut(key) {

@@ -163,6 +163,18 @@ impl Index {
         Ok(())
     }
 
+    /// Removes a small metadata entry only if it still holds `expected`; whether it did.
+    pub fn remove_metadata_if_unchanged(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, IndexError> {
+        let swapped =
+            self.metadata
+                .compare_and_swap(key.as_bytes(), Some(expected), None::<&[u8]>)?;
+        Ok(swapped.is_ok())
+    }
+
     fn spill_path(&self, key: &str) -> PathBuf {
         self.spill_dir
             .join(hex::encode(Sha256::digest(key.as_bytes())))
@@ -194,6 +206,20 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_removal_leaves_a_changed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        index.put_metadata("k", b"old").unwrap();
+        index.put_metadata("k", b"refreshed").unwrap();
+        assert!(!index.remove_metadata_if_unchanged("k", b"old").unwrap());
+        assert_eq!(index.small_metadata().count(), 1);
+        assert!(index
+            .remove_metadata_if_unchanged("k", b"refreshed")
+            .unwrap());
+        assert_eq!(index.small_metadata().count(), 0);
+    }
 
     #[test]
     fn large_values_live_in_files_and_round_trip() {
