@@ -419,6 +419,13 @@ fn a_private_mirror_presents_the_clients_credential_to_the_token_realm() {
             .any(|g| g.credentials == Some(false) && g.status == 401),
         "the wrong password never reached the realm: {grants:#?}"
     );
+    // Anonymous was refused by the realm itself, not guessed at by the mirror.
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.credentials.is_none() && g.status == 401),
+        "the anonymous request never reached the realm: {grants:#?}"
+    );
 }
 
 #[test]
