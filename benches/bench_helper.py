@@ -16,6 +16,7 @@
                                  each archive URL a plain file name next to it; on stderr
                                  "absolute-url file-name" per archive
   median X...                    print the median of the numbers
+  median-time T...               print the median of wrk latencies (850.00us, 5.13ms, 1.02s) in ms
   min X...                       print the smallest of the numbers
   max X...                       print the largest of the numbers
 """
@@ -133,6 +134,15 @@ def main():
         static_version(*args)
     elif cmd == "median":
         print(statistics.median(float(x) for x in args))
+    elif cmd == "median-time":
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+        ms = []
+        for t in args:
+            m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", t)
+            if not m:
+                sys.exit(f"median-time: not a wrk latency: {t}")
+            ms.append(float(m.group(1)) * scale[m.group(2)])
+        print(f"{statistics.median(ms):.2f}ms")
     elif cmd == "min":
         print(min(float(x) for x in args))
     elif cmd == "max":
