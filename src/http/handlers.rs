@@ -16,6 +16,32 @@ use crate::provider::ProviderAddress;
 
 /// Handles one request; the response carries its route's metrics label as an extension.
 pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Response<Body> {
+    if role.serves_mirrors() && hot_candidate(&req) {
+        if let Some(resp) = state.hot.get(req.uri().path(), hot_sources(&state)) {
+            return resp;
+        }
+    }
+    // Boxed: the routes' futures together are large, and a hot answer should not pay for
+    // moving them around.
+    Box::pin(handle_routed(state, role, req)).await
+}
+
+/// A request whose answer may come from (and go to) the ready answers: an anonymous plain
+/// `GET` (the documents for credentialed clients depend on the credential).
+fn hot_candidate<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET
+        && req.uri().query().is_none()
+        && !req.headers().contains_key(header::AUTHORIZATION)
+}
+
+fn hot_sources(state: &AppState) -> super::hot::Sources {
+    super::hot::Sources {
+        metadata_epoch: state.meta.epoch(),
+        store_generation: state.store.generation(),
+    }
+}
+
+async fn handle_routed<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Response<Body> {
     let is_head = req.method() == Method::HEAD;
     let path = req.uri().path();
     let routed = if path.len() > state.max_path_length {
@@ -140,9 +166,41 @@ async fn index<B>(
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
     let cred = client_credential(req);
+    let sources = hot_sources(state);
     let doc = m.index(addr, &cred).await?;
-    let body = serde_json::to_vec(&doc.value).expect("documents always serialise");
-    Ok(json_response(m, &cred, body.into(), doc.age, doc.stale))
+    let body =
+        bytes::Bytes::from(serde_json::to_vec(&doc.value).expect("documents always serialise"));
+    remember_hot(state, m, req, "index", &body, doc.age, doc.stale, sources);
+    Ok(json_response(m, &cred, body, doc.age, doc.stale))
+}
+
+/// Keeps a fresh anonymous answer ready for the next identical request. `sources` were read
+/// before the answer was built, so a change while building makes it unusable, never wrong.
+#[allow(clippy::too_many_arguments)]
+fn remember_hot<B>(
+    state: &AppState,
+    m: &MirrorService,
+    req: &Request<B>,
+    label: &'static str,
+    body: &bytes::Bytes,
+    age: Duration,
+    stale: bool,
+    sources: super::hot::Sources,
+) {
+    if stale || !hot_candidate(req) || m.seals_urls() {
+        return;
+    }
+    let freshness = &m.config.freshness;
+    state.hot.put(
+        req.uri().path(),
+        label,
+        body.clone(),
+        m.json_cache_control(&Credential::Anonymous),
+        age,
+        freshness.index_max_age,
+        freshness.auth_ttl,
+        sources,
+    );
 }
 
 async fn version_json<B>(
@@ -154,7 +212,18 @@ async fn version_json<B>(
 ) -> Result<Response<Body>, ApiError> {
     let m = mirror(state, name)?;
     let cred = client_credential(req);
+    let sources = hot_sources(state);
     let body = m.version_json(addr, version, &cred).await?;
+    remember_hot(
+        state,
+        m,
+        req,
+        "version",
+        &body.value,
+        body.age,
+        body.stale,
+        sources,
+    );
     Ok(json_response(m, &cred, body.value, body.age, body.stale))
 }
 

@@ -208,6 +208,9 @@ pub async fn accept_loop(
     }
 }
 
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -216,8 +219,12 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         // A request head larger than the buffer, or with more headers, gets a 431.
         .max_buf_size(limits.max_request_header_bytes.max(8192))
-        .max_headers(limits.max_request_headers)
         .keep_alive(true);
+    // hyper's own limit is 100 headers, parsed into a stack array; naming any count, even
+    // 100, makes it allocate that array on the heap for every request.
+    if limits.max_request_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_request_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -5,6 +5,7 @@ mod body;
 mod download;
 mod error;
 mod handlers;
+mod hot;
 mod listener;
 mod metrics;
 pub mod range;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub meta: Arc<MetadataCache>,
     pub tls: bool,
     pub max_path_length: usize,
+    /// Ready answers for hot anonymous metadata requests; a reload starts afresh.
+    hot: hot::HotResponses,
     sealer: Arc<UrlSealer>,
     /// No query_string_secret is configured: the sealer's key is random, made at start.
     random_sealer: bool,
@@ -177,6 +180,7 @@ impl AppState {
             meta,
             tls: config.server.tls.is_some(),
             max_path_length: config.limits.max_path_length,
+            hot: hot::HotResponses::default(),
             random_sealer: config.server.query_string_secret.is_none(),
             sealer,
         })

@@ -138,6 +138,9 @@ pub struct MetadataCache {
     hash_key: [u8; 32],
     pub(crate) hot: refresh::HotSet,
     pub counters: Counters,
+    /// Bumped whenever an entry is stored or dropped: answers built from cached metadata
+    /// are reusable while it stays the same.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -184,7 +187,17 @@ impl MetadataCache {
             hash_key: rand::random(),
             hot: refresh::HotSet::default(),
             counters: Counters::default(),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Changes whenever any entry is stored or dropped.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn is_offline(&self) -> bool {
@@ -422,6 +435,7 @@ impl MetadataCache {
             // Only if unchanged since the scan: a request may have just refreshed it.
             match self.index.remove_metadata_if_unchanged(key, bytes) {
                 Ok(true) => {
+                    self.changed();
                     let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
                     if let Some((weight, _)) = mem.entries.remove(key) {
                         mem.bytes -= weight;
@@ -437,6 +451,7 @@ impl MetadataCache {
 
     /// Drops an entry, in memory and on disk.
     fn forget(&self, key: &str) {
+        self.changed();
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
         if let Some((weight, _)) = mem.entries.remove(key) {
             mem.bytes -= weight;
@@ -460,6 +475,7 @@ impl MetadataCache {
         }
         let entry = Arc::new(entry);
         self.remember(key, entry.clone());
+        self.changed();
         entry
     }
 

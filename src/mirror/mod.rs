@@ -154,6 +154,11 @@ impl MirrorService {
     /// The `Cache-Control` of this mirror's JSON documents for a client, stating the
     /// freshness policy. Answers depend on the client's credential (and shared caches must
     /// not keep them) when URLs are sealed or the client sent one, unless the mirror is public.
+    /// Whether its documents carry download URLs sealed for the asking client.
+    pub fn seals_urls(&self) -> bool {
+        self.access.sealed_urls()
+    }
+
     pub fn json_cache_control(&self, client: &Credential) -> http::HeaderValue {
         let private = self.access.answers_are_private()
             || (!matches!(self.access, MirrorAccess::Public { .. })

@@ -1,0 +1,176 @@
+//! Ready answers for the hottest requests: an anonymous `GET` of a mirror's `index.json` or
+//! `VERSION.json` that was just answered from fresh cached metadata is answered again from
+//! here, by its exact path, without routing, address parsing or metadata lookups (they cost
+//! several times the bytes on the wire in CPU, and `terraform init` asks these on every run).
+//!
+//! An answer is used only while everything it was built from is unchanged: no metadata was
+//! stored or dropped since (the metadata epoch), no package entered or left the cache (the
+//! store generation, which decides the `h1:` hashes offered), the metadata it came from is
+//! still fresh, and at most [`MAX_LIFETIME`] has passed, so the slow path still runs often
+//! enough to keep the background revalidator's view of what is hot, and to re-check the
+//! server's own credential on `public` mirrors (`auth_ttl`).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response};
+
+use super::body::{full, Body};
+use super::handlers::RouteLabel;
+use super::metrics::CacheOutcome;
+
+/// The longest an answer is reused without the slow path running again.
+const MAX_LIFETIME: Duration = Duration::from_secs(60);
+/// Paths remembered; beyond it new ones are not (only answered documents ever get in).
+const MAX_ENTRIES: usize = 4096;
+
+/// What a ready answer was built from, to tell whether it still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub metadata_epoch: u64,
+    pub store_generation: u64,
+}
+
+struct Ready {
+    body: Bytes,
+    cache_control: HeaderValue,
+    label: &'static str,
+    /// When the metadata it was built from was fetched (for `Age`).
+    fetched: Instant,
+    until: Instant,
+    sources: Sources,
+}
+
+#[derive(Default)]
+pub struct HotResponses {
+    ready: RwLock<HashMap<Box<str>, Ready>>,
+}
+
+impl HotResponses {
+    /// The ready answer for `path`, if it still holds.
+    pub fn get(&self, path: &str, sources: Sources) -> Option<Response<Body>> {
+        let map = self.ready.read().unwrap_or_else(|p| p.into_inner());
+        let r = map.get(path)?;
+        let now = Instant::now();
+        if r.sources != sources || now >= r.until {
+            return None;
+        }
+        let mut resp = Response::new(full(r.body.clone()));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, r.cache_control.clone());
+        h.insert(
+            header::AGE,
+            HeaderValue::from(now.saturating_duration_since(r.fetched).as_secs()),
+        );
+        resp.extensions_mut().insert(CacheOutcome::Hit);
+        resp.extensions_mut().insert(RouteLabel(r.label));
+        Some(resp)
+    }
+
+    /// Remembers a fresh answer for `path`, built from `sources`, whose metadata was `age`
+    /// old and stays fresh for `fresh_for` after its fetch, or `recheck` from now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &self,
+        path: &str,
+        label: &'static str,
+        body: Bytes,
+        cache_control: HeaderValue,
+        age: Duration,
+        fresh_for: Duration,
+        recheck: Duration,
+        sources: Sources,
+    ) {
+        let now = Instant::now();
+        let Some(fetched) = now.checked_sub(age) else {
+            return;
+        };
+        let Some(fresh_until) = fetched.checked_add(fresh_for) else {
+            return;
+        };
+        let until = fresh_until.min(now + recheck.min(MAX_LIFETIME));
+        if until <= now {
+            return;
+        }
+        let mut map = self.ready.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES && !map.contains_key(path) {
+            // Make room from the expired ones; if none, this one is simply not kept.
+            map.retain(|_, r| r.until > now);
+            if map.len() >= MAX_ENTRIES {
+                return;
+            }
+        }
+        map.insert(
+            path.into(),
+            Ready {
+                body,
+                cache_control,
+                label,
+                fetched,
+                until,
+                sources,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCES: Sources = Sources {
+        metadata_epoch: 1,
+        store_generation: 7,
+    };
+
+    fn put(hot: &HotResponses, path: &str, age: Duration, fresh_for: Duration) {
+        hot.put(
+            path,
+            "version",
+            Bytes::from_static(b"{}"),
+            HeaderValue::from_static("public, max-age=60"),
+            age,
+            fresh_for,
+            Duration::from_secs(300),
+            SOURCES,
+        );
+    }
+
+    #[test]
+    fn answers_only_while_its_sources_are_unchanged_and_fresh() {
+        let hot = HotResponses::default();
+        put(
+            &hot,
+            "/m/a/1.0.0.json",
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        );
+        let resp = hot.get("/m/a/1.0.0.json", SOURCES).expect("ready");
+        assert_eq!(resp.headers()[header::AGE], "5");
+        assert!(hot.get("/m/b/1.0.0.json", SOURCES).is_none());
+        let stored_since = Sources {
+            metadata_epoch: 2,
+            ..SOURCES
+        };
+        assert!(hot.get("/m/a/1.0.0.json", stored_since).is_none());
+        let package_added = Sources {
+            store_generation: 8,
+            ..SOURCES
+        };
+        assert!(hot.get("/m/a/1.0.0.json", package_added).is_none());
+        // Metadata past its freshness is never kept.
+        put(
+            &hot,
+            "/m/c/index.json",
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        );
+        assert!(hot.get("/m/c/index.json", SOURCES).is_none());
+    }
+}
