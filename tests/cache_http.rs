@@ -240,3 +240,49 @@ async fn ranges_head_and_validators_over_http1() {
 async fn ranges_head_and_validators_with_proxy_packages_are_private() {
     every_case_cold_and_warm(true, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_version_answer_gains_the_h1_hash_once_the_package_is_cached() {
+    // VERSION.json asked repeatedly (the second answer comes ready, without lookups) offers
+    // the zh: hash only; once the package is in the cache the very next answer must offer
+    // its h1: too (the store generation is one of what a ready answer was built from).
+    let fx = CacheFixture::start(false, "1GiB");
+    let zip = random_provider_zip("foo", "1.0.0", 50_000, 7);
+    push_seed_layout(
+        &fx.registry,
+        FOO_REPO,
+        "1.0.0",
+        &[(PLATFORM, zip.clone())],
+        None,
+    )
+    .await;
+    let mirror = fx.server.mirror_url();
+    for _ in 0..3 {
+        let archives = fetch_archives(&fx.client, &mirror, FOO, "1.0.0", None).await;
+        let hashes = &archives[PLATFORM].hashes;
+        assert!(hashes.contains(&zh(&zip)), "{hashes:?}");
+        assert!(
+            !hashes.contains(&h1(&zip)),
+            "h1 before the package was cached: {hashes:?}"
+        );
+    }
+    let url = fx.archive_url(FOO, "1.0.0", PLATFORM).await;
+    let got = download_hashed(&fx.client, &url, &[]).await;
+    assert!(got.is_exactly(&zip), "{got:?}");
+    let hex = sha256_hex(&zip);
+    let cache = fx.cache_dir().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(5), || cache_blob_files(&cache)
+            .iter()
+            .any(|(h, _)| *h == hex)),
+        "package not cached after a full download"
+    );
+    for _ in 0..3 {
+        let archives = fetch_archives(&fx.client, &mirror, FOO, "1.0.0", None).await;
+        let hashes = &archives[PLATFORM].hashes;
+        assert!(
+            hashes.contains(&h1(&zip)) && hashes.contains(&zh(&zip)),
+            "the answer after caching lacks the h1: hash: {hashes:?}"
+        );
+    }
+}
