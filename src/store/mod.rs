@@ -448,6 +448,13 @@ impl BlobStore {
                 limit: self.max_package_size,
             }));
         }
+        // The origin has answered: the clients' response headers can leave now, while the
+        // temp file is being created (readers only open it once bytes are on disk).
+        tx.send_replace(FillState::Running {
+            total,
+            written: 0,
+            on_disk: 0,
+        });
         let temp = fill.temp_path.clone();
         let mut file = match tokio::task::spawn_blocking(move || File::create(temp)).await {
             Ok(Ok(f)) => Some(Arc::new(f)),
@@ -457,11 +464,6 @@ impl BlobStore {
             }
             Err(_) => None,
         };
-        tx.send_replace(FillState::Running {
-            total,
-            written: 0,
-            on_disk: 0,
-        });
         let mut hasher = Sha256::new();
         let (mut written, mut on_disk) = (0u64, 0u64);
         // Whatever has already arrived is taken in one go: one disk write per batch instead of
