@@ -12,7 +12,7 @@
 #      plain HTTP vs nginx plain HTTP with sendfile.
 #   2. cold time to first byte of the BIG package through our server (a fresh server with an
 #      empty cache for every sample; the client first fetches VERSION.json, as Terraform does)
-#      vs a direct GET of the blob from the registry (median of BENCH_TTFB_SAMPLES, default 3;
+#      vs a direct GET of the blob from the registry (median of BENCH_TTFB_SAMPLES, default 9;
 #      plain HTTP for both); and, for information, the time to the last byte.
 #   3. CLIENTS (50) concurrent cold requests for one MID (20 MiB) package: origin blob GETs
 #      (from docker-registry's access log) and whether every client got the same sha256.
@@ -33,7 +33,7 @@ BIG_MIB="${BENCH_BIG_MIB:-256}"
 MID_MIB="${BENCH_MID_MIB:-20}"
 HUGE_MIB="${BENCH_HUGE_MIB:-1024}"
 CLIENTS="${BENCH_CLIENTS:-50}"
-TTFB_SAMPLES="${BENCH_TTFB_SAMPLES:-3}"
+TTFB_SAMPLES="${BENCH_TTFB_SAMPLES:-9}"
 ADDR="registry.terraform.io/bench/pkg"
 REPO="bench/$ADDR"
 PLATFORM="linux_amd64"
