@@ -1243,6 +1243,47 @@ async fn a_request_waiting_on_a_slow_origin_is_not_cut_by_the_idle_timeout() {
     );
 }
 
+/// An evil registry, a certificate, a cache directory and a configuration in front of them
+/// with `limits`.
+fn evil_origin(limits: &str) -> (EvilRegistry, TestCert, tempfile::TempDir, String) {
+    let evil = EvilRegistry::start();
+    let cert = TestCert::generate();
+    let cache = temp_dir("odtr-hostile-cache-");
+    let config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    (evil, cert, cache, config)
+}
+
+/// The mirror's download URL of a provider of the evil registry.
+fn package_url(mirror_url: &str, p: &Provider) -> String {
+    format!(
+        "{mirror_url}{}/download/sha256/{}/terraform-provider-{}_{VERSION}_{PLATFORM}.zip",
+        p.address(),
+        p.zip_hex,
+        p.type_name
+    )
+}
+
+/// Starts a download (bounded by `secs`) from a hanging origin and returns once the origin
+/// has its request, and so the download holds the origin's only turn.
+async fn take_the_only_turn(
+    client: &reqwest::Client,
+    evil: &EvilRegistry,
+    url: String,
+    secs: u64,
+) -> tokio::task::JoinHandle<Got> {
+    let client = client.clone();
+    let download = tokio::spawn(async move { get(&client, &url, Duration::from_secs(secs)).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evil.requests_matching(&["/blobs/"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging origin was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    download
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_origin_does_not_hold_up_another_origins_downloads() {
     // One download at a time per origin; the first origin sends its headers at a byte a
@@ -1262,29 +1303,8 @@ async fn a_hanging_origin_does_not_hold_up_another_origins_downloads() {
     let hanging = evil.add("hangs", 1, Fault::BlobDripHeaders);
     let fine = good.add("fine", 2, Fault::Good);
     let mirror_url = server.mirror_url();
-    let hanging_url = format!(
-        "{mirror_url}{}/download/sha256/{}/terraform-provider-hangs_{VERSION}_{PLATFORM}.zip",
-        hanging.address(),
-        hanging.zip_hex
-    );
-    let stuck_client = client.clone();
-    let stuck =
-        tokio::spawn(async move { get(&stuck_client, &hanging_url, Duration::from_secs(5)).await });
-    // Until the hanging origin has the request (and so the turn).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while evil.requests_matching(&["/blobs/"]).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the hanging origin was never asked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let fine_url = format!(
-        "{}{}/download/sha256/{}/terraform-provider-fine_{VERSION}_{PLATFORM}.zip",
-        mirror_url.replace("/mirror/", "/other/"),
-        fine.address(),
-        fine.zip_hex
-    );
+    let stuck = take_the_only_turn(&client, &evil, package_url(&mirror_url, &hanging), 5).await;
+    let fine_url = package_url(&mirror_url.replace("/mirror/", "/other/"), &fine);
     let got = get(&client, &fine_url, Duration::from_secs(10)).await;
     assert!(
         got.is_exactly(&fine.zip),
@@ -1305,11 +1325,7 @@ async fn warm_keeps_resolving_requirements_while_every_download_slot_is_busy() {
     // slot for 4 s; the second resolves in 0.6 s and takes the other slot for 4 s; the third
     // resolves meanwhile, each of its origin answers coming after 0.5 s, and each must be read
     // within the 2 s metadata timeout even while both slots are busy.
-    let limits = "  origin_metadata_timeout = \"2s\"";
-    let evil = EvilRegistry::start();
-    let cert = TestCert::generate();
-    let cache = temp_dir("odtr-hostile-warm-");
-    let config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    let (evil, _cert, cache, config) = evil_origin("  origin_metadata_timeout = \"2s\"");
     let delayed = |metadata_ms: u64, blob_ms: u64| Fault::Delayed {
         metadata: Duration::from_millis(metadata_ms),
         blob: Duration::from_millis(blob_ms),
@@ -1351,37 +1367,20 @@ async fn waiting_for_a_download_turn_counts_against_the_download_time_limit() {
     // One turn for the origin, taken by a download whose headers drip; a second one, from the
     // same origin and just as slow, waits for the turn. Its whole time, waiting included,
     // stays within origin_fetch_timeout: the wait does not come on top of it.
-    let limits = "  max_origin_fetches = 1\n  origin_fetch_timeout = \"3s\"";
-    let evil = EvilRegistry::start();
-    let cert = TestCert::generate();
-    let cache = temp_dir("odtr-hostile-cache-");
-    let config = config_for(&cert, &evil.url(), cache.path(), "", limits);
+    let (evil, cert, _cache, config) =
+        evil_origin("  max_origin_fetches = 1\n  origin_fetch_timeout = \"3s\"");
     let server = Server::start(&config);
     let client = https_client(&cert);
     let first = evil.add("hangs", 1, Fault::BlobDripHeaders);
     let queued = evil.add("hangstoo", 2, Fault::BlobDripHeaders);
-    let url = |p: &Provider| {
-        format!(
-            "{}{}/download/sha256/{}/terraform-provider-{}_{VERSION}_{PLATFORM}.zip",
-            server.mirror_url(),
-            p.address(),
-            p.zip_hex,
-            p.type_name
-        )
-    };
-    let (first_url, queued_url) = (url(&first), url(&queued));
-    let first_client = client.clone();
-    let first =
-        tokio::spawn(async move { get(&first_client, &first_url, Duration::from_secs(20)).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while evil.requests_matching(&["/blobs/"]).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the hanging origin was never asked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = get(&client, &queued_url, Duration::from_secs(20)).await;
+    let mirror_url = server.mirror_url();
+    let first = take_the_only_turn(&client, &evil, package_url(&mirror_url, &first), 20).await;
+    let got = get(
+        &client,
+        &package_url(&mirror_url, &queued),
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(
         got.status == 504 || got.status == 503,
         "queued download: {} {:?} {}",
