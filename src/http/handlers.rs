@@ -18,6 +18,12 @@ use crate::provider::ProviderAddress;
 pub async fn handle<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> Response<Body> {
     if role.serves_mirrors() && hot_candidate(&req) {
         if let Some(resp) = state.hot.get(req.uri().path(), hot_sources(&state)) {
+            // Counted as the fresh metadata hit it stands for.
+            state
+                .meta
+                .counters
+                .fresh
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return resp;
         }
     }
@@ -170,24 +176,38 @@ async fn index<B>(
     let doc = m.index(addr, &cred).await?;
     let body =
         bytes::Bytes::from(serde_json::to_vec(&doc.value).expect("documents always serialise"));
-    remember_hot(state, m, req, "index", &body, doc.age, doc.stale, sources);
+    let built = Built {
+        age: doc.age,
+        stale: doc.stale,
+        anonymous: doc.anonymous,
+        sources,
+    };
+    remember_hot(state, m, req, "index", &body, built);
     Ok(json_response(m, &cred, body, doc.age, doc.stale))
 }
 
-/// Keeps a fresh anonymous answer ready for the next identical request. `sources` were read
-/// before the answer was built, so a change while building makes it unusable, never wrong.
-#[allow(clippy::too_many_arguments)]
+/// What an answer was built from.
+struct Built {
+    age: Duration,
+    stale: bool,
+    anonymous: bool,
+    /// Read before the answer was built, so a change while building makes it unusable,
+    /// never wrong.
+    sources: super::hot::Sources,
+}
+
+/// Keeps a fresh answer to an anonymous request ready for the next identical one, if it was
+/// built only from what the origin gives without a credential (anything fetched with one is
+/// shown only while a credential is accepted, which a ready answer does not re-check).
 fn remember_hot<B>(
     state: &AppState,
     m: &MirrorService,
     req: &Request<B>,
     label: &'static str,
     body: &bytes::Bytes,
-    age: Duration,
-    stale: bool,
-    sources: super::hot::Sources,
+    built: Built,
 ) {
-    if stale || !hot_candidate(req) || m.seals_urls() {
+    if built.stale || !built.anonymous || !hot_candidate(req) || m.seals_urls() {
         return;
     }
     let freshness = &m.config.freshness;
@@ -196,10 +216,9 @@ fn remember_hot<B>(
         label,
         body.clone(),
         m.json_cache_control(&Credential::Anonymous),
-        age,
+        built.age,
         freshness.index_max_age,
-        freshness.auth_ttl,
-        sources,
+        built.sources,
     );
 }
 
@@ -214,16 +233,13 @@ async fn version_json<B>(
     let cred = client_credential(req);
     let sources = hot_sources(state);
     let body = m.version_json(addr, version, &cred).await?;
-    remember_hot(
-        state,
-        m,
-        req,
-        "version",
-        &body.value,
-        body.age,
-        body.stale,
+    let built = Built {
+        age: body.age,
+        stale: body.stale,
+        anonymous: body.anonymous,
         sources,
-    );
+    };
+    remember_hot(state, m, req, "version", &body.value, built);
     Ok(json_response(m, &cred, body.value, body.age, body.stale))
 }
 

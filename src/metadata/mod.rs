@@ -52,6 +52,9 @@ pub struct Cached<T> {
     pub age: Duration,
     /// Served past `index_max_age` (while revalidating, or because the origin failed).
     pub stale: bool,
+    /// Built only from answers the origin gave without a credential: anyone may have it, at
+    /// any time (what was fetched with a credential is only shown while one is accepted).
+    pub anonymous: bool,
 }
 
 /// What is kept per key. `value: None` records a "not found".
@@ -237,6 +240,7 @@ impl MetadataCache {
             value: (digest, body.parsed.clone()),
             age: doc.age,
             stale: doc.stale,
+            anonymous: doc.anonymous,
         })
     }
 
@@ -249,8 +253,8 @@ impl MetadataCache {
         cred: &Credential,
         policy: &FreshnessPolicy,
     ) -> Result<Cached<(Digest, Arc<ManifestBody>)>, MetadataError> {
-        let (digest, age, stale, tag_key) = match Digest::parse(reference) {
-            Some(d) => (d, Duration::ZERO, false, None),
+        let (digest, age, stale, tag_anonymous, tag_key) = match Digest::parse(reference) {
+            Some(d) => (d, Duration::ZERO, false, true, None),
             None => {
                 let q = Query::new(
                     registry,
@@ -259,7 +263,7 @@ impl MetadataCache {
                 );
                 let key = q.key();
                 let d = self.lookup::<Digest>(q, cred, policy).await?;
-                ((*d.value).clone(), d.age, d.stale, Some(key))
+                ((*d.value).clone(), d.age, d.stale, d.anonymous, Some(key))
             }
         };
         let q = Query::new(registry, repository, QueryKind::Manifest(digest.clone()));
@@ -275,6 +279,7 @@ impl MetadataCache {
             value: (digest, body.value),
             age,
             stale,
+            anonymous: tag_anonymous && body.anonymous,
         })
     }
 
@@ -293,6 +298,7 @@ impl MetadataCache {
             value: body.value.parsed.clone(),
             age: body.age,
             stale: false,
+            anonymous: body.anonymous,
         })
     }
 
@@ -434,8 +440,9 @@ impl MetadataCache {
         for (key, bytes) in &stale {
             // Only if unchanged since the scan: a request may have just refreshed it.
             match self.index.remove_metadata_if_unchanged(key, bytes) {
+                // Answers are built from found entries only: dropping "not found" ones
+                // changes none of them.
                 Ok(true) => {
-                    self.changed();
                     let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
                     if let Some((weight, _)) = mem.entries.remove(key) {
                         mem.bytes -= weight;
@@ -451,7 +458,6 @@ impl MetadataCache {
 
     /// Drops an entry, in memory and on disk.
     fn forget(&self, key: &str) {
-        self.changed();
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
         if let Some((weight, _)) = mem.entries.remove(key) {
             mem.bytes -= weight;
@@ -460,6 +466,8 @@ impl MetadataCache {
         if let Err(e) = self.index.remove_metadata(key) {
             tracing::warn!(error = %e, "cannot drop cached metadata");
         }
+        // After the removal: whoever reads the new epoch no longer finds the entry.
+        self.changed();
     }
 
     fn store<T: Cacheable>(&self, key: &str, entry: Entry<T>) -> Arc<Entry<T>> {
@@ -468,6 +476,14 @@ impl MetadataCache {
             anonymous: entry.anonymous,
             value: entry.value.as_ref().map(T::to_stored),
         };
+        // Answers are built from entries that exist: only replacing one with something else
+        // (another value, or the same one under other access) can change them. A revalidation
+        // that found nothing new, or a first answer for a key, changes none.
+        let changes_answers = self.load::<T>(key).is_some_and(|old| {
+            old.anonymous != entry.anonymous
+                || serde_json::to_vec(&old.value.as_ref().map(T::to_stored)).ok()
+                    != serde_json::to_vec(&stored.value).ok()
+        });
         if let Ok(bytes) = serde_json::to_vec(&stored) {
             if let Err(e) = self.index.put_metadata(key, &bytes) {
                 tracing::warn!(error = %e, "cannot persist cached metadata");
@@ -475,7 +491,9 @@ impl MetadataCache {
         }
         let entry = Arc::new(entry);
         self.remember(key, entry.clone());
-        self.changed();
+        if changes_answers {
+            self.changed();
+        }
         entry
     }
 
@@ -687,6 +705,7 @@ fn entry_result<T>(q: &Query, e: &Entry<T>, stale: bool) -> Result<Cached<Arc<T>
             value: v.clone(),
             age,
             stale,
+            anonymous: e.anonymous,
         }),
         None => Err(MetadataError::NotFound(q.describe())),
     }

@@ -151,14 +151,14 @@ impl MirrorService {
         }
     }
 
-    /// The `Cache-Control` of this mirror's JSON documents for a client, stating the
-    /// freshness policy. Answers depend on the client's credential (and shared caches must
-    /// not keep them) when URLs are sealed or the client sent one, unless the mirror is public.
     /// Whether its documents carry download URLs sealed for the asking client.
     pub fn seals_urls(&self) -> bool {
         self.access.sealed_urls()
     }
 
+    /// The `Cache-Control` of this mirror's JSON documents for a client, stating the
+    /// freshness policy. Answers depend on the client's credential (and shared caches must
+    /// not keep them) when URLs are sealed or the client sent one, unless the mirror is public.
     pub fn json_cache_control(&self, client: &Credential) -> http::HeaderValue {
         let private = self.access.answers_are_private()
             || (!matches!(self.access, MirrorAccess::Public { .. })
@@ -294,6 +294,7 @@ impl MirrorService {
             value: IndexDocument { versions },
             age: tags.age,
             stale: tags.stale,
+            anonymous: tags.anonymous,
         })
     }
 
@@ -362,6 +363,7 @@ impl MirrorService {
             value: (digest.clone(), packages),
             age: m.age,
             stale: m.stale,
+            anonymous: m.anonymous,
         })
     }
 
@@ -424,6 +426,7 @@ impl MirrorService {
                         value: body.clone(),
                         age: p.age,
                         stale: p.stale,
+                        anonymous: p.anonymous,
                     });
                 }
             }
@@ -448,6 +451,7 @@ impl MirrorService {
             value: body,
             age: p.age,
             stale: p.stale,
+            anonymous: p.anonymous,
         })
     }
 

@@ -139,6 +139,7 @@ impl ModuleRegistry {
             },
             age: tags.age,
             stale: tags.stale,
+            anonymous: tags.anonymous,
         })
     }
 
@@ -167,6 +168,7 @@ impl ModuleRegistry {
             value: digest,
             age: m.age,
             stale: m.stale,
+            anonymous: m.anonymous,
         })
     }
 

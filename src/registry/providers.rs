@@ -267,6 +267,7 @@ impl ProviderRegistry {
             value: VersionsDocument { versions: list },
             age: tags.age,
             stale: tags.stale || unavailable.is_some(),
+            anonymous: tags.anonymous,
         })
     }
 
@@ -365,6 +366,7 @@ impl ProviderRegistry {
             },
             age: m.age,
             stale: m.stale,
+            anonymous: m.anonymous,
         })
     }
 
