@@ -141,13 +141,23 @@ pub(super) fn json_response(
     age: Duration,
     stale: bool,
 ) -> Response<Body> {
+    json_answer(body, m.json_cache_control(client), age, stale)
+}
+
+/// [`json_response`] with its `Cache-Control` already chosen (ready answers keep theirs).
+pub(super) fn json_answer(
+    body: bytes::Bytes,
+    cache_control: HeaderValue,
+    age: Duration,
+    stale: bool,
+) -> Response<Body> {
     let mut resp = Response::new(full(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(header::CACHE_CONTROL, m.json_cache_control(client));
+    h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(header::AGE, HeaderValue::from(age.as_secs()));
     resp.extensions_mut().insert(if stale {
         CacheOutcome::Stale
@@ -176,38 +186,26 @@ async fn index<B>(
     let doc = m.index(addr, &cred).await?;
     let body =
         bytes::Bytes::from(serde_json::to_vec(&doc.value).expect("documents always serialise"));
-    let built = Built {
-        age: doc.age,
-        stale: doc.stale,
-        anonymous: doc.anonymous,
-        sources,
-    };
-    remember_hot(state, m, req, "index", &body, built);
+    remember_hot(state, m, req, "index", &body, &doc, sources);
     Ok(json_response(m, &cred, body, doc.age, doc.stale))
 }
 
-/// What an answer was built from.
-struct Built {
-    age: Duration,
-    stale: bool,
-    anonymous: bool,
-    /// Read before the answer was built, so a change while building makes it unusable,
-    /// never wrong.
-    sources: super::hot::Sources,
-}
-
-/// Keeps a fresh answer to an anonymous request ready for the next identical one, if it was
-/// built only from what the origin gives without a credential (anything fetched with one is
-/// shown only while a credential is accepted, which a ready answer does not re-check).
-fn remember_hot<B>(
+/// Keeps a fresh answer (`body`, the document `doc` serialised) to an anonymous request ready
+/// for the next identical one, if it was built only from what the origin gives without a
+/// credential (anything fetched with one is shown only while a credential is accepted, which
+/// a ready answer does not re-check). `sources` were read before the answer was built, so a
+/// change while building makes it unusable, never wrong.
+#[allow(clippy::too_many_arguments)]
+fn remember_hot<B, T>(
     state: &AppState,
     m: &MirrorService,
     req: &Request<B>,
     label: &'static str,
     body: &bytes::Bytes,
-    built: Built,
+    doc: &crate::metadata::Cached<T>,
+    sources: super::hot::Sources,
 ) {
-    if built.stale || !built.anonymous || !hot_candidate(req) || m.seals_urls() {
+    if doc.stale || !doc.anonymous || !hot_candidate(req) || m.seals_urls() {
         return;
     }
     let freshness = &m.config.freshness;
@@ -216,9 +214,9 @@ fn remember_hot<B>(
         label,
         body.clone(),
         m.json_cache_control(&Credential::Anonymous),
-        built.age,
+        doc.age,
         freshness.index_max_age,
-        built.sources,
+        sources,
     );
 }
 
@@ -233,13 +231,7 @@ async fn version_json<B>(
     let cred = client_credential(req);
     let sources = hot_sources(state);
     let body = m.version_json(addr, version, &cred).await?;
-    let built = Built {
-        age: body.age,
-        stale: body.stale,
-        anonymous: body.anonymous,
-        sources,
-    };
-    remember_hot(state, m, req, "version", &body.value, built);
+    remember_hot(state, m, req, "version", &body.value, &body, sources);
     Ok(json_response(m, &cred, body.value, body.age, body.stale))
 }
 

@@ -16,11 +16,10 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response};
+use http::{HeaderValue, Response};
 
-use super::body::{full, Body};
-use super::handlers::RouteLabel;
-use super::metrics::CacheOutcome;
+use super::body::Body;
+use super::handlers::{json_answer, RouteLabel};
 
 /// The longest an answer is reused without the slow path running again.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
@@ -83,18 +82,12 @@ impl HotResponses {
         if r.sources != sources || now >= r.until {
             return None;
         }
-        let mut resp = Response::new(full(r.body.clone()));
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let mut resp = json_answer(
+            r.body.clone(),
+            r.cache_control.clone(),
+            now.saturating_duration_since(r.fetched),
+            false,
         );
-        h.insert(header::CACHE_CONTROL, r.cache_control.clone());
-        h.insert(
-            header::AGE,
-            HeaderValue::from(now.saturating_duration_since(r.fetched).as_secs()),
-        );
-        resp.extensions_mut().insert(CacheOutcome::Hit);
         resp.extensions_mut().insert(RouteLabel(r.label));
         Some(resp)
     }
@@ -163,6 +156,7 @@ impl HotResponses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     const SOURCES: Sources = Sources {
         metadata_epoch: 1,

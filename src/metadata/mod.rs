@@ -141,8 +141,8 @@ pub struct MetadataCache {
     hash_key: [u8; 32],
     pub(crate) hot: refresh::HotSet,
     pub counters: Counters,
-    /// Bumped whenever an entry is stored or dropped: answers built from cached metadata
-    /// are reusable while it stays the same.
+    /// Bumped whenever a cached value is replaced by another or dropped: answers built from
+    /// cached metadata are reusable while it stays the same.
     epoch: std::sync::atomic::AtomicU64,
 }
 
@@ -194,7 +194,7 @@ impl MetadataCache {
         })
     }
 
-    /// Changes whenever any entry is stored or dropped.
+    /// Changes whenever a cached value is replaced by another or dropped.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -443,10 +443,7 @@ impl MetadataCache {
                 // Answers are built from found entries only: dropping "not found" ones
                 // changes none of them.
                 Ok(true) => {
-                    let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
-                    if let Some((weight, _)) = mem.entries.remove(key) {
-                        mem.bytes -= weight;
-                    }
+                    self.drop_from_memory(key);
                     purged += 1;
                 }
                 Ok(false) => {}
@@ -456,13 +453,16 @@ impl MetadataCache {
         purged
     }
 
-    /// Drops an entry, in memory and on disk.
-    fn forget(&self, key: &str) {
+    fn drop_from_memory(&self, key: &str) {
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
         if let Some((weight, _)) = mem.entries.remove(key) {
             mem.bytes -= weight;
         }
-        drop(mem);
+    }
+
+    /// Drops an entry, in memory and on disk.
+    fn forget(&self, key: &str) {
+        self.drop_from_memory(key);
         if let Err(e) = self.index.remove_metadata(key) {
             tracing::warn!(error = %e, "cannot drop cached metadata");
         }
