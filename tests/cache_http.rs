@@ -182,12 +182,28 @@ async fn check(
     );
 }
 
-async fn every_case_cold_and_warm(proxy_packages: bool, http1: bool) {
-    let fx = CacheFixture::start(proxy_packages, "1GiB");
-    let client = if http1 {
-        https_client_http1(&fx.cert)
-    } else {
-        fx.client.clone()
+/// How the client reaches the server.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    /// HTTPS, HTTP/2 by ALPN.
+    Https,
+    HttpsHttp1,
+    /// Plain HTTP/1.1: cached packages go out with sendfile.
+    PlainHttp,
+}
+
+fn fixture(transport: Transport, proxy_packages: bool, max_size: &str) -> CacheFixture {
+    match transport {
+        Transport::PlainHttp => CacheFixture::start_plain_http(proxy_packages, max_size),
+        Transport::Https | Transport::HttpsHttp1 => CacheFixture::start(proxy_packages, max_size),
+    }
+}
+
+async fn every_case_cold_and_warm(proxy_packages: bool, transport: Transport) {
+    let fx = fixture(transport, proxy_packages, "1GiB");
+    let client = match transport {
+        Transport::HttpsHttp1 => https_client_http1(&fx.cert),
+        Transport::Https | Transport::PlainHttp => fx.client.clone(),
     };
     // One package (digest) per case, so every case meets a cold package first.
     let mut packages = Vec::new();
@@ -228,17 +244,22 @@ async fn every_case_cold_and_warm(proxy_packages: bool, http1: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_head_and_validators_on_cold_and_warm_packages() {
-    every_case_cold_and_warm(false, false).await;
+    every_case_cold_and_warm(false, Transport::Https).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_head_and_validators_over_http1() {
-    every_case_cold_and_warm(false, true).await;
+    every_case_cold_and_warm(false, Transport::HttpsHttp1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_head_and_validators_over_plain_http() {
+    every_case_cold_and_warm(false, Transport::PlainHttp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_head_and_validators_with_proxy_packages_are_private() {
-    every_case_cold_and_warm(true, false).await;
+    every_case_cold_and_warm(true, Transport::Https).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,4 +321,142 @@ async fn a_ready_version_answer_gains_the_h1_hash_once_the_package_is_cached() {
             "a later answer lacks a hash: {hashes:?}"
         );
     }
+}
+
+/// Cached packages over plain HTTP go out with sendfile, in frames of 8 MiB: ranges across
+/// frame boundaries, other answers in between on the same kept-alive connection, and
+/// pipelined requests must all get exactly the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
+    const MIB: usize = 1024 * 1024;
+    let fx = CacheFixture::start_plain_http(false, "1GiB");
+    let zip = random_provider_zip("foo", "2.0.0", 20 * MIB, 7);
+    push_seed_layout(
+        &fx.registry,
+        FOO_REPO,
+        "2.0.0",
+        &[(PLATFORM, zip.clone())],
+        None,
+    )
+    .await;
+    let url = fx.archive_url(FOO, "2.0.0", PLATFORM).await;
+    assert!(url.starts_with("http://"), "{url}");
+    let cold = download_hashed(&fx.client, &url, &[]).await;
+    assert!(cold.is_exactly(&zip), "cold: {cold:?}");
+    let hex = sha256_hex(&zip);
+    let cache = fx.cache_dir().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(10), || cache_blob_files(&cache)
+            .iter()
+            .any(|(h, _)| *h == hex)),
+        "package not cached after a full download"
+    );
+    let size = zip.len();
+    let frame = 8 * MIB;
+    // One client, so one kept-alive connection, with answers of every kind in turn.
+    let client = &fx.client;
+    let index = format!(
+        "{}registry.terraform.io/acme/foo/index.json",
+        fx.server.mirror_url()
+    );
+    let ranges: &[(usize, usize)] = &[
+        (frame - 1000, frame + 1000),
+        (100, 2 * frame + 300),
+        (size - 10 * MIB, size - 1),
+        (0, 0),
+        (frame, frame),
+    ];
+    for round in 0..2 {
+        let full = download_hashed(client, &url, &[]).await;
+        assert!(full.is_exactly(&zip), "round {round}: full {full:?}");
+        for &(a, b) in ranges {
+            let got = request(
+                client,
+                reqwest::Method::GET,
+                &url,
+                &[("range", format!("bytes={a}-{b}"))],
+            )
+            .await;
+            assert_eq!(got.status, 206, "round {round} {a}-{b}");
+            assert!(
+                got.body == zip[a..=b],
+                "round {round}: range {a}-{b}: {} bytes, expected {}",
+                got.body.len(),
+                b + 1 - a
+            );
+        }
+        let head = request(client, reqwest::Method::HEAD, &url, &[]).await;
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty());
+        let listing = request(client, reqwest::Method::GET, &index, &[]).await;
+        assert_eq!(
+            listing.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&listing.body)
+        );
+        assert!(serde_json::from_slice::<serde_json::Value>(&listing.body).is_ok());
+    }
+
+    // HTTP/2 without TLS (prior knowledge) is not sent with sendfile; still the same bytes.
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let over_h2c = h2c.get(&url).send().await.unwrap();
+    assert_eq!(over_h2c.version(), reqwest::Version::HTTP_2);
+    assert!(over_h2c.bytes().await.unwrap() == zip, "h2c body differs");
+
+    // Pipelined: three requests written at once, answered in order on one connection.
+    let parsed = url::Url::parse(&url).unwrap();
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let host = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
+    let head = |extra: &str| format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    let wire = format!(
+        "{}{}{}",
+        head(""),
+        head(&format!("Range: bytes={}-{}\r\n", frame - 5, frame + 5)),
+        head("Connection: close\r\n")
+    );
+    let answers = tokio::time::timeout(Duration::from_secs(60), async {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        tcp.write_all(wire.as_bytes()).await.unwrap();
+        let mut r = tokio::io::BufReader::new(tcp);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let mut status = String::new();
+            r.read_line(&mut status).await.unwrap();
+            let mut len = None;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse::<usize>().ok();
+                    }
+                }
+            }
+            let mut body = vec![0u8; len.expect("a content-length")];
+            r.read_exact(&mut body).await.unwrap();
+            answers.push((status.trim().to_owned(), body));
+        }
+        answers
+    })
+    .await
+    .expect("pipelined answers within 60 s");
+    assert_eq!(answers[0].0, "HTTP/1.1 200 OK");
+    assert!(answers[0].1 == zip, "pipelined full body differs");
+    assert_eq!(answers[1].0, "HTTP/1.1 206 Partial Content");
+    assert!(answers[1].1 == zip[frame - 5..=frame + 5]);
+    assert_eq!(answers[2].0, "HTTP/1.1 200 OK");
+    assert!(answers[2].1 == zip, "pipelined last body differs");
 }

@@ -8,6 +8,7 @@ use super::body::{empty, streaming, Body};
 use super::error::ApiError;
 use super::metrics::CacheOutcome;
 use super::range::{choose_range, if_range_allows, none_match, NoneMatch, RangeChoice};
+use super::sendfile::{file_body, FileSender};
 use super::AppState;
 use crate::mirror::{MirrorService, PackageBody};
 use crate::oci::Digest;
@@ -140,11 +141,22 @@ pub async fn serve_blob<B>(
         PackageBody::Cached(blob) => {
             let size = blob.meta.size;
             let file = blob.file;
+            // Only HTTP/1 connections of plain HTTP listeners carry a sender.
+            let sender = (req.version() <= http::Version::HTTP_11)
+                .then(|| req.extensions().get::<FileSender>().cloned())
+                .flatten();
             Ok(with_outcome(
                 CacheOutcome::Hit,
-                ranged(size, range, headers, is_head, move |start, end| {
-                    streaming(file_range(file, start, end))
-                }),
+                ranged(
+                    size,
+                    range,
+                    headers,
+                    is_head,
+                    move |start, end| match sender {
+                        Some(sender) => file_body(sender, file, start, end),
+                        None => streaming(file_range(file, start, end)),
+                    },
+                ),
             ))
         }
         PackageBody::Filling { fill, started } if range.is_some() => {

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
+use super::sendfile::{FileSender, SendfileTcp};
 use super::{serve_one, AppState, Live};
 use crate::config::Limits;
 
@@ -96,7 +97,7 @@ pub async fn accept_loop(
     graceful: &GracefulShutdown,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(http_builder(limits));
+    let builder = Arc::new(http_builder(limits, listener.tls));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (handshake_timeout, idle) = (limits.header_read_timeout, limits.idle_timeout);
     tokio::pin!(shutdown);
@@ -137,6 +138,9 @@ pub async fn accept_loop(
         let role = listener.role;
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        // Plain HTTP/1 answers send cached files with sendfile(2); see `sendfile`.
+        let file_sender = FileSender::new();
+        let plain_sender = acceptor.is_none().then(|| file_sender.clone());
         tokio::spawn(async move {
             let _permit = permit;
             // The handshake and the first request head must both arrive within
@@ -149,8 +153,11 @@ pub async fn accept_loop(
             // us (perhaps for a slow origin), not idling.
             let in_flight = Arc::new(Activity::new());
             let busy = in_flight.clone();
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 seen.store(true, Ordering::Relaxed);
+                if let Some(sender) = &plain_sender {
+                    req.extensions_mut().insert(sender.clone());
+                }
                 let state: Arc<AppState> =
                     live.read().unwrap_or_else(|p| p.into_inner()).state.clone();
                 let busy = busy.clone();
@@ -169,7 +176,7 @@ pub async fn accept_loop(
                     std::future::pending::<()>().await;
                 }
             };
-            let tcp = IdleTimeout::new(tcp, idle, in_flight.clone());
+            let tcp = IdleTimeout::new(SendfileTcp::new(tcp, file_sender), idle, in_flight.clone());
             let serve = async {
                 match acceptor {
                     Some(acceptor) => {
@@ -211,7 +218,7 @@ pub async fn accept_loop(
 /// hyper's HTTP/1 header count limit when none is set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+fn http_builder(limits: &Limits, tls: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -220,6 +227,11 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // A request head larger than the buffer, or with more headers, gets a 431.
         .max_buf_size(limits.max_request_header_bytes.max(8192))
         .keep_alive(true);
+    if !tls {
+        // Body buffers are queued, never copied: a sendfile placeholder must reach the
+        // socket as the very buffer the body gave (see `sendfile`).
+        builder.http1().writev(true);
+    }
     // hyper's own limit is 100 headers, parsed into a stack array; naming any count, even
     // 100, makes it allocate that array on the heap for every request.
     if limits.max_request_headers != HYPER_DEFAULT_MAX_HEADERS {

@@ -11,6 +11,7 @@ mod metrics;
 pub mod range;
 mod registry;
 pub mod router;
+mod sendfile;
 mod v2;
 
 use std::collections::HashMap;

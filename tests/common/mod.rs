@@ -1675,12 +1675,26 @@ pub struct CacheFixture {
 
 impl CacheFixture {
     pub fn start(proxy_packages: bool, max_size: &str) -> CacheFixture {
+        CacheFixture::start_with(true, proxy_packages, max_size)
+    }
+
+    /// Like [`CacheFixture::start`], with the server listening on plain HTTP (where cached
+    /// packages go out with sendfile).
+    pub fn start_plain_http(proxy_packages: bool, max_size: &str) -> CacheFixture {
+        CacheFixture::start_with(false, proxy_packages, max_size)
+    }
+
+    fn start_with(tls: bool, proxy_packages: bool, max_size: &str) -> CacheFixture {
         let registry = Registry::start(RegistryAuth::None);
         let proxy = FaultProxy::start(&registry.url());
         let cert = TestCert::generate();
         let cache = temp_dir("odtr-cache-");
-        let config =
-            cached_mirror_config(&cert, &proxy.url(), proxy_packages, cache.path(), max_size);
+        let origin_url = proxy.url();
+        let mut mirror = MirrorConfig::new(&cert, &origin_url, proxy_packages);
+        if !tls {
+            mirror.cert = None;
+        }
+        let config = with_cache(&mirror.to_hcl(), cache.path(), max_size);
         let server = Server::start(&config);
         let client = https_client(&cert);
         CacheFixture {
