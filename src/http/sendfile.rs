@@ -76,6 +76,14 @@ pub fn file_body(sender: FileSender, file: Arc<File>, start: u64, end: u64) -> B
         let len = usize::try_from(end.saturating_sub(pos)).unwrap_or(usize::MAX);
         let len = len.min(FRAME);
         let next = (len > 0).then(|| {
+            // Start reading the frame from disk now, in the background, so the sendfile
+            // calls that follow find it in the page cache instead of waiting on the disk.
+            let _ = rustix::fs::fadvise(
+                &*file,
+                pos,
+                std::num::NonZeroU64::new(len as u64),
+                rustix::fs::Advice::WillNeed,
+            );
             sender.queue().push_back(Region {
                 file: file.clone(),
                 offset: pos,
