@@ -460,3 +460,138 @@ async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
     assert_eq!(answers[2].0, "HTTP/1.1 200 OK");
     assert!(answers[2].1 == zip, "pipelined last body differs");
 }
+
+/// Hostile and careless clients of the sendfile path: one that stops reading is dropped
+/// after `idle_timeout` having received only correct bytes, and clients that vanish mid-way
+/// leave the server serving everyone else exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_clients_that_stop_reading_or_vanish_get_correct_prefixes_and_harm_nobody() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MIB: usize = 1024 * 1024;
+    let idle_timeout = Duration::from_secs(3);
+    let fx = CacheFixture::start_with(
+        false,
+        false,
+        "1GiB",
+        "\nlimits {\n  idle_timeout = \"3s\"\n}\n",
+    );
+    let zip = random_provider_zip("foo", "3.0.0", 16 * MIB, 11);
+    push_seed_layout(
+        &fx.registry,
+        FOO_REPO,
+        "3.0.0",
+        &[(PLATFORM, zip.clone())],
+        None,
+    )
+    .await;
+    let url = fx.archive_url(FOO, "3.0.0", PLATFORM).await;
+    let warmup = download_hashed(&fx.client, &url, &[]).await;
+    assert!(warmup.is_exactly(&zip), "{warmup:?}");
+    let hex = sha256_hex(&zip);
+    let cache = fx.cache_dir().to_owned();
+    assert!(wait_until(Duration::from_secs(10), || cache_blob_files(
+        &cache
+    )
+    .iter()
+    .any(|(h, _)| *h == hex)));
+    let parsed = url::Url::parse(&url).unwrap();
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", parsed.port().unwrap())
+        .parse()
+        .unwrap();
+    let request = |range: Option<&str>| {
+        let range = range.map_or(String::new(), |r| format!("Range: bytes={r}\r\n"));
+        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n{range}\r\n")
+    };
+    /// Reads a response head; returns it and the body bytes that came with it.
+    async fn read_head(tcp: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+                .await
+                .expect("a response head within 10 s")
+                .expect("read");
+            assert!(n > 0, "closed before the response head");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..p]).into_owned();
+                return (head, got[p + 4..].to_vec());
+            }
+        }
+    }
+
+    // A reader that stops: a tiny receive buffer, the head read, then nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled.write_all(request(None).as_bytes()).await.unwrap();
+    let (head, mut body) = read_head(&mut stalled).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let stalled_at = std::time::Instant::now();
+
+    // Clients that vanish: whole downloads and ranges across frames, dropped mid-way.
+    for i in 0..8 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let range = (i % 2 == 1).then(|| format!("{}-", 8 * MIB - 1000));
+        tcp.write_all(request(range.as_deref()).as_bytes())
+            .await
+            .unwrap();
+        let (head, mut got) = read_head(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 20"), "{head}");
+        let mut buf = vec![0u8; 64 * 1024];
+        while got.len() < (i + 1) * 256 * 1024 {
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+                .await
+                .expect("bytes within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let offset = if range.is_some() { 8 * MIB - 1000 } else { 0 };
+        assert!(
+            got[..] == zip[offset..offset + got.len()],
+            "client {i}: wrong bytes before it vanished"
+        );
+        drop(tcp);
+    }
+    // Everyone else is still served exactly, on fresh and kept-alive connections.
+    for _ in 0..3 {
+        let d = download_hashed(&fx.client, &url, &[]).await;
+        assert!(d.is_exactly(&zip), "after the vanished clients: {d:?}");
+    }
+
+    // The stalled reader is dropped once nothing moved for idle_timeout: reading now gives a
+    // correct prefix, then the close, never the whole package.
+    tokio::time::sleep(
+        (idle_timeout + Duration::from_secs(3)).saturating_sub(stalled_at.elapsed()),
+    )
+    .await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await {
+            Err(_) => break "timeout",
+            Ok(Ok(0)) => break "eof",
+            Ok(Err(_)) => break "error",
+            Ok(Ok(n)) => body.extend_from_slice(&buf[..n]),
+        }
+    };
+    assert_ne!(
+        ended, "timeout",
+        "the stalled connection was neither closed nor continued"
+    );
+    assert!(
+        body.len() < zip.len(),
+        "the stalled connection delivered the whole package: it was never closed"
+    );
+    assert!(
+        body[..] == zip[..body.len()],
+        "the stalled connection delivered wrong bytes"
+    );
+    let stderr = fx.server.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("placeholder"), "{stderr}");
+}

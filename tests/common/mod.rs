@@ -1675,16 +1675,22 @@ pub struct CacheFixture {
 
 impl CacheFixture {
     pub fn start(proxy_packages: bool, max_size: &str) -> CacheFixture {
-        CacheFixture::start_with(true, proxy_packages, max_size)
+        CacheFixture::start_with(true, proxy_packages, max_size, "")
     }
 
     /// Like [`CacheFixture::start`], with the server listening on plain HTTP (where cached
     /// packages go out with sendfile).
     pub fn start_plain_http(proxy_packages: bool, max_size: &str) -> CacheFixture {
-        CacheFixture::start_with(false, proxy_packages, max_size)
+        CacheFixture::start_with(false, proxy_packages, max_size, "")
     }
 
-    fn start_with(tls: bool, proxy_packages: bool, max_size: &str) -> CacheFixture {
+    /// `extra_hcl` is appended to the configuration (e.g. a `limits` block).
+    pub fn start_with(
+        tls: bool,
+        proxy_packages: bool,
+        max_size: &str,
+        extra_hcl: &str,
+    ) -> CacheFixture {
         let registry = Registry::start(RegistryAuth::None);
         let proxy = FaultProxy::start(&registry.url());
         let cert = TestCert::generate();
@@ -1694,7 +1700,7 @@ impl CacheFixture {
         if !tls {
             mirror.cert = None;
         }
-        let config = with_cache(&mirror.to_hcl(), cache.path(), max_size);
+        let config = with_cache(&mirror.to_hcl(), cache.path(), max_size) + extra_hcl;
         let server = Server::start(&config);
         let client = https_client(&cert);
         CacheFixture {
