@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
-use super::sendfile::{FileSender, SendfileTcp};
+use super::sendfile::{self, FileSender, SendfileTcp};
 use super::{serve_one, AppState, Live};
 use crate::config::Limits;
 
@@ -140,7 +140,8 @@ pub async fn accept_loop(
         let watcher = graceful.watcher();
         // Plain HTTP/1 answers send cached files with sendfile(2); see `sendfile`.
         let file_sender = FileSender::new();
-        let plain_sender = acceptor.is_none().then(|| file_sender.clone());
+        let plain_sender = (sendfile::SUPPORTED && !listener.tls && acceptor.is_none())
+            .then(|| file_sender.clone());
         tokio::spawn(async move {
             let _permit = permit;
             // The handshake and the first request head must both arrive within
