@@ -323,26 +323,26 @@ async fn a_ready_version_answer_gains_the_h1_hash_once_the_package_is_cached() {
     }
 }
 
-/// Cached packages over plain HTTP go out with sendfile, in frames of 8 MiB: ranges across
-/// frame boundaries, other answers in between on the same kept-alive connection, and
-/// pipelined requests must all get exactly the right bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
-    const MIB: usize = 1024 * 1024;
-    let fx = CacheFixture::start_plain_http(false, "1GiB");
-    let zip = random_provider_zip("foo", "2.0.0", 20 * MIB, 7);
+/// A random package of `mib` MiB published as `version` and brought into the cache by one
+/// full download; returns it and its download URL.
+async fn cached_package(
+    fx: &CacheFixture,
+    version: &str,
+    mib: usize,
+    seed: u64,
+) -> (Vec<u8>, String) {
+    let zip = random_provider_zip("foo", version, mib * 1024 * 1024, seed);
     push_seed_layout(
         &fx.registry,
         FOO_REPO,
-        "2.0.0",
+        version,
         &[(PLATFORM, zip.clone())],
         None,
     )
     .await;
-    let url = fx.archive_url(FOO, "2.0.0", PLATFORM).await;
-    assert!(url.starts_with("http://"), "{url}");
-    let cold = download_hashed(&fx.client, &url, &[]).await;
-    assert!(cold.is_exactly(&zip), "cold: {cold:?}");
+    let url = fx.archive_url(FOO, version, PLATFORM).await;
+    let first = download_hashed(&fx.client, &url, &[]).await;
+    assert!(first.is_exactly(&zip), "first download: {first:?}");
     let hex = sha256_hex(&zip);
     let cache = fx.cache_dir().to_owned();
     assert!(
@@ -351,6 +351,29 @@ async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
             .any(|(h, _)| *h == hex)),
         "package not cached after a full download"
     );
+    (zip, url)
+}
+
+/// The request target (path and query) and `host:port` of `url`, for raw requests.
+fn target_and_host(url: &str) -> (String, String) {
+    let parsed = url::Url::parse(url).unwrap();
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let host = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
+    (target, host)
+}
+
+/// Cached packages over plain HTTP go out with sendfile, in frames of 8 MiB: ranges across
+/// frame boundaries, other answers in between on the same kept-alive connection, and
+/// pipelined requests must all get exactly the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
+    const MIB: usize = 1024 * 1024;
+    let fx = CacheFixture::start_plain_http(false, "1GiB");
+    let (zip, url) = cached_package(&fx, "2.0.0", 20, 7).await;
+    assert!(url.starts_with("http://"), "{url}");
     let size = zip.len();
     let frame = 8 * MIB;
     // One client, so one kept-alive connection, with answers of every kind in turn.
@@ -410,12 +433,7 @@ async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
     assert!(over_h2c.bytes().await.unwrap() == zip, "h2c body differs");
 
     // Pipelined: three requests written at once, answered in order on one connection.
-    let parsed = url::Url::parse(&url).unwrap();
-    let target = match parsed.query() {
-        Some(q) => format!("{}?{q}", parsed.path()),
-        None => parsed.path().to_owned(),
-    };
-    let host = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap());
+    let (target, host) = target_and_host(&url);
     let head = |extra: &str| format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
     let wire = format!(
         "{}{}{}",
@@ -475,33 +493,9 @@ async fn plain_http_clients_that_stop_reading_or_vanish_get_correct_prefixes_and
         "1GiB",
         "\nlimits {\n  idle_timeout = \"3s\"\n}\n",
     );
-    let zip = random_provider_zip("foo", "3.0.0", 16 * MIB, 11);
-    push_seed_layout(
-        &fx.registry,
-        FOO_REPO,
-        "3.0.0",
-        &[(PLATFORM, zip.clone())],
-        None,
-    )
-    .await;
-    let url = fx.archive_url(FOO, "3.0.0", PLATFORM).await;
-    let warmup = download_hashed(&fx.client, &url, &[]).await;
-    assert!(warmup.is_exactly(&zip), "{warmup:?}");
-    let hex = sha256_hex(&zip);
-    let cache = fx.cache_dir().to_owned();
-    assert!(wait_until(Duration::from_secs(10), || cache_blob_files(
-        &cache
-    )
-    .iter()
-    .any(|(h, _)| *h == hex)));
-    let parsed = url::Url::parse(&url).unwrap();
-    let target = match parsed.query() {
-        Some(q) => format!("{}?{q}", parsed.path()),
-        None => parsed.path().to_owned(),
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", parsed.port().unwrap())
-        .parse()
-        .unwrap();
+    let (zip, url) = cached_package(&fx, "3.0.0", 16, 11).await;
+    let (target, host) = target_and_host(&url);
+    let addr: std::net::SocketAddr = host.parse().unwrap();
     let request = |range: Option<&str>| {
         let range = range.map_or(String::new(), |r| format!("Range: bytes={r}\r\n"));
         format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n{range}\r\n")
