@@ -421,6 +421,23 @@ async fn large_cached_packages_over_plain_http_keep_alive_and_pipelining() {
         assert!(serde_json::from_slice::<serde_json::Value>(&listing.body).is_ok());
     }
 
+    // Every whole download is logged as complete (hyper stops polling a body once its
+    // Content-Length is written, so the body itself never says it ended).
+    let stderr = fx.server.stderr();
+    let whole = format!("bytes={size} ");
+    let logged: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("request") && l.contains(&whole) && l.contains("status=200"))
+        .collect();
+    assert!(
+        logged.len() >= 3,
+        "access lines of whole downloads: {logged:#?}"
+    );
+    assert!(
+        logged.iter().all(|l| l.contains("complete=true")),
+        "whole downloads logged as incomplete: {logged:#?}"
+    );
+
     // HTTP/2 without TLS (prior knowledge) is not sent with sendfile; still the same bytes.
     let h2c = reqwest::Client::builder()
         .no_proxy()

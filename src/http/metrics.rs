@@ -368,6 +368,9 @@ pub struct LoggedBody {
     entry: Option<AccessEntry>,
     metrics: std::sync::Arc<Metrics>,
     completed: bool,
+    /// The declared `Content-Length`: hyper stops polling a body once that much is written,
+    /// so a streamed body never gets to say it ended.
+    expected: Option<u64>,
     /// The connection's count of requests in progress, given back when the body is done.
     in_flight: Option<std::sync::Arc<super::listener::Activity>>,
 }
@@ -381,7 +384,12 @@ impl LoggedBody {
     }
 
     /// Not boxed again: hyper takes this type as it is.
-    pub fn wrap(inner: Body, entry: AccessEntry, metrics: std::sync::Arc<Metrics>) -> LoggedBody {
+    pub fn wrap(
+        inner: Body,
+        entry: AccessEntry,
+        expected: Option<u64>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> LoggedBody {
         if entry.is_download {
             metrics.in_flight_downloads.fetch_add(1, Relaxed);
         }
@@ -391,6 +399,7 @@ impl LoggedBody {
             entry: Some(entry),
             metrics,
             completed: false,
+            expected,
             in_flight: None,
         }
     }
@@ -454,7 +463,7 @@ impl HttpBody for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.inner.is_end_stream() || self.expected == Some(self.sent) {
             self.completed = true;
         }
         self.finish();

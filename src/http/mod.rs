@@ -437,10 +437,14 @@ async fn serve_one<B>(
         started,
         is_download: route == "download",
     };
+    let expected = (entry.method != http::Method::HEAD)
+        .then(|| resp.headers().get(http::header::CONTENT_LENGTH))
+        .flatten()
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let (parts, body) = resp.into_parts();
     http::Response::from_parts(
         parts,
-        metrics::LoggedBody::wrap(body, entry, state.metrics.clone()),
+        metrics::LoggedBody::wrap(body, entry, expected, state.metrics.clone()),
     )
 }
 
