@@ -337,3 +337,39 @@ async fn one_refresh_per_expiry_under_concurrency() {
         "(tag-list GETs, tag HEADs) per round of 50 concurrent requests on an expired entry: {rounds:?}"
     );
 }
+
+/// A tag never looked up before costs one `GET` of the manifest by tag (its digest and its
+/// document in one answer), not a `HEAD` and then a `GET` by digest; once it expires, a
+/// `HEAD` revalidates it and the manifest is not fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_tag_costs_one_manifest_get_and_revalidation_one_head() {
+    let f = MetaFixture::start(RegistryAuth::None, false, POLICY, "");
+    push_foo(&f, "1.0.0").await;
+    let mark = f.proxy.request_mark();
+    f.get(&f.index_url(FOO), None).await.expect_status(200);
+    let version_url = f.version_url(FOO, "1.0.0");
+    let first = f.get(&version_url, None).await;
+    first.expect_status(200);
+    let manifests = f.proxy.requests_since_matching(mark, &["/manifests/"]);
+    assert_eq!(
+        manifests.len(),
+        1,
+        "origin manifest requests for a cold VERSION.json: {manifests:?}"
+    );
+    assert!(
+        manifests[0].starts_with("GET ") && manifests[0].contains("/manifests/1.0.0"),
+        "{manifests:?}"
+    );
+    // Past index_max_age (3 s): one HEAD revalidates the tag, nothing else.
+    std::thread::sleep(Duration::from_millis(3300));
+    let mark = f.proxy.request_mark();
+    let again = f.get(&version_url, None).await;
+    again.expect_status(200);
+    assert_eq!(again.body, first.body, "the answer after revalidation");
+    std::thread::sleep(Duration::from_millis(500));
+    let manifests = f.proxy.requests_since_matching(mark, &["/manifests/"]);
+    assert!(
+        manifests.len() == 1 && manifests[0].starts_with("HEAD "),
+        "origin manifest requests when the tag expired: {manifests:?}"
+    );
+}

@@ -262,8 +262,17 @@ impl MetadataCache {
                     QueryKind::TagDigest(reference.to_owned()),
                 );
                 let key = q.key();
-                let d = self.lookup::<Digest>(q, cred, policy).await?;
-                ((*d.value).clone(), d.age, d.stale, d.anonymous, Some(key))
+                let d = self.lookup::<TagTarget>(q, cred, policy).await?;
+                if let Some(body) = &d.value.fetched {
+                    self.seed_manifest(registry, repository, &d.value.digest, body, d.anonymous);
+                }
+                (
+                    d.value.digest.clone(),
+                    d.age,
+                    d.stale,
+                    d.anonymous,
+                    Some(key),
+                )
             }
         };
         let q = Query::new(registry, repository, QueryKind::Manifest(digest.clone()));
@@ -281,6 +290,30 @@ impl MetadataCache {
             stale,
             anonymous: tag_anonymous && body.anonymous,
         })
+    }
+
+    /// Keeps a manifest fetched by tag as the entry for its digest, unless there is one: the
+    /// same answer the origin would give (verified against the digest), under the same access
+    /// (`anonymous` is the tag entry's, fetched with the same credential).
+    fn seed_manifest(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        digest: &Digest,
+        body: &Arc<ManifestBody>,
+        anonymous: bool,
+    ) {
+        let key = Query::new(registry, repository, QueryKind::Manifest(digest.clone())).key();
+        if self.load::<ManifestBody>(&key).is_none() {
+            self.store(
+                &key,
+                Entry {
+                    fetched_at: now_millis(),
+                    anonymous,
+                    value: Some(body.clone()),
+                },
+            );
+        }
     }
 
     /// A manifest by digest (immutable, verified against its digest when fetched).
@@ -781,16 +814,38 @@ impl Cacheable for Vec<String> {
     }
 }
 
-impl Cacheable for Digest {
+/// What a tag points at: a manifest digest, and, right after a first fetch by `GET`, the
+/// manifest itself, which spares the `GET` by digest that would follow.
+#[derive(Clone)]
+pub(crate) struct TagTarget {
+    digest: Digest,
+    /// In memory only; never after a `HEAD`.
+    fetched: Option<Arc<ManifestBody>>,
+}
+
+impl PartialEq for TagTarget {
+    fn eq(&self, other: &TagTarget) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Cacheable for TagTarget {
     type Stored = Digest;
+    fn weight(&self) -> usize {
+        64 + self.fetched.as_ref().map_or(0, |m| m.weight())
+    }
     fn to_stored(v: &Arc<Self>) -> Self::Stored {
-        (**v).clone()
+        v.digest.clone()
     }
     fn from_stored(s: Self::Stored) -> Option<Arc<Self>> {
-        Some(Arc::new(s))
+        Some(Arc::new(TagTarget {
+            digest: s,
+            fetched: None,
+        }))
     }
-    /// Revalidation is a `HEAD` comparing `Docker-Content-Digest`: an unchanged tag costs
-    /// one small request. A first fetch (or a registry that does not say) is a `GET`.
+    /// A first fetch is a `GET`: the digest and the document in one request. Revalidation
+    /// is a `HEAD` comparing `Docker-Content-Digest`, so an unchanged tag costs one small
+    /// request (a `GET` if the registry does not say).
     fn fetch<'a>(
         client: &'a OciClient,
         q: &'a Query,
@@ -799,22 +854,38 @@ impl Cacheable for Digest {
     ) -> BoxFuture<'a, Result<Fetched<Self>, OciError>> {
         async move {
             let QueryKind::TagDigest(tag) = &q.kind else {
-                unreachable!("Digest entries are tag lookups")
+                unreachable!("TagTarget entries are tag lookups")
             };
-            if let Some(now) = client
-                .manifest_digest(&q.registry, &q.repository, tag, cred)
-                .await?
-            {
-                return Ok(if prev == Some(&now) {
-                    Fetched::Unchanged
-                } else {
-                    Fetched::New(now)
-                });
+            if let Some(prev) = prev {
+                if let Some(now) = client
+                    .manifest_digest(&q.registry, &q.repository, tag, cred)
+                    .await?
+                {
+                    return Ok(if now == prev.digest {
+                        Fetched::Unchanged
+                    } else {
+                        Fetched::New(TagTarget {
+                            digest: now,
+                            fetched: None,
+                        })
+                    });
+                }
             }
-            let m = client
+            let FetchedManifest {
+                body,
+                manifest,
+                digest,
+                ..
+            } = client
                 .get_manifest(&q.registry, &q.repository, tag, cred)
                 .await?;
-            Ok(Fetched::New(m.digest))
+            Ok(Fetched::New(TagTarget {
+                digest,
+                fetched: Some(Arc::new(ManifestBody {
+                    raw: body.to_vec(),
+                    parsed: Arc::new(manifest),
+                })),
+            }))
         }
         .boxed()
     }
@@ -886,23 +957,28 @@ mod tests {
         let client = Arc::new(OciClient::new(crate::oci::ClientOptions::default()).unwrap());
         let cache = MetadataCache::new(client, Index::open(&dir.path().join("i")).unwrap(), false);
         let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
-        let entry = |fetched_at, value: Option<Digest>| Entry {
+        let entry = |fetched_at, value: Option<TagTarget>| Entry {
             fetched_at,
             anonymous: true,
             value: value.map(Arc::new),
         };
-        cache.store::<Digest>("tag|old-missing", entry(1_000, None));
-        cache.store::<Digest>("tag|new-missing", entry(5_000, None));
-        cache.store::<Digest>("tag|old-found", entry(1_000, Some(digest.clone())));
+        cache.store::<TagTarget>("tag|old-missing", entry(1_000, None));
+        cache.store::<TagTarget>("tag|new-missing", entry(5_000, None));
+        let target = TagTarget {
+            digest: digest.clone(),
+            fetched: None,
+        };
+        cache.store::<TagTarget>("tag|old-found", entry(1_000, Some(target)));
         assert_eq!(cache.purge_negatives(2_000), 1);
-        assert!(cache.load::<Digest>("tag|old-missing").is_none());
-        assert!(cache.load::<Digest>("tag|new-missing").is_some());
+        assert!(cache.load::<TagTarget>("tag|old-missing").is_none());
+        assert!(cache.load::<TagTarget>("tag|new-missing").is_some());
         assert_eq!(
             cache
-                .load::<Digest>("tag|old-found")
+                .load::<TagTarget>("tag|old-found")
                 .unwrap()
                 .value
-                .as_deref(),
+                .as_ref()
+                .map(|t| &t.digest),
             Some(&digest)
         );
         assert_eq!(cache.purge_negatives(2_000), 0);

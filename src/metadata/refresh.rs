@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{MetadataCache, Query, QueryKind};
+use super::{MetadataCache, Query, QueryKind, TagTarget};
 use crate::config::FreshnessPolicy;
-use crate::oci::{Credential, Digest};
+use crate::oci::Credential;
 use crate::store::now_millis;
 
 /// How often the hot set is scanned.
@@ -110,7 +110,7 @@ impl MetadataCache {
                 .load::<Vec<String>>(&key)
                 .map(|e| (e.fetched_at, e.anonymous, e.value.is_none())),
             QueryKind::TagDigest(_) => self
-                .load::<Digest>(&key)
+                .load::<TagTarget>(&key)
                 .map(|e| (e.fetched_at, e.anonymous, e.value.is_none())),
             QueryKind::Manifest(_) => None,
         }
@@ -131,14 +131,14 @@ impl MetadataCache {
                 self.refresh::<Vec<String>>(q, cred, prev).await.map(|_| ())
             }
             QueryKind::TagDigest(_) => {
-                let prev = self.load::<Digest>(&key);
+                let prev = self.load::<TagTarget>(&key);
                 if prev
                     .as_ref()
                     .is_some_and(|p| p.fetched_at > seen_fetched_at)
                 {
                     return; // refreshed since it was found due (by a client's request)
                 }
-                self.refresh::<Digest>(q, cred, prev).await.map(|_| ())
+                self.refresh::<TagTarget>(q, cred, prev).await.map(|_| ())
             }
             QueryKind::Manifest(_) => Ok(()),
         };
