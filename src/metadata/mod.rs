@@ -263,9 +263,6 @@ impl MetadataCache {
                 );
                 let key = q.key();
                 let d = self.lookup::<TagTarget>(q, cred, policy).await?;
-                if let Some(body) = &d.value.fetched {
-                    self.seed_manifest(registry, repository, &d.value.digest, body, d.anonymous);
-                }
                 (
                     d.value.digest.clone(),
                     d.age,
@@ -294,23 +291,27 @@ impl MetadataCache {
 
     /// Keeps a manifest fetched by tag as the entry for its digest, unless there is one: the
     /// same answer the origin would give (verified against the digest), under the same access
-    /// (`anonymous` is the tag entry's, fetched with the same credential).
+    /// (`anonymous`: fetched without a credential).
     fn seed_manifest(
         &self,
-        registry: &Registry,
-        repository: &str,
+        tag: &Query,
         digest: &Digest,
-        body: &Arc<ManifestBody>,
+        body: Arc<ManifestBody>,
         anonymous: bool,
     ) {
-        let key = Query::new(registry, repository, QueryKind::Manifest(digest.clone())).key();
+        let q = Query::new(
+            &tag.registry,
+            &tag.repository,
+            QueryKind::Manifest(digest.clone()),
+        );
+        let key = q.key();
         if self.load::<ManifestBody>(&key).is_none() {
             self.store(
                 &key,
                 Entry {
                     fetched_at: now_millis(),
                     anonymous,
-                    value: Some(body.clone()),
+                    value: Some(body),
                 },
             );
         }
@@ -692,6 +693,7 @@ impl MetadataCache {
                 if prev_value.is_some() {
                     bump(&self.counters.revalidations_changed);
                 }
+                let v = v.settle(self, q, anonymous);
                 self.record_acceptance(q, cred, true);
                 Ok(self.store(
                     &key,
@@ -777,6 +779,11 @@ pub(crate) trait Cacheable: Sized + Send + Sync + 'static {
     fn weight(&self) -> usize {
         64
     }
+    /// A value just fetched, before it is stored under `q`: it may leave parts of itself in
+    /// the cache under other keys; returns what the entry keeps.
+    fn settle(self, _cache: &MetadataCache, _q: &Query, _anonymous: bool) -> Self {
+        self
+    }
     fn fetch<'a>(
         client: &'a OciClient,
         q: &'a Query,
@@ -814,12 +821,13 @@ impl Cacheable for Vec<String> {
     }
 }
 
-/// What a tag points at: a manifest digest, and, right after a first fetch by `GET`, the
-/// manifest itself, which spares the `GET` by digest that would follow.
+/// What a tag points at: a manifest digest, and, from a first fetch by `GET` until it is
+/// stored, the manifest itself, which is kept as the digest's entry and spares the `GET` by
+/// digest that would follow.
 #[derive(Clone)]
 pub(crate) struct TagTarget {
     digest: Digest,
-    /// In memory only; never after a `HEAD`.
+    /// Only between the fetch and [`Cacheable::settle`]; never after a `HEAD`.
     fetched: Option<Arc<ManifestBody>>,
 }
 
@@ -831,8 +839,11 @@ impl PartialEq for TagTarget {
 
 impl Cacheable for TagTarget {
     type Stored = Digest;
-    fn weight(&self) -> usize {
-        64 + self.fetched.as_ref().map_or(0, |m| m.weight())
+    fn settle(mut self, cache: &MetadataCache, q: &Query, anonymous: bool) -> Self {
+        if let Some(body) = self.fetched.take() {
+            cache.seed_manifest(q, &self.digest, body, anonymous);
+        }
+        self
     }
     fn to_stored(v: &Arc<Self>) -> Self::Stored {
         v.digest.clone()
