@@ -198,27 +198,10 @@ mod tests {
         };
         assert!(hot.get("/m/a/1.0.0.json", package_added).is_none());
         // Other spellings of a path are never kept.
-        put(
-            &hot,
-            "/m/A/1.0.0.json",
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        put(
-            &hot,
-            "/m/%61/1.0.0.json",
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        put(
-            &hot,
-            "/m/./a/1.0.0.json",
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        assert!(hot.get("/m/A/1.0.0.json", SOURCES).is_none());
-        assert!(hot.get("/m/%61/1.0.0.json", SOURCES).is_none());
-        assert!(hot.get("/m/./a/1.0.0.json", SOURCES).is_none());
+        for path in ["/m/A/1.0.0.json", "/m/%61/1.0.0.json", "/m/./a/1.0.0.json"] {
+            put(&hot, path, Duration::ZERO, Duration::from_secs(3600));
+            assert!(hot.get(path, SOURCES).is_none(), "{path}");
+        }
         // A slower request built from older sources does not replace a newer answer.
         let newer = Sources {
             metadata_epoch: 5,
