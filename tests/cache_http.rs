@@ -182,6 +182,11 @@ async fn check(
     );
 }
 
+/// Whether the package with sha256 `hex` is among the files in the cache directory `cache`.
+fn is_cached(cache: &std::path::Path, hex: &str) -> bool {
+    cache_blob_files(cache).iter().any(|(h, _)| h == hex)
+}
+
 /// How the client reaches the server.
 #[derive(Debug, Clone, Copy)]
 enum Transport {
@@ -225,7 +230,7 @@ async fn every_case_cold_and_warm(proxy_packages: bool, transport: Transport) {
         let url = fx.archive_url(FOO, version, PLATFORM).await;
         let hex = sha256_hex(zip);
         assert!(
-            !cache_blob_files(&cache).iter().any(|(h, _)| *h == hex),
+            !is_cached(&cache, &hex),
             "{case:?}: package already cached before its first request"
         );
         check(&client, &url, zip, *case, "cold", proxy_packages).await;
@@ -233,9 +238,7 @@ async fn every_case_cold_and_warm(proxy_packages: bool, transport: Transport) {
         let full = download_hashed(&fx.client, &url, &[]).await;
         assert!(full.is_exactly(zip), "{case:?}: full download {full:?}");
         assert!(
-            wait_until(Duration::from_secs(5), || cache_blob_files(&cache)
-                .iter()
-                .any(|(h, _)| *h == hex)),
+            wait_until(Duration::from_secs(5), || is_cached(&cache, &hex)),
             "{case:?}: package not cached after a full download"
         );
         check(&client, &url, zip, *case, "warm", proxy_packages).await;
@@ -290,12 +293,9 @@ async fn a_ready_version_answer_gains_the_h1_hash_once_the_package_is_cached() {
     let url = fx.archive_url(FOO, "1.0.0", PLATFORM).await;
     let got = download_hashed(&fx.client, &url, &[]).await;
     assert!(got.is_exactly(&zip), "{got:?}");
-    let hex = sha256_hex(&zip);
-    let cache = fx.cache_dir().to_owned();
+    let (cache, hex) = (fx.cache_dir().to_owned(), sha256_hex(&zip));
     assert!(
-        wait_until(Duration::from_secs(5), || cache_blob_files(&cache)
-            .iter()
-            .any(|(h, _)| *h == hex)),
+        wait_until(Duration::from_secs(5), || is_cached(&cache, &hex)),
         "package not cached after a full download"
     );
     // The file is in place a moment before its index entry (with the h1:) is: allow that
@@ -343,12 +343,9 @@ async fn cached_package(
     let url = fx.archive_url(FOO, version, PLATFORM).await;
     let first = download_hashed(&fx.client, &url, &[]).await;
     assert!(first.is_exactly(&zip), "first download: {first:?}");
-    let hex = sha256_hex(&zip);
-    let cache = fx.cache_dir().to_owned();
+    let (cache, hex) = (fx.cache_dir().to_owned(), sha256_hex(&zip));
     assert!(
-        wait_until(Duration::from_secs(10), || cache_blob_files(&cache)
-            .iter()
-            .any(|(h, _)| *h == hex)),
+        wait_until(Duration::from_secs(10), || is_cached(&cache, &hex)),
         "package not cached after a full download"
     );
     (zip, url)
