@@ -578,15 +578,7 @@ async fn plain_http_clients_that_stop_reading_or_vanish_get_correct_prefixes_and
         (idle_timeout + Duration::from_secs(3)).saturating_sub(stalled_at.elapsed()),
     )
     .await;
-    let mut buf = vec![0u8; 64 * 1024];
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await {
-            Err(_) => break "timeout",
-            Ok(Ok(0)) => break "eof",
-            Ok(Err(_)) => break "error",
-            Ok(Ok(n)) => body.extend_from_slice(&buf[..n]),
-        }
-    };
+    let ended = read_until_closed(&mut stalled, &mut body, Duration::from_secs(10)).await;
     assert_ne!(
         ended, "timeout",
         "the stalled connection was neither closed nor continued"

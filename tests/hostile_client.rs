@@ -1518,16 +1518,8 @@ async fn a_client_that_stops_reading_is_dropped_after_idle_timeout() {
     // Reading now gets what was buffered, then the close: a correct prefix, never the whole
     // package (that would mean the server was still waiting on us).
     let mut body = received[head_end..].to_vec();
-    let mut buf = vec![0u8; 64 * 1024];
     let read_started = Instant::now();
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
-            Err(_) => break "timeout",
-            Ok(Ok(0)) => break "eof",
-            Ok(Err(_)) => break "error",
-            Ok(Ok(n)) => body.extend_from_slice(&buf[..n]),
-        }
-    };
+    let ended = read_until_closed(&mut tls, &mut body, Duration::from_secs(10)).await;
     eprintln!(
         "  [idle] after the stall: read {} more bytes of {} in {:?}, then {ended}",
         body.len(),
@@ -1555,12 +1547,9 @@ async fn a_client_that_stops_reading_is_dropped_after_idle_timeout() {
         .expect("send");
     let mut got = Vec::new();
     let started = Instant::now();
-    let closed_after = loop {
-        match tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await {
-            Err(_) => break None,
-            Ok(Ok(0)) | Ok(Err(_)) => break Some(started.elapsed()),
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-        }
+    let closed_after = match read_until_closed(&mut tls, &mut got, Duration::from_secs(15)).await {
+        "timeout" => None,
+        _ => Some(started.elapsed()),
     };
     t.tried += 1;
     t.kinds.insert("idle keep-alive connection");

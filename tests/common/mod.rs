@@ -1314,6 +1314,26 @@ impl Download {
     }
 }
 
+/// Reads what a connection still delivers, appending it to `body`, until it ends: "eof",
+/// "error" (a reset), or "timeout" when nothing arrives for `quiet` (the connection was
+/// neither closed nor continued).
+pub async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    body: &mut Vec<u8>,
+    quiet: Duration,
+) -> &'static str {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+            Err(_) => return "timeout",
+            Ok(Ok(0)) => return "eof",
+            Ok(Err(_)) => return "error",
+            Ok(Ok(n)) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// `GET url` (with extra headers), hashing the body as it arrives.
 pub async fn download_hashed(
     client: &reqwest::Client,
