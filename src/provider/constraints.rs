@@ -26,6 +26,23 @@ struct Constraint {
     parts: usize,
 }
 
+impl Constraint {
+    /// Terraform's order of operators on the same version: lower bounds first, upper
+    /// bounds last (`~> 1.2.0` is "patch only", `~> 1.2` "minor only").
+    fn order_at_same_version(&self) -> u8 {
+        match self.op {
+            Op::Gt => 1,
+            Op::Ge => 2,
+            Op::Eq => 3,
+            Op::Pessimistic if self.parts >= 3 => 4,
+            Op::Pessimistic => 5,
+            Op::Le => 6,
+            Op::Lt => 7,
+            Op::Ne => 8,
+        }
+    }
+}
+
 /// A comma-separated list of constraints, all of which must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Constraints {
@@ -93,9 +110,11 @@ impl Constraints {
     }
 
     /// The constraints as Terraform writes them in lock files: full versions (`~>` keeps
-    /// the parts given, at least two), no `=`, sorted by version, without repeats.
+    /// the parts given, at least two), no `=`, without repeats, sorted by version and, for
+    /// the same version, by operator in Terraform's order. `terraform init` refuses a lock
+    /// file whose constraints are not in exactly this form.
     pub fn normalized(&self) -> String {
-        let mut parts: Vec<(Version, String)> = self
+        let mut parts: Vec<(Version, u8, String)> = self
             .all
             .iter()
             .map(|c| {
@@ -114,12 +133,20 @@ impl Constraints {
                     Op::Le => "<= ",
                     Op::Pessimistic => "~> ",
                 };
-                (v.clone(), format!("{op}{version}"))
+                (
+                    v.clone(),
+                    c.order_at_same_version(),
+                    format!("{op}{version}"),
+                )
             })
             .collect();
-        parts.sort_by(|a, b| cmp_ignoring_build(&a.0, &b.0));
+        parts.sort_by(|a, b| {
+            cmp_ignoring_build(&a.0, &b.0)
+                .then_with(|| a.0.build.cmp(&b.0.build))
+                .then_with(|| a.1.cmp(&b.1))
+        });
         let mut out: Vec<String> = Vec::new();
-        for (_, p) in parts {
+        for (_, _, p) in parts {
             if !out.contains(&p) {
                 out.push(p);
             }
@@ -305,6 +332,16 @@ mod tests {
             ("= 1.1.0", "1.1.0"),
             ("< 2.0, >= 1.0, != 1.0.1", ">= 1.0.0, != 1.0.1, < 2.0.0"),
             (">= 1.0, >= 1.0.0", ">= 1.0.0"),
+            // Same version: the operator decides, in Terraform's order (what `terraform
+            // init` 1.0.3 asked for when given the order the version alone left).
+            (
+                "!= 1.2.0, >= 1.2.0, < 2, ~> 1.2, >= 1.2",
+                ">= 1.2.0, ~> 1.2, != 1.2.0, < 2.0.0",
+            ),
+            (
+                "!= 1.0.0, <= 1.0.0, < 1.0.0, ~> 1.0, ~> 1.0.0, 1.0.0, > 1.0.0, >= 1.0.0",
+                "> 1.0.0, >= 1.0.0, 1.0.0, ~> 1.0.0, ~> 1.0, <= 1.0.0, < 1.0.0, != 1.0.0",
+            ),
         ] {
             assert_eq!(
                 Constraints::parse(given).unwrap().normalized(),
