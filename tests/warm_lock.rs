@@ -226,6 +226,8 @@ fn lock_writes_constraints_as_terraform_does() {
         &[("main.tf", "~> 1")],
         &[("main.tf", "= 1.1.0")],
         &[("main.tf", "< 2.0, >= 1.0, != 1.0.1")],
+        // Several operators on one version: Terraform orders them by operator.
+        &[("main.tf", "!= 1.0.0, >= 1.0.0, < 2, ~> 1.0, >= 1.0")],
     ];
     let mut mismatches = Vec::new();
     for files in cases {
@@ -285,5 +287,75 @@ fn lock_writes_constraints_as_terraform_does() {
         mismatches.len(),
         cases.len(),
         mismatches.join("\n")
+    );
+}
+
+#[test]
+fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
+    // A root module and a local child module both constrain foo: the lock file must carry
+    // the constraints of both, as `terraform providers lock` writes them.
+    let (fx, _zips) = published();
+    let local = local_platform();
+    let make = || {
+        let dir = tempfile::Builder::new()
+            .prefix("odtr-lock-mod-")
+            .tempdir()
+            .unwrap();
+        let root = format!(
+            "{}module \"net\" {{\n  source = \"./modules/net\"\n}}\n",
+            required_providers_tf(&[(FOO, ">= 1.0")])
+        );
+        std::fs::write(dir.path().join("main.tf"), root).unwrap();
+        std::fs::create_dir_all(dir.path().join("modules/net")).unwrap();
+        std::fs::write(
+            dir.path().join("modules/net/main.tf"),
+            required_providers_tf(&[(FOO, "~> 1.0, != 1.0.0")]),
+        )
+        .unwrap();
+        dir
+    };
+    let ours = make();
+    let out = fx.cli(&["warm", "--dir", ours.path().to_str().unwrap()]);
+    assert!(out.success(), "{out}");
+    let out = fx.cli(&["lock", "--dir", ours.path().to_str().unwrap()]);
+    assert!(out.success(), "{out}");
+    let our_lock = read_lock(ours.path());
+    assert_eq!(lock_file_version(&our_lock, FOO).as_deref(), Some("1.1.0"));
+
+    let theirs = make();
+    let server = fx.start_server(&[]);
+    let run = terraform_in(theirs.path(), &["get", "-no-color"], "", None);
+    assert!(run.success, "terraform get: {}", run.output);
+    let net_mirror = format!("-net-mirror={}", fx.mirror_url());
+    let p = format!("-platform={local}");
+    let run = terraform_in(
+        theirs.path(),
+        &["providers", "lock", "-no-color", &net_mirror, &p],
+        "",
+        Some(&fx.cert),
+    );
+    assert!(run.success, "terraform providers lock: {}", run.output);
+    let their_lock = read_lock(theirs.path());
+    assert_eq!(
+        without_zh(&our_lock),
+        their_lock,
+        "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
+    );
+    let init = terraform_in(
+        ours.path(),
+        &["init", "-no-color", "-input=false"],
+        &tf_network_mirror_config(&fx.mirror_url()),
+        Some(&fx.cert),
+    );
+    drop(server);
+    assert!(
+        init.success,
+        "terraform init with our lock file: {}",
+        init.output
+    );
+    assert_eq!(
+        read_lock(ours.path()),
+        our_lock,
+        "terraform init changed our lock file"
     );
 }

@@ -133,9 +133,75 @@ pub fn from_lock_file(path: &Path) -> Result<Vec<Requirement>, RequirementsError
     Ok(out)
 }
 
-/// The `required_providers` of every `.tf` file in a configuration directory, with the
-/// constraints of all files combined per provider.
+/// The providers a configuration needs, as `terraform providers lock` counts them: the
+/// `required_providers` of every `.tf` file in `dir` and in the modules it calls (local
+/// `./` and `../` sources, and the modules `terraform init` or `terraform get` installed under
+/// `.terraform/modules`), plus providers only implied by `provider`, `resource` and `data`
+/// blocks. The constraints of all modules are combined per provider.
 pub fn from_config_dir(dir: &Path) -> Result<Vec<Requirement>, RequirementsError> {
+    let mut found: BTreeMap<ProviderAddress, Constraints> = BTreeMap::new();
+    let mut module_dirs = vec![dir.to_owned()];
+    module_dirs.extend(installed_modules(dir));
+    let mut seen: Vec<PathBuf> = Vec::new();
+    while let Some(module) = module_dirs.pop() {
+        let key = module.canonicalize().unwrap_or_else(|_| module.clone());
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let calls = read_module(&module, &mut found)?;
+        module_dirs.extend(calls);
+    }
+    Ok(found
+        .into_iter()
+        .map(|(address, constraints)| Requirement {
+            address,
+            constraints,
+            locked_hashes: Vec::new(),
+        })
+        .collect())
+}
+
+/// The module directories `.terraform/modules/modules.json` lists (installed remote and local
+/// modules), relative to the root module.
+fn installed_modules(root: &Path) -> Vec<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        #[serde(rename = "Modules", default)]
+        modules: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(rename = "Key", default)]
+        key: String,
+        #[serde(rename = "Dir", default)]
+        dir: String,
+    }
+    let path = root.join(".terraform").join("modules").join("modules.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<Manifest>(&text) {
+        Ok(m) => m
+            .modules
+            .into_iter()
+            .filter(|e| !e.key.is_empty() && !e.dir.is_empty())
+            .map(|e| root.join(e.dir))
+            .filter(|d| d.is_dir())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the installed modules; only local module sources are followed");
+            Vec::new()
+        }
+    }
+}
+
+/// Adds one module's provider requirements to `found`; returns the directories of the local
+/// modules it calls.
+fn read_module(
+    dir: &Path,
+    found: &mut BTreeMap<ProviderAddress, Constraints>,
+) -> Result<Vec<PathBuf>, RequirementsError> {
     let read_err = |source| RequirementsError::Read {
         path: dir.to_owned(),
         source,
@@ -146,10 +212,15 @@ pub fn from_config_dir(dir: &Path) -> Result<Vec<Requirement>, RequirementsError
         .filter(|p| p.extension().is_some_and(|e| e == "tf"))
         .collect();
     files.sort();
-    let mut found: BTreeMap<ProviderAddress, Constraints> = BTreeMap::new();
-    for file in files {
-        let body = parse_hcl(&file)?;
-        for tf in blocks(&body, "terraform") {
+    let bodies = files
+        .iter()
+        .map(|f| parse_hcl(f))
+        .collect::<Result<Vec<Body>, _>>()?;
+    // Local names of this module: explicit sources first, for the implied ones below.
+    let mut local_names: BTreeMap<String, ProviderAddress> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for body in &bodies {
+        for tf in blocks(body, "terraform") {
             for rp in blocks(&tf.body, "required_providers") {
                 for s in rp.body.iter() {
                     let Structure::Attribute(a) = s else { continue };
@@ -184,20 +255,76 @@ pub fn from_config_dir(dir: &Path) -> Result<Vec<Requirement>, RequirementsError
                         Some(v) => Constraints::parse(&v)?,
                         None => Constraints::any(),
                     };
+                    local_names.insert(local_name.to_owned(), addr.clone());
                     let entry = found.entry(addr).or_default();
                     *entry = std::mem::take(entry).and(&c);
                 }
             }
         }
+        for call in blocks(body, "module") {
+            let source = call.body.iter().find_map(|s| match s {
+                Structure::Attribute(a) if a.key.as_str() == "source" => string_value(&a.value),
+                _ => None,
+            });
+            if let Some(src) = source.filter(|s| s.starts_with("./") || s.starts_with("../")) {
+                calls.push(dir.join(src));
+            }
+        }
     }
-    Ok(found
-        .into_iter()
-        .map(|(address, constraints)| Requirement {
-            address,
-            constraints,
-            locked_hashes: Vec::new(),
-        })
-        .collect())
+    // Providers used without being required: `provider "NAME"`, and the prefix of each
+    // resource and data source type (or its `provider` argument).
+    let mut implied: Vec<String> = Vec::new();
+    for body in &bodies {
+        for p in blocks(body, "provider") {
+            if let Some(name) = first_label(p) {
+                implied.push(name);
+            }
+        }
+        for kind in ["resource", "data"] {
+            for r in blocks(body, kind) {
+                let explicit = r.body.iter().find_map(|s| match s {
+                    Structure::Attribute(a) if a.key.as_str() == "provider" => {
+                        provider_reference(&a.value)
+                    }
+                    _ => None,
+                });
+                let name = explicit.or_else(|| {
+                    first_label(r).map(|t| t.split('_').next().unwrap_or_default().to_owned())
+                });
+                if let Some(name) = name {
+                    implied.push(name);
+                }
+            }
+        }
+    }
+    for name in implied {
+        // `terraform` is Terraform's built-in provider (terraform_remote_state), never installed.
+        if name.is_empty() || name == "terraform" || local_names.contains_key(&name) {
+            continue;
+        }
+        let addr = parse_address(&format!("hashicorp/{name}"))?;
+        found.entry(addr).or_default();
+    }
+    Ok(calls)
+}
+
+fn first_label(b: &Block) -> Option<String> {
+    match b.labels.first()? {
+        BlockLabel::String(s) => Some(s.value().clone()),
+        BlockLabel::Ident(i) => Some(i.as_str().to_owned()),
+    }
+}
+
+/// The local name in a `provider = NAME` or `provider = NAME.ALIAS` argument.
+fn provider_reference(e: &Expression) -> Option<String> {
+    match e {
+        Expression::Variable(v) => Some(v.as_str().to_owned()),
+        Expression::Traversal(t) => match &t.expr {
+            Expression::Variable(v) => Some(v.as_str().to_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +394,71 @@ provider "registry.terraform.io/acme/foo" {
             .collect();
         assert_eq!(by["registry.terraform.io/acme/foo"], ">= 1.0, < 2.0");
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
+    }
+
+    #[test]
+    fn config_dirs_include_called_modules_and_implied_providers() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "main.tf",
+            r#"terraform {
+  required_providers {
+    foo = { source = "acme/foo", version = ">= 1.2" }
+  }
+}
+module "net" { source = "./modules/net" }
+module "remote" { source = "acme/remote/aws" }
+resource "foo_thing" "a" {}
+resource "random_id" "b" {}
+data "terraform_remote_state" "c" {}
+provider "google" {}
+resource "other_thing" "d" { provider = google.beta }
+"#,
+        );
+        write(
+            "modules/net/main.tf",
+            r#"terraform {
+  required_providers {
+    foo = { source = "acme/foo", version = "~> 1" }
+    bar = { source = "acme/bar", version = "0.1.0" }
+  }
+}
+module "loop" { source = "../net" }
+"#,
+        );
+        // A remote module, as `terraform get` installs it.
+        write(
+            ".terraform/modules/remote/main.tf",
+            "terraform {\n  required_providers {\n    baz = { source = \"acme/baz\" }\n  }\n}\n",
+        );
+        write(
+            ".terraform/modules/modules.json",
+            r#"{"Modules":[{"Key":"","Source":"","Dir":"."},{"Key":"net","Source":"./modules/net","Dir":"modules/net"},{"Key":"remote","Source":"registry.terraform.io/acme/remote/aws","Version":"1.0.0","Dir":".terraform/modules/remote"}]}"#,
+        );
+        let reqs = from_config_dir(root.path()).unwrap();
+        let by: BTreeMap<String, String> = reqs
+            .iter()
+            .map(|r| (r.address.to_string(), r.constraints.to_string()))
+            .collect();
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "registry.terraform.io/acme/bar",
+                "registry.terraform.io/acme/baz",
+                "registry.terraform.io/acme/foo",
+                "registry.terraform.io/hashicorp/google",
+                "registry.terraform.io/hashicorp/random",
+            ],
+            "{by:?}"
+        );
+        let foo = Constraints::parse(&by["registry.terraform.io/acme/foo"]).unwrap();
+        assert_eq!(foo.normalized(), "~> 1.0, >= 1.2.0");
+        assert_eq!(by["registry.terraform.io/acme/bar"], "0.1.0");
     }
 }
