@@ -359,3 +359,88 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
         "terraform init changed our lock file"
     );
 }
+
+#[test]
+fn lock_refuses_recorded_hashes_that_name_other_packages_and_drops_stale_constraints() {
+    let (fx, zips) = published();
+    let local = local_platform();
+    let out = fx.cli(&["warm", "acme/foo@1.1.0"]);
+    assert!(out.success(), "{out}");
+    let lock_entry = |constraints: &str, hashes: &[String]| {
+        let mut text = format!(
+            "# This file is maintained automatically by \"terraform init\".\n# Manual edits may be lost in future updates.\n\nprovider \"{FOO}\" {{\n  version     = \"1.1.0\"\n"
+        );
+        if !constraints.is_empty() {
+            text.push_str(&format!("  constraints = \"{constraints}\"\n"));
+        }
+        text.push_str("  hashes = [\n");
+        for h in hashes {
+            text.push_str(&format!("    \"{h}\",\n"));
+        }
+        text.push_str("  ]\n}\n");
+        text
+    };
+
+    // Hashes of some other build of 1.1.0: refused, the lock file untouched.
+    let forged = lock_entry(
+        "~> 1.0",
+        &[
+            "h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned(),
+            format!("zh:{}", "0".repeat(64)),
+        ],
+    );
+    let cfg = config_dir("~> 1.0");
+    let lock_path = cfg.path().join(".terraform.lock.hcl");
+    std::fs::write(&lock_path, &forged).unwrap();
+    let out = fx.cli(&["lock", "--dir", cfg.path().to_str().unwrap()]);
+    assert!(!out.success(), "lock completed forged hashes:\n{out}");
+    assert!(
+        out.stderr.contains("matches the hashes") && out.stderr.contains(FOO),
+        "the error does not say which provider's hashes do not match:\n{out}"
+    );
+    assert_eq!(read_lock(cfg.path()), forged, "the lock file was changed");
+
+    // The configuration no longer sets a version: the constraints line goes, as
+    // terraform providers lock drops it; the recorded (true) hash is kept.
+    let zip = &zips[&("1.1.0".to_owned(), local.clone())];
+    let cfg = tempfile::Builder::new()
+        .prefix("odtr-lock-cfg-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(
+        cfg.path().join("main.tf"),
+        format!(
+            "terraform {{\n  required_providers {{\n    foo = {{ source = \"{FOO}\" }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        cfg.path().join(".terraform.lock.hcl"),
+        lock_entry("~> 1.0", &[h1(zip)]),
+    )
+    .unwrap();
+    let out = fx.cli(&["lock", "--dir", cfg.path().to_str().unwrap()]);
+    assert!(out.success(), "{out}");
+    let after = read_lock(cfg.path());
+    assert!(
+        !after.contains("constraints"),
+        "stale constraints kept:\n{after}"
+    );
+    assert_eq!(lock_file_version(&after, FOO).as_deref(), Some("1.1.0"));
+    assert!(lock_file_hashes(&after, FOO).contains(&zh(zip)), "{after}");
+
+    // An explicit version outside the recorded constraints would contradict itself.
+    let out = fx.cli(&["warm", "acme/foo@2.0.0"]);
+    assert!(out.success(), "{out}");
+    let recorded = lock_entry("~> 1.0", &[h1(zip)]);
+    std::fs::write(cfg.path().join(".terraform.lock.hcl"), &recorded).unwrap();
+    let out = fx.cli(&[
+        "lock",
+        "--dir",
+        cfg.path().to_str().unwrap(),
+        "acme/foo@2.0.0",
+    ]);
+    assert!(!out.success(), "a contradictory entry was written:\n{out}");
+    assert!(out.stderr.contains("outside the constraints"), "{out}");
+    assert_eq!(read_lock(cfg.path()), recorded, "the lock file was changed");
+}

@@ -235,21 +235,34 @@ fn no_matching_version_fails_naming_provider_constraint_and_available_versions()
 }
 
 #[test]
-fn a_platform_the_version_lacks_fails_naming_the_platforms_it_has() {
+fn platforms_the_version_lacks_are_each_listed_and_the_others_still_fetched() {
     let p = Published::start();
-    let out = p.warm(&["--platform", "windows_386", "acme/foo@1.1.0"]);
-    assert!(!out.success(), "{out}");
-    let all = format!("{}{}", out.stdout, out.stderr);
-    for needle in [
-        FOO,
-        "1.1.0",
+    let local = local_platform();
+    let out = p.warm(&[
+        "--platform",
         "windows_386",
-        &local_platform(),
-        &other_platform(),
-    ] {
+        "--platform",
+        "freebsd_amd64",
+        "--platform",
+        &local,
+        "acme/foo@1.1.0",
+    ]);
+    assert!(!out.success(), "{out}");
+    assert!(out.status.is_some(), "warm was killed:\n{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for needle in [FOO, "1.1.0", &local, &other_platform()] {
         assert!(all.contains(needle), "the output lacks {needle:?}:\n{out}");
     }
-    assert!(p.fx.cached_hexes().is_empty(), "{out}");
+    for missing in ["windows_386", "freebsd_amd64"] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains("  - ") && l.contains(missing)),
+            "the failure list does not name {missing}:\n{out}"
+        );
+    }
+    // What exists is fetched all the same.
+    p.assert_cache_holds(p.hexes(FOO, &[("1.1.0", &local)]), &out);
 }
 
 fn lock_file(version: &str, hashes: &[String]) -> String {
@@ -353,7 +366,7 @@ fn config_dir_required_providers_from_several_files_combine() {
     // Alone, `< 2.0` selects 1.1.0 and `!= 1.1.0` selects 2.0.0; together only 1.0.0 is left.
     std::fs::write(
         dir.path().join("main.tf"),
-        "terraform {\n  required_providers {\n    foo = {\n      source  = \"acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n\nresource \"null_thing\" \"x\" {}\n",
+        "terraform {\n  required_providers {\n    foo = {\n      source  = \"acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n\nresource \"foo_thing\" \"x\" {}\n",
     )
     .unwrap();
     std::fs::write(

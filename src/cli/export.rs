@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::warm::{
-    gather_requirements, mirror_name, plan, platform_selection, Backend, Selection, WarmError,
+    gather_requirements, mirror_name, plan, platform_selection, warm_first, Backend, Selection,
+    WarmError,
 };
 use crate::config::Config;
 use crate::provider::hash::zh_from_sha256_hex;
@@ -39,7 +40,10 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
     let mut written = 0;
     for req in &reqs {
         let jobs = match plan(&backend, req, &platforms, sel.all_matching).await {
-            Ok(j) => j,
+            Ok(p) => {
+                failures.extend(p.missing);
+                p.jobs
+            }
             Err(e) => {
                 failures.push(e);
                 continue;
@@ -47,10 +51,7 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
         };
         for job in jobs {
             let Some(blob) = backend.cached(&job.digest) else {
-                failures.push(format!(
-                    "{} {} {}: not in the cache; run `oci-distribution-terraform-registry warm --mirror {mirror} --platform {} {}@{}` first",
-                    job.address, job.version, job.platform, job.platform, job.address, job.version
-                ));
+                failures.push(warm_first(&config, &mirror, &job));
                 continue;
             };
             let a = &job.address;
@@ -97,8 +98,10 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
     if failures.is_empty() {
         Ok(())
     } else {
-        let total = failures.len();
-        Err(WarmError::Failed { failures, total })
+        Err(WarmError::Incomplete {
+            what: "the export is incomplete",
+            failures,
+        })
     }
 }
 

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::warm::{mirror_name, plan, platform_selection, Backend, Selection, WarmError};
+use super::warm::{
+    mirror_name, plan, platform_selection, warm_first, Backend, Selection, WarmError,
+};
 use crate::config::Config;
 use crate::provider::constraints::Constraints;
 use crate::provider::hash::zh_from_sha256_hex;
@@ -17,7 +19,8 @@ pub struct LockArgs {
     /// The provider_mirror whose cache to read (default: the only one configured).
     #[arg(long)]
     pub mirror: Option<String>,
-    /// OS_ARCH to record hashes for (repeatable); `all` for every cached platform. Default: this host's.
+    /// OS_ARCH to record hashes for (repeatable); `all` for every platform the version has
+    /// (each must be in the cache). Default: this host's.
     #[arg(long = "platform", value_name = "OS_ARCH")]
     pub platforms: Vec<String>,
     /// The configuration directory whose required_providers to lock and whose
@@ -69,7 +72,8 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             );
         }
     }
-    let reqs: Vec<(Requirement, Option<String>)> = if args.specs.is_empty() {
+    let from_config = args.specs.is_empty();
+    let reqs: Vec<(Requirement, Option<String>)> = if from_config {
         requirements::from_config_dir(&dir)?
             .into_iter()
             .map(|r| {
@@ -101,9 +105,14 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             }
         }
         let jobs = match plan(&backend, &req, &platforms, false).await {
-            Ok(j) => j,
+            // A provider is locked for every requested platform or not at all.
+            Ok(p) if !p.missing.is_empty() => {
+                failures.extend(p.missing);
+                continue;
+            }
+            Ok(p) => p.jobs,
             Err(e) => {
-                failures.push(format!("{e} (in this mirror's cache; run `oci-distribution-terraform-registry warm` first)"));
+                failures.push(e);
                 continue;
             }
         };
@@ -115,13 +124,68 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             constraints: None,
             hashes: BTreeSet::new(),
         });
+        if entry.version == version && !entry.hashes.is_empty() {
+            // Hashes recorded for this version must name the packages in the cache, as
+            // terraform providers lock insists: a lock file naming other builds (or forged
+            // hashes) is refused, not completed. A hash is per platform, so any cached
+            // platform of the version will do.
+            let (matched, uncached) = match backend.packages(&req.address, &version).await {
+                Ok(all) => {
+                    let mut matched = false;
+                    let mut uncached = Vec::new();
+                    for (platform, digest, _) in all {
+                        match backend.cached(&digest) {
+                            Some(blob) => {
+                                matched |= entry.hashes.contains(&zh_from_sha256_hex(digest.hex()))
+                                    || blob.meta.h1.is_some_and(|h| entry.hashes.contains(&h));
+                            }
+                            None => uncached.push(platform.to_string()),
+                        }
+                    }
+                    (matched, uncached)
+                }
+                Err(e) => {
+                    failures.push(format!("{} {version}: {e}", req.address));
+                    continue;
+                }
+            };
+            if !matched {
+                failures.push(if uncached.is_empty() {
+                    format!(
+                        "{} {version}: no package in the cache matches the hashes {} records for this version; it names other packages (fix or remove its entry)",
+                        req.address,
+                        lock_path.display()
+                    )
+                } else {
+                    format!(
+                        "{} {version}: no cached package matches the hashes {} records for this version; they may be for a platform not in the cache ({}): warm it and run lock again",
+                        req.address,
+                        lock_path.display(),
+                        uncached.join(", ")
+                    )
+                });
+                continue;
+            }
+        }
         if entry.version != version {
             // A new version: the old hashes are for the old one.
             entry.version = version.clone();
             entry.hashes.clear();
         }
-        if constraints_text.is_some() {
+        if from_config {
+            // The configuration's constraints, as terraform providers lock writes them: none
+            // when it sets no version.
             entry.constraints = constraints_text;
+        } else if let Some(c) = entry.constraints.as_deref() {
+            // An explicit ADDR@VERSION outside the recorded constraints would make an entry
+            // that contradicts itself, which terraform init refuses.
+            if Constraints::parse(c).is_ok_and(|c| !c.allows(&version)) {
+                failures.push(format!(
+                    "{} {version}: outside the constraints the lock file records ({c}); change the configuration's version constraint and run `lock --dir` instead",
+                    req.address
+                ));
+                continue;
+            }
         }
         for job in jobs {
             match backend.cached(&job.digest) {
@@ -131,16 +195,15 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                     }
                     entry.hashes.insert(zh_from_sha256_hex(job.digest.hex()));
                 }
-                None => failures.push(format!(
-                    "{} {} {}: not in the cache; run `oci-distribution-terraform-registry warm --mirror {mirror} --platform {} {}@{}` first",
-                    job.address, job.version, job.platform, job.platform, job.address, job.version
-                )),
+                None => failures.push(warm_first(&config, &mirror, &job)),
             }
         }
     }
     if !failures.is_empty() {
-        let total = failures.len();
-        return Err(WarmError::Failed { failures, total });
+        return Err(WarmError::Incomplete {
+            what: "the lock file was not written",
+            failures,
+        });
     }
     let text = render(&locked);
     let tmp = lock_path.with_extension("hcl.partial");

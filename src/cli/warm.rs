@@ -88,6 +88,26 @@ pub enum WarmError {
     Setup(String),
     #[error("{} of {} package(s) could not be warmed:\n{}", .failures.len(), .total, .failures.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
     Failed { failures: Vec<String>, total: usize },
+    /// `lock` and `export`: what did not happen, and every reason.
+    #[error("{what}:\n{}", .failures.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    Incomplete {
+        what: &'static str,
+        failures: Vec<String>,
+    },
+}
+
+/// The warm command that brings one missing package into the cache, for `lock` and `export`.
+pub(crate) fn warm_first(config: &Config, mirror: &str, job: &Job) -> String {
+    format!(
+        "{} {} {}: not in the cache; run `oci-distribution-terraform-registry --config={} warm --mirror {mirror} --platform {} {}@{}` first",
+        job.address,
+        job.version,
+        job.platform,
+        config.source.display(),
+        job.platform,
+        job.address,
+        job.version
+    )
 }
 
 /// One provider package to bring into the cache.
@@ -271,7 +291,11 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         // Owns the sender: when planning ends the closure is dropped, ending the job stream.
         move |planned| {
             match planned {
-                Ok(jobs) => {
+                Ok(Plan { jobs, missing }) => {
+                    plan_failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(missing);
                     let mut unique = unique.lock().unwrap_or_else(|p| p.into_inner());
                     for job in jobs {
                         match unique.iter_mut().find(|o| o.is_same_package(&job)) {
@@ -518,12 +542,22 @@ fn choose(
     Ok(chosen)
 }
 
+/// What one requirement resolved to.
+pub(crate) struct Plan {
+    pub jobs: Vec<Job>,
+    /// One message per chosen version or platform that cannot be had (a version whose
+    /// packages cannot be listed, a platform it has no package for): the rest still goes ahead.
+    pub missing: Vec<String>,
+}
+
+/// The packages `req` asks for. An error when no version can be chosen; otherwise every
+/// package that exists is planned and each one that does not is listed in `missing`.
 pub(crate) async fn plan(
     backend: &Backend,
     req: &Requirement,
     platforms: &Option<Vec<TargetPlatform>>,
     all_matching: bool,
-) -> Result<Vec<Job>, String> {
+) -> Result<Plan, String> {
     let addr = &req.address;
     let mut versions = backend
         .versions(addr)
@@ -536,11 +570,15 @@ pub(crate) async fn plan(
         &addr.to_string(),
     )?;
     let mut jobs = Vec::new();
+    let mut missing = Vec::new();
     for version in chosen {
-        let packages = backend
-            .packages(addr, &version)
-            .await
-            .map_err(|e| format!("{addr} {version}: {e}"))?;
+        let packages = match backend.packages(addr, &version).await {
+            Ok(p) => p,
+            Err(e) => {
+                missing.push(format!("{addr} {version}: {e}"));
+                continue;
+            }
+        };
         let wanted: Vec<TargetPlatform> = match platforms {
             None => packages.iter().map(|p| p.0.clone()).collect(),
             Some(list) => list.clone(),
@@ -557,7 +595,7 @@ pub(crate) async fn plan(
                 }),
                 None => {
                     let has: Vec<String> = packages.iter().map(|p| p.0.to_string()).collect();
-                    return Err(format!(
+                    missing.push(format!(
                         "{addr} {version} has no package for {platform} (it has: {})",
                         has.join(", ")
                     ));
@@ -565,7 +603,7 @@ pub(crate) async fn plan(
             }
         }
     }
-    Ok(jobs)
+    Ok(Plan { jobs, missing })
 }
 
 /// Something that brings packages of one kind into the cache.
@@ -764,7 +802,7 @@ impl Backend {
     /// (platform, digest, archive URL in server mode). For the registry, every platform's
     /// download document and the version's SHA256SUMS and signature are read too, so that
     /// their lookups (the author's signature, or its absence) are cached.
-    async fn packages(
+    pub(crate) async fn packages(
         &self,
         addr: &ProviderAddress,
         version: &Version,

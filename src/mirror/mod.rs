@@ -26,12 +26,12 @@ pub enum MirrorError {
     #[error(transparent)]
     Origin(Arc<OciError>),
     /// Offline mode, or nothing cached: says what is missing and how to fetch it.
-    #[error("this server is offline and its cache does not hold {what}; to add it, run on a host that can reach the registry: {warm_command}")]
+    #[error("the cache does not hold {what}, and in offline mode the origin is not asked; to add it, run on a host that can reach the registry: {warm_command}")]
     Offline { what: String, warm_command: String },
     /// What is missing, as the client names it (`provider NS/TYPE`, `module NS/NAME/SYSTEM`).
-    #[error("{0} is not available from this server")]
+    #[error("{0} is not available from this mirror")]
     Unknown(String),
-    #[error("{0} has no version {1} on this server")]
+    #[error("{0} has no version {1} in this mirror")]
     UnknownVersion(String, semver::Version),
     #[error("the origin's data for {what} is not a provider in a known layout: {reason}")]
     NotAProvider { what: String, reason: LayoutError },
