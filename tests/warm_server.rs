@@ -230,6 +230,10 @@ fn warm_while_a_server_owns_the_cache_goes_through_it_then_offline_init_works() 
     // terraform init.
     let status = server.terminate(Duration::from_secs(35));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        !fx.cache_dir().join("server-address").exists(),
+        "a stopped server left its address in the cache directory"
+    );
     fx.stop_registry();
     let server = fx.start_server(&["--offline"]);
     let mark = fx.proxy.request_mark();
@@ -483,4 +487,42 @@ fn direct_warm_fetches_packages_published_with_push() {
     let out = warm(&fx, &["--platform", "all", "acme/foo"]);
     assert!(out.success(), "{out}");
     assert_eq!(fx.cached_hexes(), hexes_of(&zips), "{out}");
+}
+
+#[test]
+fn warm_waits_for_another_holder_of_the_cache_that_is_not_a_server() {
+    // Another warm (here: this test) holds the cache, and the directory still names a server
+    // address from some other process: warm must neither talk to that address nor fail, but
+    // wait for the holder and then open the cache itself.
+    let (fx, zips) = published();
+    let local = local_platform();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.cache_dir().join("lock"))
+        .unwrap();
+    lock.try_lock().expect("the cache is free");
+    std::fs::write(fx.cache_dir().join("lock"), std::process::id().to_string()).unwrap();
+    std::fs::write(
+        fx.cache_dir().join("server-address"),
+        format!("127.0.0.1:{}\n1\n", fx.port),
+    )
+    .unwrap();
+    let waiting = std::thread::scope(|scope| {
+        let warm = scope.spawn(|| warm(&fx, &["acme/foo@1.1.0"]));
+        std::thread::sleep(Duration::from_millis(1500));
+        let waiting = !warm.is_finished();
+        drop(lock);
+        let out = warm.join().unwrap();
+        assert!(out.success(), "{out}");
+        assert!(
+            out.stderr.contains("not a running server") && out.stderr.contains("waiting"),
+            "warm does not say what it waits for:\n{out}"
+        );
+        waiting
+    });
+    assert!(waiting, "warm did not wait for the cache's holder");
+    assert_eq!(fx.cached_hexes(), hexes_of([zip(&zips, "1.1.0", &local)]));
 }

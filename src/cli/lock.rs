@@ -94,7 +94,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
         )));
     }
 
-    let backend = Backend::offline(&config, &mirror)?;
+    let backend = Backend::offline(&config, &mirror).await?;
     let mut failures = Vec::new();
     for (mut req, constraints_text) in reqs {
         // Keep a locked version that still satisfies the constraints, as terraform init does.

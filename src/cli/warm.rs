@@ -196,14 +196,50 @@ pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, Wa
     }
 }
 
-/// Says so when a running server owns the cache.
-fn cache_owner(config: &Config) -> Option<String> {
-    let owner = DirLock::owner(&config.cache.directory)?;
-    eprintln!(
-        "The cache {} is owned by a running server ({owner}); warming through it.",
-        config.cache.directory.display()
-    );
-    Some(owner)
+/// How long a command waits for another process that holds the cache without serving it.
+const WAIT_FOR_CACHE: Duration = Duration::from_secs(600);
+
+/// The address of the running server that owns the cache, if one does (saying so when
+/// `through` names what will go through it). While another process holds the cache without
+/// being its server (another warm, a lock or an export, a server starting or stopping),
+/// waits for it to finish.
+pub(crate) async fn cache_owner(
+    config: &Config,
+    through: Option<&str>,
+) -> Result<Option<std::net::SocketAddr>, WarmError> {
+    let dir = &config.cache.directory;
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let Some(pid) = DirLock::holder_pid(dir) else {
+            return Ok(None);
+        };
+        let holder = pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"));
+        if let Some(addr) = crate::store::owning_server(dir) {
+            if let Some(what) = through {
+                eprintln!(
+                    "The cache {} is owned by a running server ({holder}); {what} through it.",
+                    dir.display()
+                );
+            }
+            return Ok(Some(addr));
+        }
+        if started.elapsed() > WAIT_FOR_CACHE {
+            return Err(WarmError::Setup(format!(
+                "the cache {} is still in use by {holder} after {} minutes; it is not a running server (another warm, lock or export?)",
+                dir.display(),
+                WAIT_FOR_CACHE.as_secs() / 60
+            )));
+        }
+        if !told {
+            eprintln!(
+                "The cache {} is in use by {holder}, which is not a running server (another warm, lock or export, or a server starting or stopping); waiting for it.",
+                dir.display()
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn open_state(config: &Config) -> Result<AppState, WarmError> {
@@ -251,9 +287,11 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     let cred = crate::oci::credentials::credential_for(&origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
 
-    let backend = match (cache_owner(&config), &mirror) {
-        (Some(_), Some(m)) => Backend::Server(ServerClient::new(&config, &format!("{m}/"), &cred)?),
-        (Some(_), None) => Backend::RegistryServer(ServerClient::new(&config, "", &cred)?),
+    let backend = match (cache_owner(&config, Some("warming")).await?, &mirror) {
+        (Some(addr), Some(m)) => {
+            Backend::Server(ServerClient::new(&config, addr, &format!("{m}/"), &cred)?)
+        }
+        (Some(addr), None) => Backend::RegistryServer(ServerClient::new(&config, addr, "", &cred)?),
         (None, Some(m)) => {
             let state = open_state(&config)?;
             let mirror = state.mirrors.get(m).cloned().expect("mirror exists");
@@ -735,13 +773,14 @@ fn sums_reference(shasums_url: &str) -> Result<(Digest, Option<String>), String>
 
 impl Backend {
     /// The cache opened by this process, in offline mode: answers come from the cache only.
-    pub(crate) fn offline(config: &Config, mirror: &str) -> Result<Backend, WarmError> {
+    pub(crate) async fn offline(config: &Config, mirror: &str) -> Result<Backend, WarmError> {
         let mut config = config.clone();
         config.server.offline = true;
-        if let Some(owner) = DirLock::owner(&config.cache.directory) {
+        if cache_owner(&config, None).await?.is_some() {
             return Err(WarmError::Setup(format!(
-                "the cache {} is in use by the server ({owner}); stop it first",
-                config.cache.directory.display()
+                "the cache {} is in use by the running server ({}); stop it first",
+                config.cache.directory.display(),
+                DirLock::owner(&config.cache.directory).unwrap_or_default()
             )));
         }
         let state = open_state(&config)?;
@@ -963,8 +1002,8 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
     }
     let cred = crate::oci::credentials::credential_for(&r.origin.origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
-    let backend = match cache_owner(config) {
-        Some(_) => ModuleBackend::Server(Box::new(ServerClient::new(config, "", &cred)?)),
+    let backend = match cache_owner(config, Some("warming")).await? {
+        Some(addr) => ModuleBackend::Server(Box::new(ServerClient::new(config, addr, "", &cred)?)),
         None => {
             let state = open_state(config)?;
             ModuleBackend::Direct {
@@ -1139,17 +1178,13 @@ pub(crate) struct ServerClient {
 
 impl ServerClient {
     /// A client for the server's endpoints under `path` (`MIRROR/`, or empty for the root).
-    fn new(config: &Config, path: &str, cred: &Credential) -> Result<ServerClient, WarmError> {
-        // The address the server actually bound (the configured port may be 0).
-        let recorded = std::fs::read_to_string(
-            config
-                .cache
-                .directory
-                .join(crate::http::SERVER_ADDRESS_FILE),
-        )
-        .ok()
-        .and_then(|s| s.trim().parse::<std::net::SocketAddr>().ok());
-        let mut addr = recorded.unwrap_or(config.server.listen_addr);
+    /// `addr`: the address the server recorded in the cache (the configured port may be 0).
+    fn new(
+        config: &Config,
+        mut addr: std::net::SocketAddr,
+        path: &str,
+        cred: &Credential,
+    ) -> Result<ServerClient, WarmError> {
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
                 std::net::Ipv4Addr::LOCALHOST.into()

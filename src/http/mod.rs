@@ -35,9 +35,6 @@ use crate::store::{BlobStore, StoreConfig};
 pub use error::ApiError;
 pub use listener::Role;
 
-/// The file in the cache directory holding the running server's bound address.
-pub const SERVER_ADDRESS_FILE: &str = "server-address";
-
 /// How often the cache figures are written for `cache stats`.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests may run on after a shutdown signal.
@@ -224,10 +221,7 @@ pub async fn serve(
         tracing::warn!("no tls block configured: serving plain HTTP; Terraform only uses https mirrors, so put a TLS-terminating proxy in front");
     }
     // Local tools (warm) find us here, even when the port was chosen at start.
-    if let Err(e) = std::fs::write(
-        state.store.root().join(SERVER_ADDRESS_FILE),
-        local.to_string(),
-    ) {
+    if let Err(e) = crate::store::record_server_address(state.store.root(), local) {
         tracing::warn!(error = %e, "cannot record the server's address in the cache directory");
     }
     on_ready(local, acceptor.is_some());
@@ -284,6 +278,8 @@ pub async fn serve(
     };
     let signal = async {
         shutdown_signal().await;
+        // A warm started now waits for the cache instead of asking a server that is leaving.
+        crate::store::clear_server_address(state.store.root());
         let _ = stop_tx.send(true);
     };
     tokio::join!(main_loop, admin_loop, signal);

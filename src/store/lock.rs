@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,50 @@ impl DirLock {
             _ => None,
         }
     }
+
+    /// Who holds `dir`'s lock: `None` when nobody does; `Some(None)` when the holder's pid
+    /// is unknown.
+    pub fn holder_pid(dir: &Path) -> Option<Option<u32>> {
+        DirLock::owner(dir).map(|o| o.strip_prefix("pid ").and_then(|p| p.parse().ok()))
+    }
+}
+
+/// `DIR/server-address`: how local tools reach the server that owns the cache. It names the
+/// server's pid, so a tool can tell the server from another holder of the lock (a `warm`, a
+/// `lock`), and a file a killed server left behind from a live one.
+pub const SERVER_ADDRESS_FILE: &str = "server-address";
+
+/// Records this process as the cache's server, listening on `addr`.
+pub fn record_server_address(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SERVER_ADDRESS_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{addr}\n{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, dir.join(SERVER_ADDRESS_FILE))
+}
+
+/// Removes this process's record (a server that is stopping takes no new work).
+pub fn clear_server_address(dir: &Path) {
+    if recorded_server(dir).is_some_and(|(_, pid)| pid == Some(std::process::id())) {
+        let _ = std::fs::remove_file(dir.join(SERVER_ADDRESS_FILE));
+    }
+}
+
+/// The recorded server address and pid (no pid in files older servers wrote).
+pub fn recorded_server(dir: &Path) -> Option<(SocketAddr, Option<u32>)> {
+    let text = std::fs::read_to_string(dir.join(SERVER_ADDRESS_FILE)).ok()?;
+    let mut lines = text.lines();
+    let addr = lines.next()?.trim().parse().ok()?;
+    let pid = lines.next().and_then(|p| p.trim().parse().ok());
+    Some((addr, pid))
+}
+
+/// The address of the server that owns `dir` now: the lock's holder is the process that
+/// recorded the address.
+pub fn owning_server(dir: &Path) -> Option<SocketAddr> {
+    let holder = DirLock::holder_pid(dir)??;
+    match recorded_server(dir)? {
+        (addr, Some(pid)) if pid == holder => Some(addr),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +129,27 @@ mod tests {
         );
         drop(held);
         DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn only_the_lock_holder_counts_as_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
+        // A record with no holder: a server that was killed.
+        record_server_address(dir.path(), addr).unwrap();
+        assert_eq!(owning_server(dir.path()), None);
+        // Held by this process, which recorded it: the server.
+        let held = DirLock::acquire(dir.path()).unwrap();
+        assert_eq!(owning_server(dir.path()), Some(addr));
+        // A record naming another pid (stale, or another server's): not ours.
+        std::fs::write(dir.path().join(SERVER_ADDRESS_FILE), format!("{addr}\n1\n")).unwrap();
+        assert_eq!(owning_server(dir.path()), None);
+        // A stopping server removes its own record only.
+        clear_server_address(dir.path());
+        assert!(dir.path().join(SERVER_ADDRESS_FILE).exists());
+        record_server_address(dir.path(), addr).unwrap();
+        clear_server_address(dir.path());
+        assert_eq!(recorded_server(dir.path()), None);
+        drop(held);
     }
 }

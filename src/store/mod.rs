@@ -26,7 +26,10 @@ pub use fill::{Fill, FillError};
 use fill::{FillState, MemTail};
 pub use index::{BlobMeta, BlobSource};
 pub use index::{Index, IndexError};
-pub use lock::{DirLock, LockError};
+pub use lock::{
+    clear_server_address, owning_server, record_server_address, DirLock, LockError,
+    SERVER_ADDRESS_FILE,
+};
 pub use read::file_range;
 
 /// How much of a package may be held in memory when the disk cannot take it.
