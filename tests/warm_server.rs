@@ -526,3 +526,36 @@ fn warm_waits_for_another_holder_of_the_cache_that_is_not_a_server() {
     assert!(waiting, "warm did not wait for the cache's holder");
     assert_eq!(fx.cached_hexes(), hexes_of([zip(&zips, "1.1.0", &local)]));
 }
+
+#[test]
+fn warm_through_a_server_that_cannot_keep_a_package_fails_each_time() {
+    // The server's cache is smaller than the package: it serves it, but cannot keep it.
+    // warm must say so (as it does without a server), not report it fetched.
+    let (mut fx, _zips) = published();
+    let small = fx
+        .config
+        .replace("max_size  = \"1GiB\"", "max_size  = \"16B\"");
+    assert_ne!(
+        small, fx.config,
+        "with_cache no longer writes max_size as expected"
+    );
+    fx.config = small;
+    let server = fx.start_server(&[]);
+    for run in 1..=2 {
+        let out = warm(&fx, &["acme/foo@1.1.0"]);
+        assert!(
+            !out.success(),
+            "run {run}: warm says it fetched a package the server did not keep:\n{out}"
+        );
+        assert!(out.status.is_some(), "run {run}: warm was killed:\n{out}");
+        assert!(
+            out.stderr.contains("could not keep it"),
+            "run {run}: the failure does not say the server could not keep it:\n{out}\n--- server ---\n{}",
+            server.stderr()
+        );
+    }
+    assert!(fx.cached_hexes().is_empty());
+    // Asking whether it was kept (HEAD, Cache-Control: only-if-cached) fetches nothing: one
+    // origin GET per run, the download's.
+    assert_eq!(fx.proxy.blob_gets(), 2, "{:?}", fx.proxy.requests());
+}

@@ -196,6 +196,9 @@ pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, Wa
     }
 }
 
+/// How long warm waits for a server to file away a package it has verified.
+const KEPT_WAIT: Duration = Duration::from_secs(120);
+
 /// How long a command waits for another process that holds the cache without serving it.
 const WAIT_FOR_CACHE: Duration = Duration::from_secs(600);
 
@@ -1259,7 +1262,19 @@ impl ServerClient {
         self.request(self.http.get(url)).await
     }
 
-    async fn request(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    /// A successful answer of the server, or why not.
+    async fn request(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("the server answered {status}: {}", body.trim()));
+        }
+        Ok(resp)
+    }
+
+    /// Any answer of the server (with our credential, from the pinned certificate).
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
         if let Some(a) = &self.authorization {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
@@ -1275,11 +1290,6 @@ impl ServerClient {
             if presented != Some(pin.as_slice()) {
                 return Err("the server on the configured address does not present the configured certificate".into());
             }
-        }
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("the server answered {status}: {}", body.trim()));
         }
         Ok(resp)
     }
@@ -1551,24 +1561,66 @@ impl ServerClient {
 
     async fn fetch(&self, url: Option<&str>, bar: &ProgressBar) -> Result<Outcome, String> {
         let url = url::Url::parse(url.ok_or("no archive URL")?).map_err(|e| e.to_string())?;
-        // A HEAD says whether the server holds it (X-Cache: HIT); on a miss it has started
-        // the fetch, which the GET below joins.
-        let head = self.request(self.http.head(url.clone())).await?;
-        if head.headers().get("x-cache").is_some_and(|v| v == "HIT") {
+        // Whether the server holds it, without starting a fetch (only-if-cached).
+        let head = self.send(self.kept_query(&url)).await?;
+        if head.status().is_success() {
             return Ok(Outcome::AlreadyCached);
         }
-        let resp = self.get(url).await?;
+        let resp = self.get(url.clone()).await?;
         if let Some(len) = resp.content_length() {
             bar.set_length(len);
         }
         let mut stream = resp.bytes_stream();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| format!("download interrupted: {}", e.without_url()))?;
+            let chunk = chunk.map_err(|e| {
+                format!(
+                    "the server ended the download early: the package failed verification, or its origin failed (the server's log says which): {}",
+                    e.without_url()
+                )
+            })?;
             n += chunk.len() as u64;
             bar.set_position(n);
         }
-        Ok(Outcome::Fetched { bytes: n })
+        // The body ends once the package is verified; the server files it away just after,
+        // or finds it cannot (larger than its max_size, disk full). Ask without starting a
+        // fetch (only-if-cached) until it is kept or known not to be.
+        let deadline = Instant::now() + KEPT_WAIT;
+        loop {
+            let head = self.send(self.kept_query(&url)).await?;
+            let label = head
+                .headers()
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let status = head.status();
+            match (status, label) {
+                (s, _) if s.is_success() => return Ok(Outcome::Fetched { bytes: n }),
+                (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") => {
+                    return Err(format!(
+                        "downloaded and verified through the server, which had not kept it {} s later",
+                        KEPT_WAIT.as_secs()
+                    ))
+                }
+                (reqwest::StatusCode::GATEWAY_TIMEOUT, _) => return Err("downloaded and verified through the server, but the server could not keep it in its cache (larger than its max_size, or its disk is full; see its log)".into()),
+                (s, _) => {
+                    return Err(format!(
+                        "downloaded through the server, which answered {s} when asked whether it kept the package"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `HEAD url` with `Cache-Control: only-if-cached`: 200 when the server keeps the
+    /// package, else 504 with `X-Cache: JOIN` (being fetched or filed away) or `MISS`.
+    fn kept_query(&self, url: &url::Url) -> reqwest::RequestBuilder {
+        self.http
+            .head(url.clone())
+            .header(reqwest::header::CACHE_CONTROL, "only-if-cached")
     }
 
     /// The `h1:` hash of the package at `url` (the registry documents list none): downloaded

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::mirror::{MirrorService, PackageBody};
 use crate::oci::Digest;
 use crate::provider::ProviderAddress;
-use crate::store::file_range;
+use crate::store::{file_range, Residence};
 
 pub async fn download<B>(
     state: &AppState,
@@ -44,6 +44,24 @@ pub async fn sealed_zip<B>(
     warm: impl FnOnce() -> String,
 ) -> Result<Response<Body>, ApiError> {
     let token = sealed_token(req);
+    if only_if_cached(req) {
+        // RFC 9111: answer from the cache or with a 504, never by fetching. `warm` asks so
+        // to learn whether what it fetched through us was kept.
+        origin
+            .sealed_credential(repo, digest.as_str(), token.as_deref())
+            .map_err(ApiError::from)?;
+        let state = match origin.store().residence(digest) {
+            Residence::Kept => None,
+            Residence::Filling => Some("JOIN"),
+            Residence::Absent => Some("MISS"),
+        };
+        if let Some(label) = state {
+            let mut resp = respond(StatusCode::GATEWAY_TIMEOUT, HeaderMap::new(), empty());
+            resp.headers_mut()
+                .insert("x-cache", HeaderValue::from_static(label));
+            return Ok(resp);
+        }
+    }
     let blob = BlobHeaders {
         content_type: "application/zip",
         // The URL names the content, so it never changes; but an origin that needs
@@ -64,6 +82,16 @@ pub async fn sealed_zip<B>(
             .map_err(ApiError::from)
     };
     serve_blob(req, is_head, digest, blob, what, authorize, lookup).await
+}
+
+/// `Cache-Control: only-if-cached`.
+fn only_if_cached<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
 }
 
 /// The sealed token of a download URL (`?t=...`), if any.

@@ -104,6 +104,15 @@ pub struct CachedBlob {
     pub meta: BlobMeta,
 }
 
+/// Where a blob is, as far as the store knows, without fetching anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residence {
+    Kept,
+    /// Being fetched, or verified and being filed away.
+    Filling,
+    Absent,
+}
+
 pub enum Lookup {
     Hit(CachedBlob),
     /// Being fetched; `started` is true when this call started the fetch.
@@ -353,6 +362,18 @@ impl BlobStore {
 
     /// The cached blob, or the fill that is bringing it in: joined if one is running, started
     /// (by calling `fetch`) if not.
+    pub fn residence(&self, digest: &Digest) -> Residence {
+        if self.meta(digest).is_some() {
+            return Residence::Kept;
+        }
+        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.contains_key(digest.hex()) {
+            Residence::Filling
+        } else {
+            Residence::Absent
+        }
+    }
+
     pub fn get_or_fill(
         self: &Arc<Self>,
         digest: &Digest,
