@@ -349,12 +349,20 @@ fn lock_file_with_wrong_hashes_fails_reporting_the_mismatch() {
             .any(|l| l.starts_with("FAILED") && l.contains(FOO) && l.contains("matches none")),
         "no FAILED line for the package whose hashes do not match:\n{out}"
     );
-    // 1.1.0 (whose hashes were given) is not what the lock file's version says.
+    // Nothing is kept for the refused package: not 1.0.0, which the lock file refuses, nor
+    // 1.1.0 (whose hashes were given), which is not what its version says.
     assert!(
-        !p.fx
-            .cached_hexes()
-            .contains(&sha256_hex(p.zip(FOO, "1.1.0", &local))),
-        "{out}"
+        p.fx.cached_hexes().is_empty(),
+        "a package the lock file refuses was kept:\n{}\n{out}",
+        p.describe_cache()
+    );
+    let stats = p.fx.cli(&["cache", "stats"]);
+    assert!(
+        stats
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("entries:") && l.split_whitespace().nth(1) == Some("0")),
+        "the index still has an entry:\n{stats}"
     );
 }
 

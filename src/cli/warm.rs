@@ -362,8 +362,17 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     // Lock-file hashes are checked once every source of a package has been read.
     let unique = unique.into_inner().unwrap_or_else(|p| p.into_inner());
     for (job, label, outcome) in &mut results {
-        if let (Ok(_), Some(merged)) = (&outcome, unique.iter().find(|o| o.is_same_package(job))) {
+        if let (Ok(done), Some(merged)) = (&outcome, unique.iter().find(|o| o.is_same_package(job)))
+        {
             if let Err(e) = backend.check_locked_hashes(merged).await {
+                // Fetched for a lock file that refuses it: not kept either.
+                if matches!(done, Outcome::Fetched { .. }) {
+                    if let Some(store) = backend.store() {
+                        if let Err(r) = store.remove(&job.digest) {
+                            tracing::warn!(error = %r, "cannot remove a package the lock file refuses");
+                        }
+                    }
+                }
                 ui.failed(label, &e);
                 *outcome = Err(e);
             }

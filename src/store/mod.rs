@@ -748,6 +748,22 @@ impl BlobStore {
         Ok(bad)
     }
 
+    /// Removes a kept blob: the file first, so a crash in between leaves an index entry
+    /// whose file is gone, which the next start drops. Readers keep their open descriptors.
+    pub fn remove(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let Some(meta) = self.meta(digest) else {
+            return Ok(false);
+        };
+        let path = self.blob_path(digest.hex());
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        self.forget(digest.hex(), meta.size)?;
+        Ok(true)
+    }
+
     /// Makes what is stored so far durable: the renames into place, then the index. `warm`
     /// and `export` call it before they report success, and the server when it stops.
     pub fn flush(&self) -> Result<(), StoreError> {
