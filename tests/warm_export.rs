@@ -276,3 +276,33 @@ fn export_while_a_server_owns_the_cache_says_so() {
     );
     assert!(!dest.join(FOO_DIR).exists());
 }
+
+#[test]
+fn export_refuses_a_version_document_listing_other_hashes() {
+    let (fx, _zips) = warmed();
+    let local = local_platform();
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = out_dir.path().join("m");
+    let out = export(&fx, &dest, &["acme/foo@1.1.0", "--platform", &local]);
+    assert!(out.success(), "{out}");
+    let doc_path = dest.join(FOO_DIR).join("1.1.0.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&doc_path).unwrap()).unwrap();
+    doc["archives"][local.as_str()]["hashes"] =
+        serde_json::json!(["h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]);
+    let tampered = serde_json::to_vec_pretty(&doc).unwrap();
+    std::fs::write(&doc_path, &tampered).unwrap();
+
+    let out = export(&fx, &dest, &["acme/foo@1.1.0", "--platform", &local]);
+    assert!(!out.success(), "export rewrote different hashes:\n{out}");
+    assert!(
+        out.stderr.contains(&doc_path.display().to_string()),
+        "the error does not name {}:\n{out}",
+        doc_path.display()
+    );
+    assert_eq!(
+        std::fs::read(&doc_path).unwrap(),
+        tampered,
+        "export changed the document"
+    );
+}

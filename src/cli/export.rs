@@ -152,7 +152,7 @@ fn write_version_docs(
     for (platform, (url, hashes)) in archives {
         let entry = serde_json::json!({ "url": url, "hashes": hashes });
         match existing.get(platform) {
-            Some(old) if old["url"] != entry["url"] => {
+            Some(old) if old["url"] != entry["url"] || !same_package(&old["hashes"], hashes) => {
                 return Err(format!(
                     "{} already lists a different {platform} package; refusing to overwrite it",
                     version_path.display()
@@ -172,6 +172,24 @@ fn write_version_docs(
         .ok_or_else(|| format!("{} has no versions object", index_path.display()))?
         .insert(version.to_string(), serde_json::json!({}));
     write_json(&index_path, &index)
+}
+
+/// Whether a listed entry's hashes can name the package whose hashes are `ours`: for each
+/// kind both list (`h1:`, `zh:`), they share one. An entry without hashes says nothing.
+fn same_package(listed: &serde_json::Value, ours: &[String]) -> bool {
+    let listed: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|h| h.as_str()).collect())
+        .unwrap_or_default();
+    ["h1:", "zh:"].iter().all(|kind| {
+        let theirs: Vec<&&str> = listed.iter().filter(|h| h.starts_with(kind)).collect();
+        theirs.is_empty()
+            || ours
+                .iter()
+                .filter(|h| h.starts_with(kind))
+                .any(|h| theirs.iter().any(|t| **t == h.as_str()))
+            || !ours.iter().any(|h| h.starts_with(kind))
+    })
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>, String> {
