@@ -1681,34 +1681,88 @@ async fn json_body(resp: reqwest::Response) -> Result<serde_json::Value, String>
 struct Ui {
     multi: Option<MultiProgress>,
     total: Option<ProgressBar>,
+    /// What the total line adds up (terminal only).
+    sums: Arc<Sums>,
+    /// Refreshes the total line from the package bars.
+    summer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The packages in flight and those done, for the total line's bytes, speed and ETA.
+#[derive(Default)]
+struct Sums {
+    active: Mutex<Vec<ProgressBar>>,
+    done_bytes: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    packages: std::sync::atomic::AtomicU64,
+}
+
+impl Sums {
+    fn refresh(&self, total: &ProgressBar) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let done = self.done_bytes.load(Relaxed);
+        let (pos, len) = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .fold((done, done), |(p, l), b| {
+                (p + b.position(), l + b.length().unwrap_or(0))
+            });
+        total.set_length(len.max(pos));
+        total.set_position(pos);
+        total.set_message(format!(
+            "{}/{} packages",
+            self.done.load(Relaxed),
+            self.packages.load(Relaxed)
+        ));
+    }
 }
 
 impl Ui {
     fn new(jobs: usize) -> Ui {
+        let sums = Arc::new(Sums::default());
+        sums.packages
+            .store(jobs as u64, std::sync::atomic::Ordering::Relaxed);
         if !std::io::stderr().is_terminal() {
             return Ui {
                 multi: None,
                 total: None,
+                sums,
+                summer: None,
             };
         }
         let multi = MultiProgress::new();
-        let total = multi.add(ProgressBar::new(jobs as u64));
+        let total = multi.add(ProgressBar::new(0));
         total.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} packages, {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} eta {eta}, {msg}, {elapsed}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         total.set_prefix("total");
+        let summer = {
+            let (sums, total) = (sums.clone(), total.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    sums.refresh(&total);
+                }
+            })
+        };
         Ui {
             multi: Some(multi),
             total: Some(total),
+            sums,
+            summer: Some(summer),
         }
     }
 
     /// More packages to fetch, known once their requirement is resolved.
     fn add_jobs(&self, n: usize) {
-        if let Some(t) = &self.total {
-            t.inc_length(n as u64);
-        }
+        self.sums
+            .packages
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn start(&self, label: &str) -> ProgressBar {
@@ -1722,6 +1776,11 @@ impl Ui {
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_message(label.to_owned());
+                self.sums
+                    .active
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(bar.clone());
                 bar
             }
             None => ProgressBar::hidden(),
@@ -1737,11 +1796,19 @@ impl Ui {
             Err(e) => format!("FAILED   {label}: {e}"),
         };
         if let Some(m) = &self.multi {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut active = self.sums.active.lock().unwrap_or_else(|p| p.into_inner());
+            // A bar's message is its package's label, unique in a run.
+            active.retain(|b| b.message() != bar.message());
+            drop(active);
+            let bytes = match r {
+                Ok(Outcome::Fetched { bytes }) => *bytes,
+                _ => 0,
+            };
+            self.sums.done_bytes.fetch_add(bytes, Relaxed);
+            self.sums.done.fetch_add(1, Relaxed);
             bar.finish_and_clear();
             m.remove(bar);
-            if let Some(t) = &self.total {
-                t.inc(1);
-            }
         }
         self.line(&line);
     }
@@ -1761,6 +1828,9 @@ impl Ui {
     }
 
     fn done(&self) {
+        if let Some(s) = &self.summer {
+            s.abort();
+        }
         if let Some(t) = &self.total {
             t.finish_and_clear();
         }
