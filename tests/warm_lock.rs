@@ -228,6 +228,8 @@ fn lock_writes_constraints_as_terraform_does() {
         &[("main.tf", "< 2.0, >= 1.0, != 1.0.1")],
         // Several operators on one version: Terraform orders them by operator.
         &[("main.tf", "!= 1.0.0, >= 1.0.0, < 2, ~> 1.0, >= 1.0")],
+        // A two-part pessimistic constraint with a pre-release.
+        &[("main.tf", "~> 1.0-beta.1")],
     ];
     let mut mismatches = Vec::new();
     for files in cases {

@@ -87,9 +87,6 @@ impl Constraints {
             .unwrap_or((Op::Eq, part));
             let (version, parts) =
                 parse_partial(rest).ok_or_else(|| err(format!("{rest:?} is not a version")))?;
-            if op == Op::Pessimistic && !version.pre.is_empty() && parts < 3 {
-                return Err(err("~> with a pre-release needs a full version".into()));
-            }
             all.push(Constraint { op, version, parts });
         }
         Ok(Constraints {
@@ -120,7 +117,11 @@ impl Constraints {
             .map(|c| {
                 let v = &c.version;
                 let version = if c.op == Op::Pessimistic && c.parts < 3 {
-                    format!("{}.{}", v.major, v.minor)
+                    // Terraform writes the pre-release after the two parts: `~> 2.0-beta.1`.
+                    match v.pre.is_empty() {
+                        true => format!("{}.{}", v.major, v.minor),
+                        false => format!("{}.{}-{}", v.major, v.minor, v.pre),
+                    }
                 } else {
                     v.to_string()
                 };
@@ -223,12 +224,15 @@ fn cmp_ignoring_build(a: &Version, b: &Version) -> std::cmp::Ordering {
         .then_with(|| a.pre.cmp(&b.pre))
 }
 
-/// `1`, `1.2`, `1.2.3`, `1.2.3-beta.1`, optionally with a leading `v`.
+/// `1`, `1.2`, `1.2.3`, `1.2.3-beta.1`, `1.2-beta.1` (Terraform takes no leading `v`).
 fn parse_partial(s: &str) -> Option<(Version, usize)> {
-    let s = s.strip_prefix('v').unwrap_or(s);
     if let Ok(v) = Version::parse(s) {
         return Some((v, 3));
     }
+    let (s, pre) = match s.split_once('-') {
+        Some((nums, pre)) => (nums, Some(semver::Prerelease::new(pre).ok()?)),
+        None => (s, None),
+    };
     let nums: Vec<&str> = s.split('.').collect();
     if nums.is_empty()
         || nums.len() > 2
@@ -240,7 +244,11 @@ fn parse_partial(s: &str) -> Option<(Version, usize)> {
     }
     let major = nums[0].parse().ok()?;
     let minor = nums.get(1).map_or(Some(0), |m| m.parse().ok())?;
-    Some((Version::new(major, minor, 0), nums.len()))
+    let mut version = Version::new(major, minor, 0);
+    if let Some(pre) = pre {
+        version.pre = pre;
+    }
+    Some((version, nums.len()))
 }
 
 #[cfg(test)]
@@ -332,6 +340,7 @@ mod tests {
             ("= 1.1.0", "1.1.0"),
             ("< 2.0, >= 1.0, != 1.0.1", ">= 1.0.0, != 1.0.1, < 2.0.0"),
             (">= 1.0, >= 1.0.0", ">= 1.0.0"),
+            ("~> 2.0-beta.1", "~> 2.0-beta.1"),
             // Same version: the operator decides, in Terraform's order (what `terraform
             // init` 1.0.3 asked for when given the order the version alone left).
             (
@@ -359,7 +368,8 @@ mod tests {
             "abc",
             ">= 1.x",
             "1.2.3.4",
-            "~> 1.0-beta",
+            "v1.2.5",
+            ">= v1.0",
             ">= 1.0,",
         ] {
             assert!(Constraints::parse(bad).is_err(), "{bad}");
