@@ -446,3 +446,46 @@ fn lock_refuses_recorded_hashes_that_name_other_packages_and_drops_stale_constra
     assert!(out.stderr.contains("outside the constraints"), "{out}");
     assert_eq!(read_lock(cfg.path()), recorded, "the lock file was changed");
 }
+
+#[test]
+fn lock_reads_through_a_running_server_that_owns_the_cache() {
+    let (fx, zips) = published();
+    let (local, other) = (local_platform(), other_platform());
+    let out = fx.cli(&["warm", "--platform", "all", "acme/foo@1.1.0"]);
+    assert!(out.success(), "{out}");
+    let cfg = config_dir("~> 1.0");
+    let server = fx.start_server(&[]);
+    let out = fx.cli(&[
+        "lock",
+        "--dir",
+        cfg.path().to_str().unwrap(),
+        "--platform",
+        &local,
+        "--platform",
+        &other,
+    ]);
+    assert!(out.success(), "{out}\n--- server ---\n{}", server.stderr());
+    assert!(out.stderr.contains("through it"), "{out}");
+    let lock = read_lock(cfg.path());
+    let hashes = lock_file_hashes(&lock, FOO);
+    for platform in [&local, &other] {
+        let zip = &zips[&("1.1.0".to_owned(), platform.clone())];
+        assert!(hashes.contains(&h1(zip)), "no h1 for {platform}:\n{lock}");
+        assert!(hashes.contains(&zh(zip)), "no zh for {platform}:\n{lock}");
+    }
+    assert_eq!(hashes.len(), 4, "{lock}");
+    // A platform the server's cache lacks is reported, as without a server.
+    let out = fx.cli(&[
+        "lock",
+        "--dir",
+        cfg.path().to_str().unwrap(),
+        "acme/foo@1.0.0",
+    ]);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("not in the cache"), "{out}");
+    assert_eq!(
+        read_lock(cfg.path()),
+        lock,
+        "a failed lock changed the file"
+    );
+}

@@ -33,7 +33,7 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
         ));
     }
     let platforms = platform_selection(&sel.platforms)?;
-    let backend = Backend::offline(&config, &mirror).await?;
+    let backend = Backend::offline(&config, &mirror, None).await?;
     let mut failures = Vec::new();
     // (address, version) → platform → (file name, hashes)
     let mut docs: BTreeMap<(ProviderAddress, semver::Version), Archives> = BTreeMap::new();

@@ -94,7 +94,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
         )));
     }
 
-    let backend = Backend::offline(&config, &mirror).await?;
+    let backend = Backend::offline(&config, &mirror, Some("reading it")).await?;
     let mut failures = Vec::new();
     for (mut req, constraints_text) in reqs {
         // Keep a locked version that still satisfies the constraints, as terraform init does.
@@ -133,11 +133,14 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                 Ok(all) => {
                     let mut matched = false;
                     let mut uncached = Vec::new();
-                    for (platform, digest, _) in all {
-                        match backend.cached(&digest) {
-                            Some(blob) => {
+                    for (platform, digest, url) in all {
+                        let cached = backend
+                            .cached_h1(&req.address, &version, &platform, &digest, url.as_deref())
+                            .await;
+                        match cached {
+                            Some(h1) => {
                                 matched |= entry.hashes.contains(&zh_from_sha256_hex(digest.hex()))
-                                    || blob.meta.h1.is_some_and(|h| entry.hashes.contains(&h));
+                                    || h1.is_some_and(|h| entry.hashes.contains(&h));
                             }
                             None => uncached.push(platform.to_string()),
                         }
@@ -188,9 +191,18 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             }
         }
         for job in jobs {
-            match backend.cached(&job.digest) {
-                Some(blob) => {
-                    if let Some(h1) = blob.meta.h1 {
+            let cached = backend
+                .cached_h1(
+                    &job.address,
+                    &job.version,
+                    &job.platform,
+                    &job.digest,
+                    Backend::job_url(&job),
+                )
+                .await;
+            match cached {
+                Some(h1) => {
+                    if let Some(h1) = h1 {
                         entry.hashes.insert(h1);
                     }
                     entry.hashes.insert(zh_from_sha256_hex(job.digest.hex()));

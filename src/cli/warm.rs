@@ -785,15 +785,32 @@ fn sums_reference(shasums_url: &str) -> Result<(Digest, Option<String>), String>
 
 impl Backend {
     /// The cache opened by this process, in offline mode: answers come from the cache only.
-    pub(crate) async fn offline(config: &Config, mirror: &str) -> Result<Backend, WarmError> {
+    /// When a server owns the cache: through it if `through_server` names what for, else an
+    /// error.
+    pub(crate) async fn offline(
+        config: &Config,
+        mirror: &str,
+        through_server: Option<&str>,
+    ) -> Result<Backend, WarmError> {
         let mut config = config.clone();
         config.server.offline = true;
-        if cache_owner(&config, None).await?.is_some() {
-            return Err(WarmError::Setup(format!(
-                "the cache {} is in use by the running server ({}); stop it first",
-                config.cache.directory.display(),
-                DirLock::owner(&config.cache.directory).unwrap_or_default()
-            )));
+        if let Some(addr) = cache_owner(&config, through_server).await? {
+            if through_server.is_none() {
+                return Err(WarmError::Setup(format!(
+                    "the cache {} is in use by the running server ({}); stop it first",
+                    config.cache.directory.display(),
+                    DirLock::owner(&config.cache.directory).unwrap_or_default()
+                )));
+            }
+            let origin = &config.mirror(mirror).expect("mirror exists").origin_url;
+            let cred = crate::oci::credentials::credential_for(origin)
+                .map_err(|e| WarmError::Setup(e.to_string()))?;
+            return Ok(Backend::Server(ServerClient::new(
+                &config,
+                addr,
+                &format!("{mirror}/"),
+                &cred,
+            )?));
         }
         let state = open_state(&config)?;
         let mirror = state.mirrors.get(mirror).cloned().expect("mirror exists");
@@ -949,6 +966,41 @@ impl Backend {
             _ => None,
         };
         Ok(Some(fresh.unwrap_or_else(|| planned.to_owned())))
+    }
+
+    /// `None` when the cache does not hold the package; else its `h1:` hash, if known.
+    pub(crate) async fn cached_h1(
+        &self,
+        address: &ProviderAddress,
+        version: &Version,
+        platform: &TargetPlatform,
+        digest: &Digest,
+        url: Option<&str>,
+    ) -> Option<Option<String>> {
+        match self {
+            Backend::Server(s) => {
+                let url = url::Url::parse(url?).ok()?;
+                let kept = s.send(s.kept_query(&url)).await.ok()?;
+                if !kept.status().is_success() {
+                    return None;
+                }
+                let job = Job {
+                    address: address.clone(),
+                    version: version.clone(),
+                    platform: platform.clone(),
+                    digest: digest.clone(),
+                    url: None,
+                    locked_hashes: Vec::new(),
+                };
+                Some(s.h1(&job).await)
+            }
+            _ => self.cached(digest).map(|b| b.meta.h1),
+        }
+    }
+
+    /// The archive URL of a planned package on the running server (server backends).
+    pub(crate) fn job_url(job: &Job) -> Option<&str> {
+        job.url.as_deref()
     }
 
     async fn h1(&self, job: &Job) -> Option<String> {
