@@ -3161,9 +3161,8 @@ fn version_text() -> impl Strategy<Value = VersionText> {
         1..=3usize,
         option::weighted(0.25, select(PRE)),
         option::weighted(0.15, select(&["b1", "build.5", "x-y"][..])),
-        any::<bool>(),
     )
-        .prop_map(|(a, b, c, parts, pre, build, v)| {
+        .prop_map(|(a, b, c, parts, pre, build)| {
             let mut full = semver::Version::new(a, b, if parts == 3 { c } else { 0 });
             let minor = if parts >= 2 { b } else { 0 };
             full.minor = minor;
@@ -3184,9 +3183,7 @@ fn version_text() -> impl Strategy<Value = VersionText> {
                     full.build = semver::BuildMetadata::new(b).unwrap();
                 }
             }
-            if v {
-                text.insert(0, 'v');
-            }
+            // No leading `v`: Terraform refuses it ("a \"v\" prefix should not be used").
             VersionText { text, full, parts }
         })
 }
