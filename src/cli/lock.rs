@@ -74,7 +74,20 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
     }
     let from_config = args.specs.is_empty();
     let reqs: Vec<(Requirement, Option<String>)> = if from_config {
-        requirements::from_config_dir(&dir)?
+        let found = requirements::from_config_dir(&dir)?;
+        if !found.not_installed.is_empty() {
+            // A lock file without those modules' providers would be incomplete.
+            return Err(WarmError::Incomplete {
+                what: "the lock file was not written",
+                failures: found
+                    .not_installed
+                    .iter()
+                    .map(|m| format!("{m} is not installed, so its providers cannot be read; run `terraform init` or `terraform get` in {} first", dir.display()))
+                    .collect(),
+            });
+        }
+        found
+            .requirements
             .into_iter()
             .map(|r| {
                 let text = (!r.constraints.is_any()).then(|| r.constraints.normalized());
@@ -94,7 +107,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
         )));
     }
 
-    let backend = Backend::offline(&config, &mirror, Some("reading it")).await?;
+    let backend = Backend::offline(&config, &mirror, Some("lock reads the cache")).await?;
     let mut failures = Vec::new();
     for (mut req, constraints_text) in reqs {
         // Keep a locked version that still satisfies the constraints, as terraform init does.
@@ -117,6 +130,10 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             }
         };
         let Some(version) = jobs.first().map(|j| j.version.clone()) else {
+            failures.push(format!(
+                "{}: no package to lock (the chosen version lists no platform)",
+                req.address
+            ));
             continue;
         };
         let entry = locked.entry(req.address.clone()).or_insert_with(|| Locked {
@@ -133,17 +150,27 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                 Ok(all) => {
                     let mut matched = false;
                     let mut uncached = Vec::new();
+                    let mut error = None;
                     for (platform, digest, url) in all {
+                        // The zh: is the digest itself; the h1: only if that does not match.
                         let cached = backend
                             .cached_h1(&req.address, &version, &platform, &digest, url.as_deref())
                             .await;
                         match cached {
-                            Some(h1) => {
-                                matched |= entry.hashes.contains(&zh_from_sha256_hex(digest.hex()))
+                            Ok(Some(h1)) => {
+                                matched = entry.hashes.contains(&zh_from_sha256_hex(digest.hex()))
                                     || h1.is_some_and(|h| entry.hashes.contains(&h));
                             }
-                            None => uncached.push(platform.to_string()),
+                            Ok(None) => uncached.push(platform.to_string()),
+                            Err(e) => error = Some(e),
                         }
+                        if matched {
+                            break;
+                        }
+                    }
+                    if let (false, Some(e)) = (matched, error) {
+                        failures.push(e);
+                        continue;
                     }
                     (matched, uncached)
                 }
@@ -201,13 +228,14 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                 )
                 .await;
             match cached {
-                Some(h1) => {
+                Ok(Some(h1)) => {
                     if let Some(h1) = h1 {
                         entry.hashes.insert(h1);
                     }
                     entry.hashes.insert(zh_from_sha256_hex(job.digest.hex()));
                 }
-                None => failures.push(warm_first(&config, &mirror, &job)),
+                Ok(None) => failures.push(warm_first(&config, &mirror, &job)),
+                Err(e) => failures.push(e),
             }
         }
     }

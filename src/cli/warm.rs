@@ -98,12 +98,18 @@ pub enum WarmError {
 
 /// The warm command that brings one missing package into the cache, for `lock` and `export`.
 pub(crate) fn warm_first(config: &Config, mirror: &str, job: &Job) -> String {
+    let path = config.source.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:@,".contains(c);
+    let path = match path.chars().all(plain) {
+        true => path,
+        false => format!("'{}'", path.replace('\'', "'\\''")),
+    };
     format!(
         "{} {} {}: not in the cache; run `oci-distribution-terraform-registry --config={} warm --mirror {mirror} --platform {} {}@{}` first",
         job.address,
         job.version,
         job.platform,
-        config.source.display(),
+        path,
         job.platform,
         job.address,
         job.version
@@ -202,31 +208,57 @@ const KEPT_WAIT: Duration = Duration::from_secs(120);
 /// How long a command waits for another process that holds the cache without serving it.
 const WAIT_FOR_CACHE: Duration = Duration::from_secs(600);
 
-/// The address of the running server that owns the cache, if one does (saying so when
-/// `through` names what will go through it). While another process holds the cache without
-/// being its server (another warm, a lock or an export, a server starting or stopping),
-/// waits for it to finish.
-pub(crate) async fn cache_owner(
+/// What a command gets when it asks for the cache.
+pub(crate) enum Claim {
+    /// A running server owns it: go through it, at this address.
+    Server(std::net::SocketAddr),
+    /// This process opened it.
+    Own(Box<AppState>),
+}
+
+/// Opens the cache for this process, or finds the running server that owns it (saying so
+/// when `through` names what will go through it). Another holder that is not a running
+/// server (another warm, a lock or an export, a server starting or stopping) is waited for,
+/// up to [`WAIT_FOR_CACHE`]; losing the race for a cache that just became free waits again.
+pub(crate) async fn claim_cache(
     config: &Config,
     through: Option<&str>,
-) -> Result<Option<std::net::SocketAddr>, WarmError> {
+) -> Result<Claim, WarmError> {
+    use crate::store::CacheHolder;
     let dir = &config.cache.directory;
     let started = Instant::now();
     let mut told = false;
+    let name =
+        |pid: Option<u32>| pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"));
     loop {
-        let Some(pid) = DirLock::holder_pid(dir) else {
-            return Ok(None);
-        };
-        let holder = pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"));
-        if let Some(addr) = crate::store::owning_server(dir) {
-            if let Some(what) = through {
-                eprintln!(
-                    "The cache {} is owned by a running server ({holder}); {what} through it.",
-                    dir.display()
-                );
+        let holder = match crate::store::cache_holder(dir) {
+            CacheHolder::Nobody => match AppState::from_config(config) {
+                Ok(state) => return Ok(Claim::Own(Box::new(state))),
+                Err(crate::http::ServerError::Store(crate::store::StoreError::Lock(
+                    crate::store::LockError::Held { owner, .. },
+                ))) => owner,
+                Err(e) => return Err(WarmError::Setup(e.to_string())),
+            },
+            CacheHolder::Server(addr) => {
+                if let Some(what) = through {
+                    eprintln!(
+                        "The cache {} is owned by a running server ({}); {what} through it.",
+                        dir.display(),
+                        DirLock::owner(dir).unwrap_or_else(|| "pid unknown".to_owned())
+                    );
+                }
+                return Ok(Claim::Server(addr));
             }
-            return Ok(Some(addr));
-        }
+            CacheHolder::UnprovenServer { pid, addr } => {
+                return Err(WarmError::Setup(format!(
+                    "the cache {} is in use by {}, and {} names a server at {addr} without its pid (written by an older version): if that server is running, restart it; if not, delete that file",
+                    dir.display(),
+                    name(pid),
+                    dir.join(crate::store::SERVER_ADDRESS_FILE).display()
+                )))
+            }
+            CacheHolder::Other(pid) => name(pid),
+        };
         if started.elapsed() > WAIT_FOR_CACHE {
             return Err(WarmError::Setup(format!(
                 "the cache {} is still in use by {holder} after {} minutes; it is not a running server (another warm, lock or export?)",
@@ -243,10 +275,6 @@ pub(crate) async fn cache_owner(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn open_state(config: &Config) -> Result<AppState, WarmError> {
-    AppState::from_config(config).map_err(|e| WarmError::Setup(e.to_string()))
 }
 
 pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
@@ -290,18 +318,18 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
     let cred = crate::oci::credentials::credential_for(&origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
 
-    let backend = match (cache_owner(&config, Some("warming")).await?, &mirror) {
-        (Some(addr), Some(m)) => {
+    let backend = match (claim_cache(&config, Some("warming")).await?, &mirror) {
+        (Claim::Server(addr), Some(m)) => {
             Backend::Server(ServerClient::new(&config, addr, &format!("{m}/"), &cred)?)
         }
-        (Some(addr), None) => Backend::RegistryServer(ServerClient::new(&config, addr, "", &cred)?),
-        (None, Some(m)) => {
-            let state = open_state(&config)?;
+        (Claim::Server(addr), None) => {
+            Backend::RegistryServer(ServerClient::new(&config, addr, "", &cred)?)
+        }
+        (Claim::Own(state), Some(m)) => {
             let mirror = state.mirrors.get(m).cloned().expect("mirror exists");
             Backend::Direct { mirror, cred }
         }
-        (None, None) => {
-            let state = open_state(&config)?;
+        (Claim::Own(state), None) => {
             let registry = state
                 .provider_registry
                 .clone()
@@ -449,9 +477,22 @@ pub(crate) fn gather_requirements(args: &Selection) -> Result<Vec<Requirement>, 
         all.extend(requirements::from_lock_file(f)?);
     }
     for d in &args.dirs {
-        all.extend(requirements::from_config_dir(d)?);
+        all.extend(config_dir_requirements(d)?);
     }
     Ok(unique(all))
+}
+
+/// A configuration's providers; a module not installed yet is warned about (its providers
+/// cannot be read until `terraform init` or `terraform get` installs it).
+fn config_dir_requirements(dir: &std::path::Path) -> Result<Vec<Requirement>, WarmError> {
+    let found = requirements::from_config_dir(dir)?;
+    for m in &found.not_installed {
+        eprintln!(
+            "warning: {}: {m} is not installed, so its providers are not included; run `terraform init` or `terraform get` there first",
+            dir.display()
+        );
+    }
+    Ok(found.requirements)
 }
 
 /// Each source is its own requirement: two lock files pinning different versions want both
@@ -502,7 +543,7 @@ fn registry_requirements(
         from.push((f, requirements::from_lock_file(f)?));
     }
     for d in &sel.dirs {
-        from.push((d, requirements::from_config_dir(d)?));
+        from.push((d, config_dir_requirements(d)?));
     }
     for (path, reqs) in from {
         for r in reqs {
@@ -794,25 +835,27 @@ impl Backend {
     ) -> Result<Backend, WarmError> {
         let mut config = config.clone();
         config.server.offline = true;
-        if let Some(addr) = cache_owner(&config, through_server).await? {
-            if through_server.is_none() {
-                return Err(WarmError::Setup(format!(
-                    "the cache {} is in use by the running server ({}); stop it first",
-                    config.cache.directory.display(),
-                    DirLock::owner(&config.cache.directory).unwrap_or_default()
-                )));
+        let state = match claim_cache(&config, through_server).await? {
+            Claim::Own(state) => state,
+            Claim::Server(addr) => {
+                if through_server.is_none() {
+                    return Err(WarmError::Setup(format!(
+                        "the cache {} is in use by the running server ({}); stop it first",
+                        config.cache.directory.display(),
+                        DirLock::owner(&config.cache.directory).unwrap_or_default()
+                    )));
+                }
+                let origin = &config.mirror(mirror).expect("mirror exists").origin_url;
+                let cred = crate::oci::credentials::credential_for(origin)
+                    .map_err(|e| WarmError::Setup(e.to_string()))?;
+                return Ok(Backend::Server(ServerClient::new(
+                    &config,
+                    addr,
+                    &format!("{mirror}/"),
+                    &cred,
+                )?));
             }
-            let origin = &config.mirror(mirror).expect("mirror exists").origin_url;
-            let cred = crate::oci::credentials::credential_for(origin)
-                .map_err(|e| WarmError::Setup(e.to_string()))?;
-            return Ok(Backend::Server(ServerClient::new(
-                &config,
-                addr,
-                &format!("{mirror}/"),
-                &cred,
-            )?));
-        }
-        let state = open_state(&config)?;
+        };
         let mirror = state.mirrors.get(mirror).cloned().expect("mirror exists");
         Ok(Backend::Direct {
             mirror,
@@ -939,7 +982,9 @@ impl Backend {
                 await_fill(origin.store(), lookup, &job.digest, bar).await
             }
             Backend::Server(s) | Backend::RegistryServer(s) => {
-                s.fetch(self.current_url(job).await?.as_deref(), bar).await
+                let url = self.current_url(job).await?;
+                s.fetch(url.as_deref(), bar, async || self.current_url(job).await)
+                    .await
             }
         }
     }
@@ -968,7 +1013,7 @@ impl Backend {
         Ok(Some(fresh.unwrap_or_else(|| planned.to_owned())))
     }
 
-    /// `None` when the cache does not hold the package; else its `h1:` hash, if known.
+    /// `Ok(None)` when the cache does not hold the package; else its `h1:` hash, if known.
     pub(crate) async fn cached_h1(
         &self,
         address: &ProviderAddress,
@@ -976,13 +1021,21 @@ impl Backend {
         platform: &TargetPlatform,
         digest: &Digest,
         url: Option<&str>,
-    ) -> Option<Option<String>> {
+    ) -> Result<Option<Option<String>>, String> {
         match self {
             Backend::Server(s) => {
-                let url = url::Url::parse(url?).ok()?;
-                let kept = s.send(s.kept_query(&url)).await.ok()?;
-                if !kept.status().is_success() {
-                    return None;
+                let what = format!("{address} {version} {platform}");
+                let url = url.ok_or_else(|| format!("{what}: the server gave no archive URL"))?;
+                let url = url::Url::parse(url).map_err(|e| format!("{what}: {e}"))?;
+                let kept = s.send(s.kept_query(&url)).await?;
+                match kept.status() {
+                    s if s.is_success() => {}
+                    reqwest::StatusCode::GATEWAY_TIMEOUT => return Ok(None),
+                    other => {
+                        return Err(format!(
+                            "{what}: the server answered {other} when asked whether it keeps the package"
+                        ))
+                    }
                 }
                 let job = Job {
                     address: address.clone(),
@@ -992,9 +1045,9 @@ impl Backend {
                     url: None,
                     locked_hashes: Vec::new(),
                 };
-                Some(s.h1(&job).await)
+                Ok(Some(s.h1(&job).await))
             }
-            _ => self.cached(digest).map(|b| b.meta.h1),
+            _ => Ok(self.cached(digest).map(|b| b.meta.h1)),
         }
     }
 
@@ -1066,18 +1119,17 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
     }
     let cred = crate::oci::credentials::credential_for(&r.origin.origin_url)
         .map_err(|e| WarmError::Setup(e.to_string()))?;
-    let backend = match cache_owner(config, Some("warming")).await? {
-        Some(addr) => ModuleBackend::Server(Box::new(ServerClient::new(config, addr, "", &cred)?)),
-        None => {
-            let state = open_state(config)?;
-            ModuleBackend::Direct {
-                registry: state
-                    .module_registry
-                    .clone()
-                    .expect("the module_registry is configured"),
-                cred,
-            }
+    let backend = match claim_cache(config, Some("warming")).await? {
+        Claim::Server(addr) => {
+            ModuleBackend::Server(Box::new(ServerClient::new(config, addr, "", &cred)?))
         }
+        Claim::Own(state) => ModuleBackend::Direct {
+            registry: state
+                .module_registry
+                .clone()
+                .expect("the module_registry is configured"),
+            cred,
+        },
     };
 
     let mut failures = Vec::new();
@@ -1211,13 +1263,15 @@ impl Warmer for ModuleBackend {
             }
             ModuleBackend::Server(s) => {
                 // A sealed URL planned earlier may have expired: ask for it again.
-                let url = match job.url.as_deref() {
-                    Some(u) if is_sealed(u) => {
-                        Some(s.module_location(&job.module, &job.version).await?.1)
-                    }
-                    other => other.map(str::to_owned),
+                let current = async || match job.url.as_deref() {
+                    Some(u) if is_sealed(u) => s
+                        .module_location(&job.module, &job.version)
+                        .await
+                        .map(|(_, location)| Some(location)),
+                    other => Ok(other.map(str::to_owned)),
                 };
-                s.fetch(url.as_deref(), bar).await
+                let url = current().await?;
+                s.fetch(url.as_deref(), bar, current).await
             }
         }
     }
@@ -1620,8 +1674,15 @@ impl ServerClient {
         Ok((digest, absolute.to_string()))
     }
 
-    async fn fetch(&self, url: Option<&str>, bar: &ProgressBar) -> Result<Outcome, String> {
-        let url = url::Url::parse(url.ok_or("no archive URL")?).map_err(|e| e.to_string())?;
+    /// Brings the package at `url` into the server's cache. `current_url` gives the URL
+    /// again, freshly sealed: a seal may expire during a long download.
+    async fn fetch(
+        &self,
+        url: Option<&str>,
+        bar: &ProgressBar,
+        current_url: impl AsyncFn() -> Result<Option<String>, String>,
+    ) -> Result<Outcome, String> {
+        let mut url = url::Url::parse(url.ok_or("no archive URL")?).map_err(|e| e.to_string())?;
         // Whether the server holds it, without starting a fetch (only-if-cached).
         let head = self.send(self.kept_query(&url)).await?;
         if head.status().is_success() {
@@ -1636,7 +1697,7 @@ impl ServerClient {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 format!(
-                    "the server ended the download early: the package failed verification, or its origin failed (the server's log says which): {}",
+                    "the download from the server was cut short (the package failed verification, its origin failed, or the connection broke; the server's log says which): {}",
                     e.without_url()
                 )
             })?;
@@ -1646,7 +1707,13 @@ impl ServerClient {
         // The body ends once the package is verified; the server files it away just after,
         // or finds it cannot (larger than its max_size, disk full). Ask without starting a
         // fetch (only-if-cached) until it is kept or known not to be.
+        if is_sealed(url.as_str()) {
+            if let Some(fresh) = current_url().await? {
+                url = url::Url::parse(&fresh).map_err(|e| e.to_string())?;
+            }
+        }
         let deadline = Instant::now() + KEPT_WAIT;
+        let mut pause = Duration::from_millis(20);
         loop {
             let head = self.send(self.kept_query(&url)).await?;
             let label = head
@@ -1658,7 +1725,8 @@ impl ServerClient {
             match (status, label) {
                 (s, _) if s.is_success() => return Ok(Outcome::Fetched { bytes: n }),
                 (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") => {
                     return Err(format!(
@@ -1752,14 +1820,20 @@ impl Sums {
     fn refresh(&self, total: &ProgressBar) {
         use std::sync::atomic::Ordering::Relaxed;
         let done = self.done_bytes.load(Relaxed);
-        let (pos, len) = self
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .fold((done, done), |(p, l), b| {
-                (p + b.position(), l + b.length().unwrap_or(0))
-            });
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let (pos, len) = active.iter().fold((done, done), |(p, l), b| {
+            (p + b.position(), l + b.length().unwrap_or(0))
+        });
+        // Packages not started yet count at the average size of those in flight, so the
+        // ETA covers the whole run, not only what has started.
+        let sized: Vec<u64> = active.iter().filter_map(|b| b.length()).collect();
+        let started = self.done.load(Relaxed) + active.len() as u64;
+        drop(active);
+        let waiting = self.packages.load(Relaxed).saturating_sub(started);
+        let len = match sized.len() as u64 {
+            0 => len,
+            n => len + waiting * (sized.iter().sum::<u64>() / n),
+        };
         total.set_length(len.max(pos));
         total.set_position(pos);
         total.set_message(format!(

@@ -44,24 +44,29 @@ pub async fn sealed_zip<B>(
     warm: impl FnOnce() -> String,
 ) -> Result<Response<Body>, ApiError> {
     let token = sealed_token(req);
-    if only_if_cached(req) {
-        // RFC 9111: answer from the cache or with a 504, never by fetching. `warm` asks so
-        // to learn whether what it fetched through us was kept.
+    // RFC 9111 `only-if-cached`: answer from the cache or with a 504, never by fetching.
+    // `warm` asks so to learn whether what it fetched through us was kept.
+    let cached_only = if only_if_cached(req) {
         origin
             .sealed_credential(repo, digest.as_str(), token.as_deref())
             .map_err(ApiError::from)?;
-        let state = match origin.store().residence(digest) {
-            Residence::Kept => None,
-            Residence::Filling => Some("JOIN"),
-            Residence::Absent => Some("MISS"),
+        let cached = match origin.store().residence(digest) {
+            Residence::Kept => origin.store().cached(digest).ok_or("MISS"),
+            Residence::Filling => Err("JOIN"),
+            Residence::Absent => Err("MISS"),
         };
-        if let Some(label) = state {
-            let mut resp = respond(StatusCode::GATEWAY_TIMEOUT, HeaderMap::new(), empty());
-            resp.headers_mut()
-                .insert("x-cache", HeaderValue::from_static(label));
-            return Ok(resp);
+        match cached {
+            Ok(blob) => Some(blob),
+            Err(label) => {
+                let mut resp = respond(StatusCode::GATEWAY_TIMEOUT, HeaderMap::new(), empty());
+                resp.headers_mut()
+                    .insert("x-cache", HeaderValue::from_static(label));
+                return Ok(resp);
+            }
         }
-    }
+    } else {
+        None
+    };
     let blob = BlobHeaders {
         content_type: "application/zip",
         // The URL names the content, so it never changes; but an origin that needs
@@ -76,6 +81,9 @@ pub async fn sealed_zip<B>(
             .map_err(ApiError::from)
     };
     let lookup = async {
+        if let Some(blob) = cached_only {
+            return Ok(PackageBody::Cached(blob));
+        }
         origin
             .sealed_blob(repo, digest, token.as_deref(), warm)
             .await

@@ -192,6 +192,9 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr, bool),
 ) -> Result<(), ServerError> {
     let state = Arc::new(AppState::from_config(config)?);
+    // The cache is ours now: a record left by a server that was killed goes before a tool
+    // could mistake us (whose pid may be the dead server's, reused) for it while we bind.
+    let _ = std::fs::remove_file(state.store.root().join(crate::store::SERVER_ADDRESS_FILE));
     let acceptor = load_acceptor(config)?;
     let addr = config.server.listen_addr;
     let admin_addr = config.server.admin_listen_addr;

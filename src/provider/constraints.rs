@@ -230,6 +230,7 @@ fn parse_partial(s: &str) -> Option<(Version, usize)> {
         return Some((v, 3));
     }
     let (s, pre) = match s.split_once('-') {
+        Some((_, "")) => return None,
         Some((nums, pre)) => (nums, Some(semver::Prerelease::new(pre).ok()?)),
         None => (s, None),
     };
@@ -363,7 +364,7 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "", ">=", "abc", ">= 1.x", "1.2.3.4", "v1.2.5", ">= v1.0", ">= 1.0,",
+            "", ">=", "abc", ">= 1.x", "1.2.3.4", "v1.2.5", ">= v1.0", ">= 1.0,", "1.2-",
         ] {
             assert!(Constraints::parse(bad).is_err(), "{bad}");
         }

@@ -138,33 +138,62 @@ pub fn from_lock_file(path: &Path) -> Result<Vec<Requirement>, RequirementsError
 /// `./` and `../` sources, and the modules `terraform init` or `terraform get` installed under
 /// `.terraform/modules`), plus providers only implied by `provider`, `resource` and `data`
 /// blocks. The constraints of all modules are combined per provider.
-pub fn from_config_dir(dir: &Path) -> Result<Vec<Requirement>, RequirementsError> {
+///
+/// Modules are followed from the root by their keys (`net`, `net.subnets`), as Terraform
+/// loads them: an installed module from its directory in `modules.json`, a local one from its
+/// source path. A remote module that is not installed cannot be read; it is listed in
+/// `not_installed`.
+pub fn from_config_dir(dir: &Path) -> Result<ConfigProviders, RequirementsError> {
+    let installed = installed_modules(dir);
     let mut found: BTreeMap<ProviderAddress, Constraints> = BTreeMap::new();
-    let mut module_dirs = vec![dir.to_owned()];
-    module_dirs.extend(installed_modules(dir));
+    let mut not_installed = Vec::new();
+    let mut todo = vec![(dir.to_owned(), String::new())];
     let mut seen: Vec<PathBuf> = Vec::new();
-    while let Some(module) = module_dirs.pop() {
-        let key = module.canonicalize().unwrap_or_else(|_| module.clone());
-        if seen.contains(&key) {
+    while let Some((module, key)) = todo.pop() {
+        let canonical = module.canonicalize().unwrap_or_else(|_| module.clone());
+        if seen.contains(&canonical) {
             continue;
         }
-        seen.push(key);
-        let calls = read_module(&module, &mut found)?;
-        module_dirs.extend(calls);
+        seen.push(canonical);
+        for (name, source) in read_module(&module, &mut found)? {
+            let child = match key.is_empty() {
+                true => name,
+                false => format!("{key}.{name}"),
+            };
+            if let Some(d) = installed.get(&child) {
+                todo.push((d.clone(), child));
+            } else if source.starts_with("./") || source.starts_with("../") {
+                todo.push((module.join(&source), child));
+            } else {
+                not_installed.push(format!("module.{child} ({source})"));
+            }
+        }
     }
-    Ok(found
-        .into_iter()
-        .map(|(address, constraints)| Requirement {
-            address,
-            constraints,
-            locked_hashes: Vec::new(),
-        })
-        .collect())
+    Ok(ConfigProviders {
+        requirements: found
+            .into_iter()
+            .map(|(address, constraints)| Requirement {
+                address,
+                constraints,
+                locked_hashes: Vec::new(),
+            })
+            .collect(),
+        not_installed,
+    })
 }
 
-/// The module directories `.terraform/modules/modules.json` lists (installed remote and local
-/// modules), relative to the root module.
-fn installed_modules(root: &Path) -> Vec<PathBuf> {
+/// What a configuration needs.
+#[derive(Debug)]
+pub struct ConfigProviders {
+    pub requirements: Vec<Requirement>,
+    /// Remote module calls `terraform init` or `terraform get` has not installed: their
+    /// providers could not be read.
+    pub not_installed: Vec<String>,
+}
+
+/// Module key → directory, from `.terraform/modules/modules.json` (installed remote and
+/// local modules; directories relative to the root module).
+fn installed_modules(root: &Path) -> BTreeMap<String, PathBuf> {
     #[derive(serde::Deserialize)]
     struct Manifest {
         #[serde(rename = "Modules", default)]
@@ -179,29 +208,29 @@ fn installed_modules(root: &Path) -> Vec<PathBuf> {
     }
     let path = root.join(".terraform").join("modules").join("modules.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        return Vec::new();
+        return BTreeMap::new();
     };
     match serde_json::from_str::<Manifest>(&text) {
         Ok(m) => m
             .modules
             .into_iter()
             .filter(|e| !e.key.is_empty() && !e.dir.is_empty())
-            .map(|e| root.join(e.dir))
-            .filter(|d| d.is_dir())
+            .map(|e| (e.key, root.join(e.dir)))
+            .filter(|(_, d)| d.is_dir())
             .collect(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the installed modules; only local module sources are followed");
-            Vec::new()
+            BTreeMap::new()
         }
     }
 }
 
-/// Adds one module's provider requirements to `found`; returns the directories of the local
-/// modules it calls.
+/// Adds one module's provider requirements to `found`; returns the modules it calls, as
+/// (name, source).
 fn read_module(
     dir: &Path,
     found: &mut BTreeMap<ProviderAddress, Constraints>,
-) -> Result<Vec<PathBuf>, RequirementsError> {
+) -> Result<Vec<(String, String)>, RequirementsError> {
     let read_err = |source| RequirementsError::Read {
         path: dir.to_owned(),
         source,
@@ -266,8 +295,8 @@ fn read_module(
                 Structure::Attribute(a) if a.key.as_str() == "source" => string_value(&a.value),
                 _ => None,
             });
-            if let Some(src) = source.filter(|s| s.starts_with("./") || s.starts_with("../")) {
-                calls.push(dir.join(src));
+            if let (Some(name), Some(source)) = (first_label(call), source) {
+                calls.push((name, source));
             }
         }
     }
@@ -387,7 +416,7 @@ provider "registry.terraform.io/acme/foo" {
             "terraform {\n  required_providers {\n    foo = {\n      source  = \"registry.terraform.io/acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n",
         )
         .unwrap();
-        let reqs = from_config_dir(dir.path()).unwrap();
+        let reqs = from_config_dir(dir.path()).unwrap().requirements;
         let by: BTreeMap<String, String> = reqs
             .iter()
             .map(|r| (r.address.to_string(), r.constraints.to_string()))
@@ -413,6 +442,7 @@ provider "registry.terraform.io/acme/foo" {
 }
 module "net" { source = "./modules/net" }
 module "remote" { source = "acme/remote/aws" }
+module "later" { source = "acme/later/aws" }
 resource "foo_thing" "a" {}
 resource "random_id" "b" {}
 data "terraform_remote_state" "c" {}
@@ -438,9 +468,16 @@ module "loop" { source = "../net" }
         );
         write(
             ".terraform/modules/modules.json",
-            r#"{"Modules":[{"Key":"","Source":"","Dir":"."},{"Key":"net","Source":"./modules/net","Dir":"modules/net"},{"Key":"remote","Source":"registry.terraform.io/acme/remote/aws","Version":"1.0.0","Dir":".terraform/modules/remote"}]}"#,
+            r#"{"Modules":[{"Key":"","Source":"","Dir":"."},{"Key":"net","Source":"./modules/net","Dir":"modules/net"},{"Key":"remote","Source":"registry.terraform.io/acme/remote/aws","Version":"1.0.0","Dir":".terraform/modules/remote"},{"Key":"gone","Source":"registry.terraform.io/acme/gone/aws","Version":"1.0.0","Dir":".terraform/modules/gone"}]}"#,
         );
-        let reqs = from_config_dir(root.path()).unwrap();
+        // Installed once, no longer called: not read.
+        write(
+            ".terraform/modules/gone/main.tf",
+            "terraform {\n  required_providers {\n    gone = { source = \"acme/gone\" }\n  }\n}\n",
+        );
+        let found = from_config_dir(root.path()).unwrap();
+        assert_eq!(found.not_installed, ["module.later (acme/later/aws)"]);
+        let reqs = found.requirements;
         let by: BTreeMap<String, String> = reqs
             .iter()
             .map(|r| (r.address.to_string(), r.constraints.to_string()))

@@ -69,9 +69,19 @@ impl DirLock {
     }
 
     /// Who holds `dir`'s lock: `None` when nobody does; `Some(None)` when the holder's pid
-    /// is unknown.
-    pub fn holder_pid(dir: &Path) -> Option<Option<u32>> {
-        DirLock::owner(dir).map(|o| o.strip_prefix("pid ").and_then(|p| p.parse().ok()))
+    /// is unknown. Never writes: a free lock is taken and let go at once, so a process that
+    /// acquires it meanwhile can only lose a race it then retries (see `warm`).
+    pub fn probe(dir: &Path) -> Option<Option<u32>> {
+        let mut file = File::open(dir.join("lock")).ok()?;
+        match file.try_lock() {
+            Ok(()) => None,
+            Err(TryLockError::WouldBlock) => {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                Some(owner.trim().parse().ok())
+            }
+            Err(TryLockError::Error(_)) => None,
+        }
     }
 }
 
@@ -103,13 +113,30 @@ pub fn recorded_server(dir: &Path) -> Option<(SocketAddr, Option<u32>)> {
     Some((addr, pid))
 }
 
-/// The address of the server that owns `dir` now: the lock's holder is the process that
-/// recorded the address.
-pub fn owning_server(dir: &Path) -> Option<SocketAddr> {
-    let holder = DirLock::holder_pid(dir)??;
-    match recorded_server(dir)? {
-        (addr, Some(pid)) if pid == holder => Some(addr),
-        _ => None,
+/// Who holds a cache directory, as a command that wants it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheHolder {
+    Nobody,
+    /// The running server that recorded this address: the lock's holder wrote the record.
+    Server(SocketAddr),
+    /// A record without a pid, which servers of older versions wrote: it cannot be told
+    /// whether the holder is that server.
+    UnprovenServer {
+        pid: Option<u32>,
+        addr: SocketAddr,
+    },
+    /// Another process (a `warm`, `lock` or `export`, a server starting or stopping).
+    Other(Option<u32>),
+}
+
+pub fn cache_holder(dir: &Path) -> CacheHolder {
+    let Some(holder) = DirLock::probe(dir) else {
+        return CacheHolder::Nobody;
+    };
+    match recorded_server(dir) {
+        Some((addr, Some(pid))) if Some(pid) == holder => CacheHolder::Server(addr),
+        Some((addr, None)) => CacheHolder::UnprovenServer { pid: holder, addr },
+        _ => CacheHolder::Other(holder),
     }
 }
 
@@ -135,15 +162,28 @@ mod tests {
     fn only_the_lock_holder_counts_as_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = "127.0.0.1:4443".parse().unwrap();
+        assert_eq!(cache_holder(dir.path()), CacheHolder::Nobody);
         // A record with no holder: a server that was killed.
         record_server_address(dir.path(), addr).unwrap();
-        assert_eq!(owning_server(dir.path()), None);
+        assert_eq!(cache_holder(dir.path()), CacheHolder::Nobody);
         // Held by this process, which recorded it: the server.
         let held = DirLock::acquire(dir.path()).unwrap();
-        assert_eq!(owning_server(dir.path()), Some(addr));
+        assert_eq!(cache_holder(dir.path()), CacheHolder::Server(addr));
+        // Probing never rewrites the holder's pid.
+        let pid = std::fs::read_to_string(dir.path().join("lock")).unwrap();
+        assert_eq!(pid, std::process::id().to_string());
         // A record naming another pid (stale, or another server's): not ours.
         std::fs::write(dir.path().join(SERVER_ADDRESS_FILE), format!("{addr}\n1\n")).unwrap();
-        assert_eq!(owning_server(dir.path()), None);
+        assert_eq!(
+            cache_holder(dir.path()),
+            CacheHolder::Other(Some(std::process::id()))
+        );
+        // An older server's record, without a pid.
+        std::fs::write(dir.path().join(SERVER_ADDRESS_FILE), format!("{addr}\n")).unwrap();
+        assert!(matches!(
+            cache_holder(dir.path()),
+            CacheHolder::UnprovenServer { .. }
+        ));
         // A stopping server removes its own record only.
         clear_server_address(dir.path());
         assert!(dir.path().join(SERVER_ADDRESS_FILE).exists());

@@ -27,7 +27,7 @@ use fill::{FillState, MemTail};
 pub use index::{BlobMeta, BlobSource};
 pub use index::{Index, IndexError};
 pub use lock::{
-    clear_server_address, owning_server, record_server_address, DirLock, LockError,
+    cache_holder, clear_server_address, record_server_address, CacheHolder, DirLock, LockError,
     SERVER_ADDRESS_FILE,
 };
 pub use read::file_range;
@@ -362,12 +362,17 @@ impl BlobStore {
 
     /// The cached blob, or the fill that is bringing it in: joined if one is running, started
     /// (by calling `fetch`) if not.
+    /// Where a blob is, without fetching it. The fills are asked first: a fill is indexed
+    /// before it leaves them, so a blob being filed away is never missed by both.
     pub fn residence(&self, digest: &Digest) -> Residence {
+        let filling = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest.hex());
         if self.meta(digest).is_some() {
-            return Residence::Kept;
-        }
-        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight.contains_key(digest.hex()) {
+            Residence::Kept
+        } else if filling {
             Residence::Filling
         } else {
             Residence::Absent
