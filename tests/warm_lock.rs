@@ -54,6 +54,95 @@ fn read_lock(dir: &Path) -> String {
         .unwrap_or_else(|e| panic!("{}: no lock file: {e}", dir.display()))
 }
 
+/// `terraform providers lock -net-mirror=MIRROR -platform=P... ARGS...` in `dir` (a server
+/// must own the cache); the lock file it wrote.
+fn terraform_providers_lock(
+    fx: &WarmFixture,
+    dir: &Path,
+    platforms: &[&str],
+    args: &[&str],
+) -> String {
+    let mut argv = vec![
+        "providers".to_owned(),
+        "lock".to_owned(),
+        "-no-color".to_owned(),
+        format!("-net-mirror={}", fx.mirror_url()),
+    ];
+    argv.extend(platforms.iter().map(|p| format!("-platform={p}")));
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let run = terraform_in(dir, &argv, "", Some(&fx.cert));
+    assert!(
+        run.success,
+        "terraform providers lock failed:\n{}",
+        run.output
+    );
+    read_lock(dir)
+}
+
+/// terraform init through the mirror (a server must own the cache) in `dir`, whose lock file
+/// is `our_lock`: it must succeed and keep the lock file as it is.
+fn assert_init_keeps(fx: &WarmFixture, dir: &Path, our_lock: &str) {
+    let run = terraform_in(
+        dir,
+        &["init", "-no-color", "-input=false"],
+        &tf_network_mirror_config(&fx.mirror_url()),
+        Some(&fx.cert),
+    );
+    assert!(
+        run.success,
+        "terraform init with our lock file failed:\n{}\n--- lock ---\n{our_lock}",
+        run.output
+    );
+    assert_eq!(
+        read_lock(dir),
+        our_lock,
+        "terraform init changed our lock file"
+    );
+}
+
+/// `lock --dir DIR --platform LOCAL --platform OTHER`.
+fn lock_for_both_platforms(fx: &WarmFixture, dir: &Path) -> CliOutput {
+    let (local, other) = (local_platform(), other_platform());
+    let dir = dir.to_str().unwrap();
+    fx.cli(&[
+        "lock",
+        "--dir",
+        dir,
+        "--platform",
+        &local,
+        "--platform",
+        &other,
+    ])
+}
+
+/// `lock --dir DIR ARGS...` must fail, saying each of `says`, and leave the lock file as it was.
+fn assert_lock_refused(fx: &WarmFixture, dir: &Path, args: &[&str], says: &[&str]) {
+    let before = read_lock(dir);
+    let mut argv = vec!["lock", "--dir", dir.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let out = fx.cli(&argv);
+    assert!(!out.success(), "lock {args:?} succeeded:\n{out}");
+    assert!(out.status.is_some(), "lock was killed:\n{out}");
+    for needle in says {
+        assert!(
+            out.stderr.contains(needle),
+            "the error lacks {needle:?}:\n{out}"
+        );
+    }
+    assert_eq!(read_lock(dir), before, "a refused lock changed the file");
+}
+
+/// `warm --dir DIR` then `lock --dir DIR`; the lock file written.
+fn warm_and_lock(fx: &WarmFixture, dir: &Path) -> String {
+    let dir_arg = dir.to_str().unwrap();
+    let out = fx.cli(&["warm", "--dir", dir_arg]);
+    assert!(out.success(), "{} warm: {out}", dir.display());
+    let out = fx.cli(&["lock", "--dir", dir_arg]);
+    assert!(out.success(), "{} lock: {out}", dir.display());
+    read_lock(dir)
+}
+
 fn without_zh(lock: &str) -> String {
     lock.lines()
         .filter(|l| !l.trim_start().starts_with("\"zh:"))
@@ -94,23 +183,8 @@ fn lock_matches_terraform_providers_lock_and_init_accepts_it() {
     assert_eq!(hashes.len(), 4, "{our_lock}");
 
     // The real Terraform, through the server on the same cache.
-    let server = fx.start_server(&[]);
-    let net_mirror = format!("-net-mirror={}", fx.mirror_url());
-    let p1 = format!("-platform={local}");
-    let p2 = format!("-platform={other}");
-    let run = terraform_in(
-        theirs.path(),
-        &["providers", "lock", "-no-color", &net_mirror, &p1, &p2, FOO],
-        "",
-        Some(&fx.cert),
-    );
-    assert!(
-        run.success,
-        "terraform providers lock failed:\n{}\n--- server ---\n{}",
-        run.output,
-        server.stderr()
-    );
-    let their_lock = read_lock(theirs.path());
+    let _server = fx.start_server(&[]);
+    let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local, &other], &[FOO]);
     assert_eq!(
         without_zh(&our_lock),
         their_lock,
@@ -118,22 +192,7 @@ fn lock_matches_terraform_providers_lock_and_init_accepts_it() {
     );
 
     // terraform init accepts our lock file as it is (and keeps it).
-    let run = terraform_in(
-        ours.path(),
-        &["init", "-no-color", "-input=false"],
-        &tf_network_mirror_config(&fx.mirror_url()),
-        Some(&fx.cert),
-    );
-    assert!(
-        run.success,
-        "terraform init with our lock file failed:\n{}\n--- lock ---\n{our_lock}",
-        run.output
-    );
-    assert_eq!(
-        read_lock(ours.path()),
-        our_lock,
-        "terraform init changed our lock file"
-    );
+    assert_init_keeps(&fx, ours.path(), &our_lock);
 }
 
 #[test]
@@ -156,15 +215,7 @@ fn lock_completes_a_lock_file_terraform_init_wrote_for_one_platform() {
     let before = read_lock(cfg.path());
     assert_eq!(lock_file_version(&before, FOO).as_deref(), Some("2.0.0"));
 
-    let out = fx.cli(&[
-        "lock",
-        "--dir",
-        cfg.path().to_str().unwrap(),
-        "--platform",
-        &local,
-        "--platform",
-        &other,
-    ]);
+    let out = lock_for_both_platforms(&fx, cfg.path());
     assert!(out.success(), "{out}");
     let after = read_lock(cfg.path());
     assert_eq!(
@@ -187,19 +238,11 @@ fn lock_completes_a_lock_file_terraform_init_wrote_for_one_platform() {
 #[test]
 fn lock_of_a_platform_not_warmed_fails_with_the_warm_command() {
     let (fx, _zips) = published();
-    let (local, other) = (local_platform(), other_platform());
+    let other = other_platform();
     let cfg = config_dir("~> 1.0");
     let out = fx.cli(&["warm", "--dir", cfg.path().to_str().unwrap()]);
     assert!(out.success(), "{out}");
-    let out = fx.cli(&[
-        "lock",
-        "--dir",
-        cfg.path().to_str().unwrap(),
-        "--platform",
-        &local,
-        "--platform",
-        &other,
-    ]);
+    let out = lock_for_both_platforms(&fx, cfg.path());
     assert!(!out.success(), "{out}");
     assert!(out.status.is_some(), "lock was killed:\n{out}");
     assert!(
@@ -248,24 +291,11 @@ fn lock_writes_constraints_as_terraform_does() {
             dir
         };
         let ours = make();
-        let out = fx.cli(&["warm", "--dir", ours.path().to_str().unwrap()]);
-        assert!(out.success(), "{files:?}: {out}");
-        let out = fx.cli(&["lock", "--dir", ours.path().to_str().unwrap()]);
-        assert!(out.success(), "{files:?}: {out}");
-        let our_lock = read_lock(ours.path());
+        let our_lock = warm_and_lock(&fx, ours.path());
 
         let theirs = make();
         let server = fx.start_server(&[]);
-        let net_mirror = format!("-net-mirror={}", fx.mirror_url());
-        let p = format!("-platform={local}");
-        let run = terraform_in(
-            theirs.path(),
-            &["providers", "lock", "-no-color", &net_mirror, &p, FOO],
-            "",
-            Some(&fx.cert),
-        );
-        assert!(run.success, "{files:?}: {}", run.output);
-        let their_lock = read_lock(theirs.path());
+        let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local], &[FOO]);
         // And whether terraform init keeps our lock file as it is.
         let init = terraform_in(
             ours.path(),
@@ -317,49 +347,21 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
         dir
     };
     let ours = make();
-    let out = fx.cli(&["warm", "--dir", ours.path().to_str().unwrap()]);
-    assert!(out.success(), "{out}");
-    let out = fx.cli(&["lock", "--dir", ours.path().to_str().unwrap()]);
-    assert!(out.success(), "{out}");
-    let our_lock = read_lock(ours.path());
+    let our_lock = warm_and_lock(&fx, ours.path());
     assert_eq!(lock_file_version(&our_lock, FOO).as_deref(), Some("1.1.0"));
 
     let theirs = make();
     let server = fx.start_server(&[]);
     let run = terraform_in(theirs.path(), &["get", "-no-color"], "", None);
     assert!(run.success, "terraform get: {}", run.output);
-    let net_mirror = format!("-net-mirror={}", fx.mirror_url());
-    let p = format!("-platform={local}");
-    let run = terraform_in(
-        theirs.path(),
-        &["providers", "lock", "-no-color", &net_mirror, &p],
-        "",
-        Some(&fx.cert),
-    );
-    assert!(run.success, "terraform providers lock: {}", run.output);
-    let their_lock = read_lock(theirs.path());
+    let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local], &[]);
     assert_eq!(
         without_zh(&our_lock),
         their_lock,
         "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
     );
-    let init = terraform_in(
-        ours.path(),
-        &["init", "-no-color", "-input=false"],
-        &tf_network_mirror_config(&fx.mirror_url()),
-        Some(&fx.cert),
-    );
+    assert_init_keeps(&fx, ours.path(), &our_lock);
     drop(server);
-    assert!(
-        init.success,
-        "terraform init with our lock file: {}",
-        init.output
-    );
-    assert_eq!(
-        read_lock(ours.path()),
-        our_lock,
-        "terraform init changed our lock file"
-    );
 }
 
 #[test]
@@ -394,13 +396,7 @@ fn lock_refuses_recorded_hashes_that_name_other_packages_and_drops_stale_constra
     let cfg = config_dir("~> 1.0");
     let lock_path = cfg.path().join(".terraform.lock.hcl");
     std::fs::write(&lock_path, &forged).unwrap();
-    let out = fx.cli(&["lock", "--dir", cfg.path().to_str().unwrap()]);
-    assert!(!out.success(), "lock completed forged hashes:\n{out}");
-    assert!(
-        out.stderr.contains("matches the hashes") && out.stderr.contains(FOO),
-        "the error does not say which provider's hashes do not match:\n{out}"
-    );
-    assert_eq!(read_lock(cfg.path()), forged, "the lock file was changed");
+    assert_lock_refused(&fx, cfg.path(), &[], &["matches the hashes", FOO]);
 
     // The configuration no longer sets a version: the constraints line goes, as
     // terraform providers lock drops it; the recorded (true) hash is kept.
@@ -436,15 +432,12 @@ fn lock_refuses_recorded_hashes_that_name_other_packages_and_drops_stale_constra
     assert!(out.success(), "{out}");
     let recorded = lock_entry("~> 1.0", &[h1(zip)]);
     std::fs::write(cfg.path().join(".terraform.lock.hcl"), &recorded).unwrap();
-    let out = fx.cli(&[
-        "lock",
-        "--dir",
-        cfg.path().to_str().unwrap(),
-        "acme/foo@2.0.0",
-    ]);
-    assert!(!out.success(), "a contradictory entry was written:\n{out}");
-    assert!(out.stderr.contains("outside the constraints"), "{out}");
-    assert_eq!(read_lock(cfg.path()), recorded, "the lock file was changed");
+    assert_lock_refused(
+        &fx,
+        cfg.path(),
+        &["acme/foo@2.0.0"],
+        &["outside the constraints"],
+    );
 }
 
 #[test]
@@ -455,15 +448,7 @@ fn lock_reads_through_a_running_server_that_owns_the_cache() {
     assert!(out.success(), "{out}");
     let cfg = config_dir("~> 1.0");
     let server = fx.start_server(&[]);
-    let out = fx.cli(&[
-        "lock",
-        "--dir",
-        cfg.path().to_str().unwrap(),
-        "--platform",
-        &local,
-        "--platform",
-        &other,
-    ]);
+    let out = lock_for_both_platforms(&fx, cfg.path());
     assert!(out.success(), "{out}\n--- server ---\n{}", server.stderr());
     assert!(out.stderr.contains("through it"), "{out}");
     let lock = read_lock(cfg.path());
@@ -475,17 +460,5 @@ fn lock_reads_through_a_running_server_that_owns_the_cache() {
     }
     assert_eq!(hashes.len(), 4, "{lock}");
     // A platform the server's cache lacks is reported, as without a server.
-    let out = fx.cli(&[
-        "lock",
-        "--dir",
-        cfg.path().to_str().unwrap(),
-        "acme/foo@1.0.0",
-    ]);
-    assert!(!out.success(), "{out}");
-    assert!(out.stderr.contains("not in the cache"), "{out}");
-    assert_eq!(
-        read_lock(cfg.path()),
-        lock,
-        "a failed lock changed the file"
-    );
+    assert_lock_refused(&fx, cfg.path(), &["acme/foo@1.0.0"], &["not in the cache"]);
 }
