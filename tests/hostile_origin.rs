@@ -380,6 +380,18 @@ fn check_refused(
         _ => &[],
     };
     match got.status {
+        // A download aborted before its response head left: over HTTP/2 a stream reset as
+        // the body fails can overtake the queued head, so the client sees no status at all.
+        // As with an aborted 200, no byte was delivered as a package and only the log can
+        // say why.
+        0 if case.endpoint == Endpoint::Blob && got.error.is_some() => {
+            if !log_mentions(&fx.server, Some(&p.zip_hex), case.needles) {
+                problems.push(format!(
+                    "{label}: download reset, but no log line about {} names the problem ({:?})",
+                    p.zip_hex, case.needles
+                ));
+            }
+        }
         200 if case.endpoint == Endpoint::Blob => {
             if got.complete() {
                 if got.sha256 != sha256_hex(right) {
