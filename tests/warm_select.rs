@@ -367,21 +367,19 @@ fn lock_file_with_wrong_hashes_fails_reporting_the_mismatch() {
 }
 
 #[test]
-fn config_dir_required_providers_from_several_files_combine() {
+fn config_dir_required_providers_of_the_module_and_its_children_combine() {
     let p = Published::start();
     let local = local_platform();
     let dir = tempfile::tempdir().unwrap();
     // Alone, `< 2.0` selects 1.1.0 and `!= 1.1.0` selects 2.0.0; together only 1.0.0 is left.
     std::fs::write(
         dir.path().join("main.tf"),
-        "terraform {\n  required_providers {\n    foo = {\n      source  = \"acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n\nresource \"foo_thing\" \"x\" {}\n",
+        "terraform {\n  required_providers {\n    foo = {\n      source  = \"acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n\nresource \"foo_thing\" \"x\" {}\n\nmodule \"child\" {\n  source = \"./child\"\n}\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("versions.tf"),
-        "terraform {\n  required_version = \">= 1.0\"\n  required_providers {\n    foo = { source = \"registry.terraform.io/acme/foo\", version = \"!= 1.1.0\" }\n  }\n}\n",
-    )
-    .unwrap();
+    let versions = "terraform {\n  required_version = \">= 1.0\"\n  required_providers {\n    foo = { source = \"registry.terraform.io/acme/foo\", version = \"!= 1.1.0\" }\n  }\n}\n";
+    std::fs::create_dir_all(dir.path().join("child")).unwrap();
+    std::fs::write(dir.path().join("child/versions.tf"), versions).unwrap();
     // Not a .tf file: ignored.
     std::fs::write(
         dir.path().join("notes.txt"),
@@ -391,6 +389,16 @@ fn config_dir_required_providers_from_several_files_combine() {
     let out = p.warm(&["--dir", dir.path().to_str().unwrap()]);
     assert!(out.success(), "{out}");
     p.assert_cache_holds(p.hexes(FOO, &[("1.0.0", &local)]), &out);
+
+    // Two required_providers blocks in one module: Terraform refuses that configuration
+    // ("Duplicate required providers configuration"), and so does warm, naming the file.
+    std::fs::write(dir.path().join("versions.tf"), versions).unwrap();
+    let out = p.warm(&["--dir", dir.path().to_str().unwrap()]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("versions.tf") && out.stderr.contains("required_providers"),
+        "the error does not name the second block:\n{out}"
+    );
 }
 
 #[test]

@@ -558,4 +558,27 @@ fn warm_through_a_server_that_cannot_keep_a_package_fails_each_time() {
     // Asking whether it was kept (HEAD, Cache-Control: only-if-cached) fetches nothing: one
     // origin GET per run, the download's.
     assert_eq!(fx.proxy.blob_gets(), 2, "{:?}", fx.proxy.requests());
+    // And its "not kept" answers are counted apart, not as download errors.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = rt.block_on(async {
+        let client = https_client(&fx.cert);
+        let resp = client
+            .get(format!("https://127.0.0.1:{}/metrics", fx.port))
+            .send()
+            .await
+            .expect("GET /metrics");
+        resp.text().await.expect("metrics body")
+    });
+    assert!(
+        metrics.contains("odtr_requests_total{route=\"cache_probe\",status=\"504\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("odtr_requests_total{route=\"download\",status=\"504\"}"),
+        "{metrics}"
+    );
+    drop(server);
 }

@@ -73,6 +73,13 @@ impl Constraints {
             if part.is_empty() {
                 return Err(err("empty constraint".into()));
             }
+            for (wrong, right) in [("=>", ">="), ("=<", "<=")] {
+                if part.starts_with(wrong) {
+                    return Err(err(format!(
+                        "{wrong:?} is not an operator; did you mean {right:?}?"
+                    )));
+                }
+            }
             let (op, rest) = [
                 ("~>", Op::Pessimistic),
                 (">=", Op::Ge),
@@ -364,7 +371,7 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "", ">=", "abc", ">= 1.x", "1.2.3.4", "v1.2.5", ">= v1.0", ">= 1.0,", "1.2-",
+            "", ">=", "abc", ">= 1.x", "1.2.3.4", "v1.2.5", ">= v1.0", ">= 1.0,", "1.2-", "=> 1.0",
         ] {
             assert!(Constraints::parse(bad).is_err(), "{bad}");
         }

@@ -248,9 +248,22 @@ fn read_module(
     // Local names of this module: explicit sources first, for the implied ones below.
     let mut local_names: BTreeMap<String, ProviderAddress> = BTreeMap::new();
     let mut calls = Vec::new();
-    for body in &bodies {
+    let mut required_blocks = 0;
+    for (body, file) in bodies.iter().zip(&files) {
         for tf in blocks(body, "terraform") {
             for rp in blocks(&tf.body, "required_providers") {
+                required_blocks += 1;
+                if required_blocks > 1 {
+                    // As Terraform: "A module may have only one required providers
+                    // configuration."
+                    return Err(RequirementsError::Syntax {
+                        path: file.clone(),
+                        message: format!(
+                            "a second required_providers block in the module {}; Terraform allows one per module",
+                            dir.display()
+                        ),
+                    });
+                }
                 for s in rp.body.iter() {
                     let Structure::Attribute(a) = s else { continue };
                     let local_name = a.key.as_str();
@@ -416,12 +429,19 @@ provider "registry.terraform.io/acme/foo" {
             "terraform {\n  required_providers {\n    foo = {\n      source  = \"registry.terraform.io/acme/foo\"\n      version = \"< 2.0\"\n    }\n  }\n}\n",
         )
         .unwrap();
+        // Two required_providers blocks in one module: refused, as Terraform refuses them.
+        let err = from_config_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("versions.tf") && err.contains("required_providers"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("versions.tf")).unwrap();
         let reqs = from_config_dir(dir.path()).unwrap().requirements;
         let by: BTreeMap<String, String> = reqs
             .iter()
             .map(|r| (r.address.to_string(), r.constraints.to_string()))
             .collect();
-        assert_eq!(by["registry.terraform.io/acme/foo"], ">= 1.0, < 2.0");
+        assert_eq!(by["registry.terraform.io/acme/foo"], ">= 1.0");
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
     }
 
