@@ -61,6 +61,10 @@ pub async fn sealed_zip<B>(
                 let mut resp = respond(StatusCode::GATEWAY_TIMEOUT, HeaderMap::new(), empty());
                 resp.headers_mut()
                     .insert("x-cache", HeaderValue::from_static(label));
+                // "Not kept" is an answer, not a server error: counted under its own route,
+                // so 5xx alerts on downloads stay meaningful.
+                resp.extensions_mut()
+                    .insert(super::handlers::RouteLabel("cache_probe"));
                 return Ok(resp);
             }
         }

@@ -110,15 +110,10 @@ async fn handle_routed<B>(state: Arc<AppState>, role: Role, req: Request<B>) -> 
         Ok(Route::Registry(_)) => unreachable!("answered above"),
     };
     let mut resp = result.unwrap_or_else(ApiError::into_response);
-    // A cache probe (`only-if-cached`) answered "not kept" is not a server error: counted
-    // under its own route, so 5xx alerts on downloads stay meaningful.
-    let label = match resp.status() == StatusCode::GATEWAY_TIMEOUT
-        && resp.headers().contains_key("x-cache")
-    {
-        true => RouteLabel("cache_probe"),
-        false => label,
-    };
-    resp.extensions_mut().insert(label);
+    // A handler may have named its answer more precisely (a cache probe's "not kept").
+    if resp.extensions().get::<RouteLabel>().is_none() {
+        resp.extensions_mut().insert(label);
+    }
     resp
 }
 
