@@ -1027,11 +1027,10 @@ impl Backend {
                 let what = format!("{address} {version} {platform}");
                 let url = url.ok_or_else(|| format!("{what}: the server gave no archive URL"))?;
                 let url = url::Url::parse(url).map_err(|e| format!("{what}: {e}"))?;
-                let kept = s.send(s.kept_query(&url)).await?;
-                match kept.status() {
-                    s if s.is_success() => {}
-                    reqwest::StatusCode::GATEWAY_TIMEOUT => return Ok(None),
-                    other => {
+                match s.kept(&url).await? {
+                    Kept::Yes => {}
+                    Kept::Filling | Kept::No => return Ok(None),
+                    Kept::Unknown(other) => {
                         return Err(format!(
                             "{what}: the server answered {other} when asked whether it keeps the package"
                         ))
@@ -1280,6 +1279,16 @@ impl Warmer for ModuleBackend {
 // ---------------------------------------------------------------------------------------------
 // The running server
 // ---------------------------------------------------------------------------------------------
+
+/// The server's answer to "do you keep this package?".
+enum Kept {
+    Yes,
+    /// Being fetched, or verified and being filed away.
+    Filling,
+    No,
+    /// Any other status (a refused or expired seal, say).
+    Unknown(reqwest::StatusCode),
+}
 
 /// Talks to the running server that owns the cache, over its endpoints on loopback.
 pub(crate) struct ServerClient {
@@ -1683,9 +1692,7 @@ impl ServerClient {
         current_url: impl AsyncFn() -> Result<Option<String>, String>,
     ) -> Result<Outcome, String> {
         let mut url = url::Url::parse(url.ok_or("no archive URL")?).map_err(|e| e.to_string())?;
-        // Whether the server holds it, without starting a fetch (only-if-cached).
-        let head = self.send(self.kept_query(&url)).await?;
-        if head.status().is_success() {
+        if let Kept::Yes = self.kept(&url).await? {
             return Ok(Outcome::AlreadyCached);
         }
         let resp = self.get(url.clone()).await?;
@@ -1715,27 +1722,20 @@ impl ServerClient {
         let deadline = Instant::now() + KEPT_WAIT;
         let mut pause = Duration::from_millis(20);
         loop {
-            let head = self.send(self.kept_query(&url)).await?;
-            let label = head
-                .headers()
-                .get("x-cache")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let status = head.status();
-            match (status, label) {
-                (s, _) if s.is_success() => return Ok(Outcome::Fetched { bytes: n }),
-                (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") if Instant::now() < deadline => {
+            match self.kept(&url).await? {
+                Kept::Yes => return Ok(Outcome::Fetched { bytes: n }),
+                Kept::Filling if Instant::now() < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                (reqwest::StatusCode::GATEWAY_TIMEOUT, "JOIN") => {
+                Kept::Filling => {
                     return Err(format!(
                         "downloaded and verified through the server, which had not kept it {} s later",
                         KEPT_WAIT.as_secs()
                     ))
                 }
-                (reqwest::StatusCode::GATEWAY_TIMEOUT, _) => return Err("downloaded and verified through the server, but the server could not keep it in its cache (larger than its max_size, or its disk is full; see its log)".into()),
-                (s, _) => {
+                Kept::No => return Err("downloaded and verified through the server, but the server could not keep it in its cache (larger than its max_size, or its disk is full; see its log)".into()),
+                Kept::Unknown(s) => {
                     return Err(format!(
                         "downloaded through the server, which answered {s} when asked whether it kept the package"
                     ))
@@ -1744,12 +1744,24 @@ impl ServerClient {
         }
     }
 
-    /// `HEAD url` with `Cache-Control: only-if-cached`: 200 when the server keeps the
-    /// package, else 504 with `X-Cache: JOIN` (being fetched or filed away) or `MISS`.
-    fn kept_query(&self, url: &url::Url) -> reqwest::RequestBuilder {
-        self.http
-            .head(url.clone())
-            .header(reqwest::header::CACHE_CONTROL, "only-if-cached")
+    /// Whether the server keeps the package at `url`, asked without starting a fetch:
+    /// `HEAD` with `Cache-Control: only-if-cached` is a 200 when it does, else a 504 with
+    /// `X-Cache: JOIN` (being fetched or filed away) or `MISS`.
+    async fn kept(&self, url: &url::Url) -> Result<Kept, String> {
+        let head = self
+            .send(
+                self.http
+                    .head(url.clone())
+                    .header(reqwest::header::CACHE_CONTROL, "only-if-cached"),
+            )
+            .await?;
+        let joining = head.headers().get("x-cache").is_some_and(|v| v == "JOIN");
+        Ok(match head.status() {
+            s if s.is_success() => Kept::Yes,
+            reqwest::StatusCode::GATEWAY_TIMEOUT if joining => Kept::Filling,
+            reqwest::StatusCode::GATEWAY_TIMEOUT => Kept::No,
+            other => Kept::Unknown(other),
+        })
     }
 
     /// The `h1:` hash of the package at `url` (the registry documents list none): downloaded
