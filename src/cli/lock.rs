@@ -3,10 +3,10 @@
 //! hash when installing from a mirror, which breaks lock files on mixed-OS teams and CI.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::warm::{
-    mirror_name, plan, platform_selection, warm_first, Backend, Selection, WarmError,
+    mirror_name, plan, platform_selection, warm_first, Backend, CachedH1, Job, Selection, WarmError,
 };
 use crate::config::Config;
 use crate::provider::constraints::Constraints;
@@ -141,59 +141,24 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
             constraints: None,
             hashes: BTreeSet::new(),
         });
+        // Each requested package is looked up once, for both checks below.
+        let mut requested = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let cached = backend.cached_h1(&job).await;
+            requested.push((job, cached));
+        }
         if entry.version == version && !entry.hashes.is_empty() {
-            // Hashes recorded for this version must name the packages in the cache, as
-            // terraform providers lock insists: a lock file naming other builds (or forged
-            // hashes) is refused, not completed. A hash is per platform, so any cached
-            // platform of the version will do.
-            let (matched, uncached) = match backend.packages(&req.address, &version).await {
-                Ok(all) => {
-                    let mut matched = false;
-                    let mut uncached = Vec::new();
-                    let mut error = None;
-                    for (platform, digest, url) in all {
-                        // The zh: is the digest itself; the h1: only if that does not match.
-                        let cached = backend
-                            .cached_h1(&req.address, &version, &platform, &digest, url.as_deref())
-                            .await;
-                        match cached {
-                            Ok(Some(h1)) => {
-                                matched = entry.hashes.contains(&zh_from_sha256_hex(digest.hex()))
-                                    || h1.is_some_and(|h| entry.hashes.contains(&h));
-                            }
-                            Ok(None) => uncached.push(platform.to_string()),
-                            Err(e) => error = Some(e),
-                        }
-                        if matched {
-                            break;
-                        }
-                    }
-                    if let (false, Some(e)) = (matched, error) {
-                        failures.push(e);
-                        continue;
-                    }
-                    (matched, uncached)
-                }
-                Err(e) => {
-                    failures.push(format!("{} {version}: {e}", req.address));
-                    continue;
-                }
-            };
-            if !matched {
-                failures.push(if uncached.is_empty() {
-                    format!(
-                        "{} {version}: no package in the cache matches the hashes {} records for this version; it names other packages (fix or remove its entry)",
-                        req.address,
-                        lock_path.display()
-                    )
-                } else {
-                    format!(
-                        "{} {version}: no cached package matches the hashes {} records for this version; they may be for a platform not in the cache ({}): warm it and run lock again",
-                        req.address,
-                        lock_path.display(),
-                        uncached.join(", ")
-                    )
-                });
+            if let Err(e) = check_recorded_hashes(
+                &backend,
+                &entry.hashes,
+                &req.address,
+                &version,
+                &requested,
+                &lock_path,
+            )
+            .await
+            {
+                failures.push(e);
                 continue;
             }
         }
@@ -217,16 +182,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                 continue;
             }
         }
-        for job in jobs {
-            let cached = backend
-                .cached_h1(
-                    &job.address,
-                    &job.version,
-                    &job.platform,
-                    &job.digest,
-                    Backend::job_url(&job),
-                )
-                .await;
+        for (job, cached) in requested {
             match cached {
                 Ok(Some(h1)) => {
                     if let Some(h1) = h1 {
@@ -256,6 +212,69 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
         locked.len()
     );
     Ok(())
+}
+
+/// Hashes a lock file records for the version it locks must name a package of that version
+/// in the cache, as terraform providers lock insists: a lock file naming other builds (or
+/// forged hashes) is refused, not completed. A hash is per platform, so any cached platform
+/// will do: the `requested` ones (already looked up) first, then the version's others.
+async fn check_recorded_hashes(
+    backend: &Backend,
+    recorded: &BTreeSet<String>,
+    address: &ProviderAddress,
+    version: &semver::Version,
+    requested: &[(Job, CachedH1)],
+    lock_path: &Path,
+) -> Result<(), String> {
+    let mut uncached = Vec::new();
+    let mut error = None;
+    // Whether a looked-up package is named by the recorded hashes (its zh: is its digest).
+    let mut names = |job: &Job, cached: &CachedH1| match cached {
+        Ok(Some(h1)) => {
+            recorded.contains(&zh_from_sha256_hex(job.digest.hex()))
+                || h1.as_ref().is_some_and(|h| recorded.contains(h))
+        }
+        Ok(None) => {
+            uncached.push(job.platform.to_string());
+            false
+        }
+        Err(e) => {
+            error = Some(e.clone());
+            false
+        }
+    };
+    if requested.iter().any(|(job, cached)| names(job, cached)) {
+        return Ok(());
+    }
+    let others = backend
+        .packages(address, version)
+        .await
+        .map_err(|e| format!("{address} {version}: {e}"))?;
+    for listed in others {
+        if requested.iter().any(|(job, _)| job.digest == listed.1) {
+            continue;
+        }
+        let job = Job::listed(address, version, listed);
+        let cached = backend.cached_h1(&job).await;
+        if names(&job, &cached) {
+            return Ok(());
+        }
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    Err(if uncached.is_empty() {
+        format!(
+            "{address} {version}: no package in the cache matches the hashes {} records for this version; it names other packages (fix or remove its entry)",
+            lock_path.display()
+        )
+    } else {
+        format!(
+            "{address} {version}: no cached package matches the hashes {} records for this version; they may be for a platform not in the cache ({}): warm it and run lock again",
+            lock_path.display(),
+            uncached.join(", ")
+        )
+    })
 }
 
 fn exact_version(r: &Requirement) -> Option<semver::Version> {

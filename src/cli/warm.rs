@@ -116,6 +116,10 @@ pub(crate) fn warm_first(config: &Config, mirror: &str, job: &Job) -> String {
     )
 }
 
+/// `Ok(None)`: the cache does not hold the package; `Ok(Some(h1))`: it does, with its `h1:`
+/// hash if known.
+pub(crate) type CachedH1 = Result<Option<Option<String>>, String>;
+
 /// One provider package to bring into the cache.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
@@ -129,6 +133,22 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A package of `address` `version` as [`Backend::packages`] lists it.
+    pub(crate) fn listed(
+        address: &ProviderAddress,
+        version: &Version,
+        (platform, digest, url): (TargetPlatform, Digest, Option<String>),
+    ) -> Job {
+        Job {
+            address: address.clone(),
+            version: version.clone(),
+            platform,
+            digest,
+            url,
+            locked_hashes: Vec::new(),
+        }
+    }
+
     fn is_same_package(&self, other: &Job) -> bool {
         self.address == other.address
             && self.version == other.version
@@ -1013,19 +1033,15 @@ impl Backend {
         Ok(Some(fresh.unwrap_or_else(|| planned.to_owned())))
     }
 
-    /// `Ok(None)` when the cache does not hold the package; else its `h1:` hash, if known.
-    pub(crate) async fn cached_h1(
-        &self,
-        address: &ProviderAddress,
-        version: &Version,
-        platform: &TargetPlatform,
-        digest: &Digest,
-        url: Option<&str>,
-    ) -> Result<Option<Option<String>>, String> {
+    /// Whether the cache holds the package, and its `h1:` hash.
+    pub(crate) async fn cached_h1(&self, job: &Job) -> CachedH1 {
         match self {
             Backend::Server(s) => {
-                let what = format!("{address} {version} {platform}");
-                let url = url.ok_or_else(|| format!("{what}: the server gave no archive URL"))?;
+                let what = job.label();
+                let url = job
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| format!("{what}: the server gave no archive URL"))?;
                 let url = url::Url::parse(url).map_err(|e| format!("{what}: {e}"))?;
                 match s.kept(&url).await? {
                     Kept::Yes => {}
@@ -1036,23 +1052,10 @@ impl Backend {
                         ))
                     }
                 }
-                let job = Job {
-                    address: address.clone(),
-                    version: version.clone(),
-                    platform: platform.clone(),
-                    digest: digest.clone(),
-                    url: None,
-                    locked_hashes: Vec::new(),
-                };
-                Ok(Some(s.h1(&job).await))
+                Ok(Some(s.h1(job).await))
             }
-            _ => Ok(self.cached(digest).map(|b| b.meta.h1)),
+            _ => Ok(self.cached(&job.digest).map(|b| b.meta.h1)),
         }
-    }
-
-    /// The archive URL of a planned package on the running server (server backends).
-    pub(crate) fn job_url(job: &Job) -> Option<&str> {
-        job.url.as_deref()
     }
 
     async fn h1(&self, job: &Job) -> Option<String> {
