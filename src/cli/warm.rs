@@ -29,7 +29,7 @@ use crate::provider::requirements::{self, Requirement};
 use crate::provider::{ProviderAddress, TargetPlatform, THIS_HOST};
 use crate::registry::modules::{ModuleAddress, ModuleRegistry};
 use crate::registry::providers::ProviderRegistry;
-use crate::store::{BlobStore, DirLock, Lookup};
+use crate::store::{BlobStore, Lookup};
 
 /// Which providers, versions and platforms: shared by `warm`, `export` and `lock`.
 #[derive(Debug, Clone, clap::Args)]
@@ -222,6 +222,12 @@ pub(crate) fn mirror_name(config: &Config, sel: &Selection) -> Result<String, Wa
     }
 }
 
+/// The credential for an origin, from docker's configuration (`auths`, `credHelpers`,
+/// `credsStore`).
+fn origin_credential(origin: &url::Url) -> Result<Credential, WarmError> {
+    crate::oci::credentials::credential_for(origin).map_err(|e| WarmError::Setup(e.to_string()))
+}
+
 /// How long warm waits for a server to file away a package it has verified.
 const KEPT_WAIT: Duration = Duration::from_secs(120);
 
@@ -231,7 +237,10 @@ const WAIT_FOR_CACHE: Duration = Duration::from_secs(600);
 /// What a command gets when it asks for the cache.
 pub(crate) enum Claim {
     /// A running server owns it: go through it, at this address.
-    Server(std::net::SocketAddr),
+    Server {
+        addr: std::net::SocketAddr,
+        pid: u32,
+    },
     /// This process opened it.
     Own(Box<AppState>),
 }
@@ -259,15 +268,14 @@ pub(crate) async fn claim_cache(
                 ))) => owner,
                 Err(e) => return Err(WarmError::Setup(e.to_string())),
             },
-            CacheHolder::Server(addr) => {
+            CacheHolder::Server { addr, pid } => {
                 if let Some(what) = through {
                     eprintln!(
-                        "The cache {} is owned by a running server ({}); {what} through it.",
-                        dir.display(),
-                        DirLock::owner(dir).unwrap_or_else(|| "pid unknown".to_owned())
+                        "The cache {} is owned by a running server (pid {pid}); {what} through it.",
+                        dir.display()
                     );
                 }
-                return Ok(Claim::Server(addr));
+                return Ok(Claim::Server { addr, pid });
             }
             CacheHolder::UnprovenServer { pid, addr } => {
                 return Err(WarmError::Setup(format!(
@@ -335,14 +343,13 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         }));
     }
     let platforms = platform_selection(&sel.platforms)?;
-    let cred = crate::oci::credentials::credential_for(&origin_url)
-        .map_err(|e| WarmError::Setup(e.to_string()))?;
+    let cred = origin_credential(&origin_url)?;
 
     let backend = match (claim_cache(&config, Some("warming")).await?, &mirror) {
-        (Claim::Server(addr), Some(m)) => {
+        (Claim::Server { addr, .. }, Some(m)) => {
             Backend::Server(ServerClient::new(&config, addr, &format!("{m}/"), &cred)?)
         }
-        (Claim::Server(addr), None) => {
+        (Claim::Server { addr, .. }, None) => {
             Backend::RegistryServer(ServerClient::new(&config, addr, "", &cred)?)
         }
         (Claim::Own(state), Some(m)) => {
@@ -857,17 +864,15 @@ impl Backend {
         config.server.offline = true;
         let state = match claim_cache(&config, through_server).await? {
             Claim::Own(state) => state,
-            Claim::Server(addr) => {
+            Claim::Server { addr, pid } => {
                 if through_server.is_none() {
                     return Err(WarmError::Setup(format!(
-                        "the cache {} is in use by the running server ({}); stop it first",
-                        config.cache.directory.display(),
-                        DirLock::owner(&config.cache.directory).unwrap_or_default()
+                        "the cache {} is in use by the running server (pid {pid}); stop it first",
+                        config.cache.directory.display()
                     )));
                 }
-                let origin = &config.mirror(mirror).expect("mirror exists").origin_url;
-                let cred = crate::oci::credentials::credential_for(origin)
-                    .map_err(|e| WarmError::Setup(e.to_string()))?;
+                let cred =
+                    origin_credential(&config.mirror(mirror).expect("mirror exists").origin_url)?;
                 return Ok(Backend::Server(ServerClient::new(
                     &config,
                     addr,
@@ -1119,10 +1124,9 @@ async fn run_modules(config: &Config, args: &WarmArgs) -> Result<(), WarmError> 
             "nothing to warm: give modules as NAMESPACE/NAME/SYSTEM[@CONSTRAINTS] arguments".into(),
         ));
     }
-    let cred = crate::oci::credentials::credential_for(&r.origin.origin_url)
-        .map_err(|e| WarmError::Setup(e.to_string()))?;
+    let cred = origin_credential(&r.origin.origin_url)?;
     let backend = match claim_cache(config, Some("warming")).await? {
-        Claim::Server(addr) => {
+        Claim::Server { addr, .. } => {
             ModuleBackend::Server(Box::new(ServerClient::new(config, addr, "", &cred)?))
         }
         Claim::Own(state) => ModuleBackend::Direct {

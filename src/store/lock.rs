@@ -118,7 +118,10 @@ pub fn recorded_server(dir: &Path) -> Option<(SocketAddr, Option<u32>)> {
 pub enum CacheHolder {
     Nobody,
     /// The running server that recorded this address: the lock's holder wrote the record.
-    Server(SocketAddr),
+    Server {
+        addr: SocketAddr,
+        pid: u32,
+    },
     /// A record without a pid, which servers of older versions wrote: it cannot be told
     /// whether the holder is that server.
     UnprovenServer {
@@ -134,7 +137,7 @@ pub fn cache_holder(dir: &Path) -> CacheHolder {
         return CacheHolder::Nobody;
     };
     match recorded_server(dir) {
-        Some((addr, Some(pid))) if Some(pid) == holder => CacheHolder::Server(addr),
+        Some((addr, Some(pid))) if Some(pid) == holder => CacheHolder::Server { addr, pid },
         Some((addr, None)) => CacheHolder::UnprovenServer { pid: holder, addr },
         _ => CacheHolder::Other(holder),
     }
@@ -168,7 +171,13 @@ mod tests {
         assert_eq!(cache_holder(dir.path()), CacheHolder::Nobody);
         // Held by this process, which recorded it: the server.
         let held = DirLock::acquire(dir.path()).unwrap();
-        assert_eq!(cache_holder(dir.path()), CacheHolder::Server(addr));
+        assert_eq!(
+            cache_holder(dir.path()),
+            CacheHolder::Server {
+                addr,
+                pid: std::process::id()
+            }
+        );
         // Probing never rewrites the holder's pid.
         let pid = std::fs::read_to_string(dir.path().join("lock")).unwrap();
         assert_eq!(pid, std::process::id().to_string());
