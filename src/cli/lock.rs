@@ -55,6 +55,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
     // What is locked already: kept, and its versions preferred.
     let mut locked: BTreeMap<ProviderAddress, Locked> = BTreeMap::new();
     if lock_path.exists() {
+        let mut constraints = requirements::lock_file_constraints(&lock_path)?;
         for r in requirements::from_lock_file(&lock_path)? {
             locked.insert(
                 r.address.clone(),
@@ -66,7 +67,7 @@ pub async fn run(config: Config, args: LockArgs) -> Result<(), WarmError> {
                             r.address
                         ))
                     })?,
-                    constraints: existing_constraints(&lock_path, &r.address),
+                    constraints: constraints.remove(&r.address),
                     hashes: r.locked_hashes.into_iter().collect(),
                 },
             );
@@ -281,34 +282,6 @@ fn exact_version(r: &Requirement) -> Option<semver::Version> {
     // from_lock_file turns `version = "X"` into the constraint `= X`.
     let text = r.constraints.to_string();
     semver::Version::parse(text.trim_start_matches('=').trim()).ok()
-}
-
-/// The `constraints` attribute of a provider in an existing lock file.
-fn existing_constraints(path: &std::path::Path, addr: &ProviderAddress) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let body = hcl_edit::parser::parse_body(&text).ok()?;
-    let found = body.iter().find_map(|s| {
-        let hcl_edit::structure::Structure::Block(b) = s else {
-            return None;
-        };
-        let label = match b.labels.first()? {
-            hcl_edit::structure::BlockLabel::String(s) => s.value().clone(),
-            _ => return None,
-        };
-        if b.ident.as_str() != "provider" || requirements::parse_address(&label).ok()? != *addr {
-            return None;
-        }
-        b.body.iter().find_map(|s| match s {
-            hcl_edit::structure::Structure::Attribute(a) if a.key.as_str() == "constraints" => {
-                match &a.value {
-                    hcl_edit::expr::Expression::String(s) => Some(s.value().clone()),
-                    _ => None,
-                }
-            }
-            _ => None,
-        })
-    });
-    found
 }
 
 /// The lock file exactly as Terraform formats it.

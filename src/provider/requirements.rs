@@ -96,6 +96,26 @@ fn blocks<'a>(body: &'a Body, ident: &'a str) -> impl Iterator<Item = &'a Block>
     })
 }
 
+/// The `constraints` a `.terraform.lock.hcl` records, per provider (`lock` keeps them).
+pub fn lock_file_constraints(
+    path: &Path,
+) -> Result<BTreeMap<ProviderAddress, String>, RequirementsError> {
+    let body = parse_hcl(path)?;
+    let mut out = BTreeMap::new();
+    for block in blocks(&body, "provider") {
+        let (Some(label), Some(c)) = (
+            first_label(block),
+            attribute(&block.body, "constraints").and_then(string_value),
+        ) else {
+            continue;
+        };
+        if let Ok(addr) = parse_address(&label) {
+            out.insert(addr, c);
+        }
+    }
+    Ok(out)
+}
+
 /// The providers of a `.terraform.lock.hcl`, each pinned to its exact version.
 pub fn from_lock_file(path: &Path) -> Result<Vec<Requirement>, RequirementsError> {
     let body = parse_hcl(path)?;
@@ -304,10 +324,7 @@ fn read_module(
             }
         }
         for call in blocks(body, "module") {
-            let source = call.body.iter().find_map(|s| match s {
-                Structure::Attribute(a) if a.key.as_str() == "source" => string_value(&a.value),
-                _ => None,
-            });
+            let source = attribute(&call.body, "source").and_then(string_value);
             if let (Some(name), Some(source)) = (first_label(call), source) {
                 calls.push((name, source));
             }
@@ -324,12 +341,7 @@ fn read_module(
         }
         for kind in ["resource", "data"] {
             for r in blocks(body, kind) {
-                let explicit = r.body.iter().find_map(|s| match s {
-                    Structure::Attribute(a) if a.key.as_str() == "provider" => {
-                        provider_reference(&a.value)
-                    }
-                    _ => None,
-                });
+                let explicit = attribute(&r.body, "provider").and_then(provider_reference);
                 let name = explicit.or_else(|| {
                     first_label(r).map(|t| t.split('_').next().unwrap_or_default().to_owned())
                 });
@@ -348,6 +360,14 @@ fn read_module(
         found.entry(addr).or_default();
     }
     Ok(calls)
+}
+
+/// The value of a block's attribute `name`.
+fn attribute<'a>(body: &'a Body, name: &str) -> Option<&'a Expression> {
+    body.iter().find_map(|s| match s {
+        Structure::Attribute(a) if a.key.as_str() == name => Some(&a.value),
+        _ => None,
+    })
 }
 
 fn first_label(b: &Block) -> Option<String> {
