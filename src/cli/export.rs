@@ -72,7 +72,7 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
                     continue;
                 }
             }
-            let mut hashes: Vec<String> = blob.meta.h1.clone().into_iter().collect();
+            let mut hashes: Vec<String> = backend.h1(&job).await.into_iter().collect();
             hashes.push(zh_from_sha256_hex(job.digest.hex()));
             docs.entry((a.clone(), job.version.clone()))
                 .or_default()

@@ -364,6 +364,11 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
             Backend::Registry { registry, cred }
         }
     };
+    if let Some(store) = backend.store() {
+        // The h1: hashes are derived when first needed (lock, export, a lock file's check)
+        // or by the server once it starts: filling the cache is what warm waits for.
+        store.defer_package_hashes();
+    }
 
     // Requirements resolve concurrently (a tag list and a few manifests each at the origin),
     // and each one's packages start downloading as soon as it is resolved: the origin's
@@ -1059,14 +1064,23 @@ impl Backend {
                 }
                 Ok(Some(s.h1(job).await))
             }
-            _ => Ok(self.cached(&job.digest).map(|b| b.meta.h1)),
+            _ => match self.cached(&job.digest) {
+                Some(_) => Ok(Some(self.h1(job).await)),
+                None => Ok(None),
+            },
         }
     }
 
-    async fn h1(&self, job: &Job) -> Option<String> {
+    /// The package's `h1:` hash (derived now if the cache left it pending).
+    pub(crate) async fn h1(&self, job: &Job) -> Option<String> {
         match self {
             Backend::Direct { .. } | Backend::Registry { .. } => {
-                self.store()?.meta(&job.digest).and_then(|m| m.h1)
+                let store = self.store()?.clone();
+                let digest = job.digest.clone();
+                tokio::task::spawn_blocking(move || store.package_h1(&digest))
+                    .await
+                    .ok()
+                    .flatten()
             }
             Backend::Server(s) => s.h1(job).await,
             Backend::RegistryServer(s) => {

@@ -229,6 +229,8 @@ pub async fn serve(
     }
     on_ready(local, acceptor.is_some());
     let refresher = crate::metadata::spawn_hot_set_refresher(state.meta.clone());
+    // Packages `warm` kept without their h1: hash get it now, in the background.
+    let hasher = tokio::spawn(state.store.clone().derive_pending_hashes());
     let stats_writer = {
         let store = state.store.clone();
         tokio::spawn(async move {
@@ -296,6 +298,7 @@ pub async fn serve(
         );
     }
     stats_writer.abort();
+    hasher.abort();
     reloader.abort();
     if let Some(r) = refresher {
         r.abort();

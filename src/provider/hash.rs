@@ -58,11 +58,11 @@ pub fn h1_from_reader(reader: impl Read + Seek) -> Result<String, HashError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
         {
             let mut w = zip::ZipWriter::new(&mut out);

@@ -50,6 +50,10 @@ pub struct BlobMeta {
     pub h1: Option<String>,
     #[serde(default)]
     pub sources: Vec<BlobSource>,
+    /// The `h1:` hash has not been derived yet (`warm` leaves it to the first use, or to the
+    /// server's background pass), so a missing `h1` does not yet mean "not a zip".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h1_pending: bool,
 }
 
 #[derive(Clone)]
@@ -109,6 +113,28 @@ impl Index {
         let v = serde_json::to_vec(meta).expect("metadata always serialises");
         self.blobs.insert(hex.as_bytes(), v)?;
         Ok(())
+    }
+
+    /// Changes an entry in place, atomically with respect to other updates of it (a touch
+    /// of its access time must not undo a hash derived meanwhile). `None` if there is no
+    /// readable entry.
+    pub fn update_blob(
+        &self,
+        hex: &str,
+        change: impl Fn(&mut BlobMeta),
+    ) -> Result<Option<BlobMeta>, IndexError> {
+        let updated = self.blobs.update_and_fetch(hex.as_bytes(), |old| {
+            let old = old?;
+            match serde_json::from_slice::<BlobMeta>(old) {
+                Ok(mut meta) => {
+                    change(&mut meta);
+                    Some(serde_json::to_vec(&meta).expect("metadata always serialises"))
+                }
+                // Left for `get_blob` to report.
+                Err(_) => Some(old.to_vec()),
+            }
+        })?;
+        Ok(updated.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     pub fn remove_blob(&self, hex: &str) -> Result<(), IndexError> {

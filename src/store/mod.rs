@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -134,6 +134,10 @@ pub struct BlobStore {
     generation: AtomicU64,
     /// Bounds the fsync + rename sequences running at once.
     durability: tokio::sync::Semaphore,
+    /// Whether a kept package's `h1:` hash is derived as it is kept (the server, where that
+    /// is off every client's path) or left pending (`warm`, where it would be on the
+    /// critical path of a CPU-bound fill; see [`BlobStore::defer_package_hashes`]).
+    hash_on_keep: AtomicBool,
     evicting: Mutex<()>,
     /// Directories packages were renamed into since the last [`BlobStore::flush`], which
     /// makes those renames durable with one fsync per directory.
@@ -190,6 +194,7 @@ impl BlobStore {
             total: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             durability: tokio::sync::Semaphore::new(2),
+            hash_on_keep: AtomicBool::new(true),
             evicting: Mutex::new(()),
             renamed_into: Mutex::new(std::collections::HashSet::new()),
             counters: Counters::default(),
@@ -306,6 +311,7 @@ impl BlobStore {
                             last_access: now,
                             h1: h1_of_file(&path),
                             sources: Vec::new(),
+                            h1_pending: false,
                         };
                         self.index.put_blob(&name, &meta)?;
                         total += size;
@@ -335,7 +341,9 @@ impl BlobStore {
                 let now = now_millis();
                 if now.saturating_sub(meta.last_access) >= ACCESS_TOUCH_INTERVAL_MS {
                     meta.last_access = now;
-                    let _ = self.index.put_blob(digest.hex(), &meta);
+                    let _ = self
+                        .index
+                        .update_blob(digest.hex(), |m| m.last_access = m.last_access.max(now));
                 }
                 Some(CachedBlob {
                     file: Arc::new(f),
@@ -352,11 +360,15 @@ impl BlobStore {
 
     /// Records that `digest` was (also) seen at `source`.
     pub fn add_source(&self, digest: &Digest, source: &BlobSource) {
-        if let Some(mut meta) = self.meta(digest) {
-            if !meta.sources.contains(source) {
-                meta.sources.push(source.clone());
-                let _ = self.index.put_blob(digest.hex(), &meta);
-            }
+        if self
+            .meta(digest)
+            .is_some_and(|m| !m.sources.contains(source))
+        {
+            let _ = self.index.update_blob(digest.hex(), |m| {
+                if !m.sources.contains(source) {
+                    m.sources.push(source.clone());
+                }
+            });
         }
     }
 
@@ -655,10 +667,15 @@ impl BlobStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(dir.to_owned());
         }
-        let dest3 = dest.clone();
-        let h1 = tokio::task::spawn_blocking(move || h1_of_file(&dest3))
-            .await
-            .map_err(blocking_err)?;
+        let (h1, h1_pending) = if self.hash_on_keep.load(Ordering::Relaxed) {
+            let dest3 = dest.clone();
+            let h1 = tokio::task::spawn_blocking(move || h1_of_file(&dest3))
+                .await
+                .map_err(blocking_err)?;
+            (h1, false)
+        } else {
+            (None, true)
+        };
         let now = now_millis();
         let meta = BlobMeta {
             size,
@@ -667,11 +684,78 @@ impl BlobStore {
             last_access: now,
             h1,
             sources: vec![source],
+            h1_pending,
         };
         self.index.put_blob(&hex, &meta)?;
         self.total.fetch_add(size, Ordering::Relaxed);
         self.bump_generation();
         Ok(())
+    }
+
+    /// Keeps packages from now on without deriving their `h1:` hash (left pending, for
+    /// [`BlobStore::package_h1`] or [`BlobStore::derive_pending_hashes`]). `warm` fills the
+    /// cache this way: on a busy machine the second pass over every package would cost as
+    /// much CPU as the digest check, for a hash that only `lock`, `export` and the server's
+    /// answers read, and that Terraform does not need to install a package (it checks the
+    /// `zh:` hash, the digest).
+    pub fn defer_package_hashes(&self) {
+        self.hash_on_keep.store(false, Ordering::Relaxed);
+    }
+
+    /// The `h1:` hash of a kept package (`None`: not kept, or not a zip), derived from the
+    /// stored file and recorded if it was pending. Blocking: reads the whole package.
+    pub fn package_h1(&self, digest: &Digest) -> Option<String> {
+        let meta = self.meta(digest)?;
+        if !meta.h1_pending {
+            return meta.h1;
+        }
+        let h1 = h1_of_file(&self.blob_path(digest.hex()));
+        let recorded = self.index.update_blob(digest.hex(), |m| {
+            if m.h1_pending {
+                m.h1 = h1.clone();
+                m.h1_pending = false;
+            }
+        });
+        match recorded {
+            // Answers built from the store (a version's hashes) are rebuilt with it.
+            Ok(Some(_)) => self.bump_generation(),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%digest, error = %e, "cannot record a package's h1 hash"),
+        }
+        h1
+    }
+
+    /// Derives every pending `h1:` hash (packages `warm` kept), one package at a time on a
+    /// blocking thread, so the server's answers list them soon after it starts.
+    pub async fn derive_pending_hashes(self: Arc<Self>) {
+        let pending: Vec<String> = self
+            .entries()
+            .into_iter()
+            .filter(|(_, m)| m.h1_pending)
+            .map(|(hex, _)| hex)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let count = pending.len();
+        for hex in pending {
+            let Some(digest) = Digest::from_sha256_hex(&hex) else {
+                continue;
+            };
+            let store = self.clone();
+            if tokio::task::spawn_blocking(move || store.package_h1(&digest))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        tracing::info!(
+            packages = count,
+            seconds = started.elapsed().as_secs_f64(),
+            "derived the h1 hashes warm left pending"
+        );
     }
 
     /// Evicts least-recently-used blobs until the total is within `max_size`. Readers keep
@@ -978,6 +1062,64 @@ mod tests {
         );
     }
 
+    /// Fills `data` into `store` and waits until it is kept.
+    async fn keep_one(store: &Arc<BlobStore>, data: &[u8]) -> Digest {
+        let digest = Digest::of_bytes(data);
+        let Lookup::Fill { fill, .. } = store.get_or_fill(
+            &digest,
+            source(),
+            "application/zip",
+            origin(data.to_vec(), 3, Arc::new(AtomicUsize::new(0))),
+        ) else {
+            panic!("a cold blob reported as cached")
+        };
+        fill.finished().await.unwrap();
+        digest
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_h1_hashes_are_derived_on_first_use_or_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let zip_a = crate::provider::hash::tests::zip_of(&[("terraform-provider-a", b"a")]);
+        let zip_b = crate::provider::hash::tests::zip_of(&[("terraform-provider-b", b"bb")]);
+        let not_a_zip = b"not a zip".to_vec();
+
+        // The server's way: derived as the package is kept.
+        let kept_now = keep_one(&store, &zip_a).await;
+        let meta = store.meta(&kept_now).unwrap();
+        assert_eq!(meta.h1, crate::provider::hash::h1_from_zip(&zip_a).ok());
+        assert!(!meta.h1_pending);
+
+        // warm's way: left pending, then derived (and recorded) on first use.
+        store.defer_package_hashes();
+        let deferred = keep_one(&store, &zip_b).await;
+        let meta = store.meta(&deferred).unwrap();
+        assert_eq!((meta.h1, meta.h1_pending), (None, true));
+        let generation = store.generation();
+        let expected = crate::provider::hash::h1_from_zip(&zip_b).ok();
+        assert_eq!(store.package_h1(&deferred), expected);
+        assert!(
+            store.generation() > generation,
+            "answers built on the store must be rebuilt"
+        );
+        let meta = store.meta(&deferred).unwrap();
+        assert_eq!((meta.h1, meta.h1_pending), (expected, false));
+
+        // The background pass settles every pending entry; a non-zip settles to no hash.
+        let other = keep_one(&store, &not_a_zip).await;
+        assert!(store.meta(&other).unwrap().h1_pending);
+        store.clone().derive_pending_hashes().await;
+        let meta = store.meta(&other).unwrap();
+        assert_eq!((meta.h1, meta.h1_pending), (None, false));
+
+        // What is recorded survives a restart.
+        drop(store);
+        let store = open(dir.path(), 1 << 30);
+        let meta = store.meta(&deferred).unwrap();
+        assert!(!meta.h1_pending && meta.h1.is_some());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wrong_bytes_are_never_delivered_whole_nor_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -1111,6 +1253,7 @@ mod tests {
                         last_access: 0,
                         h1: None,
                         sources: vec![],
+                        h1_pending: false,
                     },
                 )
                 .unwrap();
