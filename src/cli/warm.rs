@@ -365,9 +365,7 @@ pub async fn run(config: Config, args: WarmArgs) -> Result<(), WarmError> {
         }
     };
     if let Some(store) = backend.store() {
-        // The h1: hashes are derived when first needed (lock, export, a lock file's check)
-        // or by the server once it starts: filling the cache is what warm waits for.
-        store.defer_package_hashes();
+        store.set_fill_mode(crate::store::FillMode::Batch);
     }
 
     // Requirements resolve concurrently (a tag list and a few manifests each at the origin),

@@ -122,6 +122,23 @@ pub enum Lookup {
     },
 }
 
+/// How a store's fills run: for a server answering clients, or for one batch job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillMode {
+    /// The server: disk writes go to blocking threads (a disk stalled by writeback must not
+    /// hold up other clients' requests on the same worker), and a package's `h1:` hash is
+    /// derived as it is kept, which is off every client's path.
+    Serving,
+    /// `warm`: only other fills wait on this process, and a cold warm is CPU-bound on a
+    /// small machine (it shares the CPUs with the origin). Disk writes are made on the fill's
+    /// own task, saving a thread hand-off per write, and `h1:` hashes are left pending, for
+    /// [`BlobStore::package_h1`] on first use (`lock`, `export`, a lock file's check) or the
+    /// server's [`BlobStore::derive_pending_hashes`]: a second pass over every package, as
+    /// costly as the digest check, for a hash Terraform does not need to install a package
+    /// (it checks the `zh:` hash, the digest).
+    Batch,
+}
+
 pub struct BlobStore {
     root: PathBuf,
     max_size: u64,
@@ -134,10 +151,8 @@ pub struct BlobStore {
     generation: AtomicU64,
     /// Bounds the fsync + rename sequences running at once.
     durability: tokio::sync::Semaphore,
-    /// Whether a kept package's `h1:` hash is derived as it is kept (the server, where that
-    /// is off every client's path) or left pending (`warm`, where it would be on the
-    /// critical path of a CPU-bound fill; see [`BlobStore::defer_package_hashes`]).
-    hash_on_keep: AtomicBool,
+    /// Set by [`BlobStore::set_fill_mode`]: whether fills run as [`FillMode::Batch`].
+    batch: AtomicBool,
     evicting: Mutex<()>,
     /// Directories packages were renamed into since the last [`BlobStore::flush`], which
     /// makes those renames durable with one fsync per directory.
@@ -194,7 +209,7 @@ impl BlobStore {
             total: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             durability: tokio::sync::Semaphore::new(2),
-            hash_on_keep: AtomicBool::new(true),
+            batch: AtomicBool::new(false),
             evicting: Mutex::new(()),
             renamed_into: Mutex::new(std::collections::HashSet::new()),
             counters: Counters::default(),
@@ -541,15 +556,21 @@ impl BlobStore {
             }
             let to_disk = match &file {
                 Some(f) => {
-                    let f = f.clone();
-                    let c = chunk.clone();
-                    match tokio::task::spawn_blocking(move || (&*f).write_all(&c)).await {
-                        Ok(Ok(())) => true,
-                        Ok(Err(e)) => {
+                    let written = match self.fill_mode() {
+                        FillMode::Batch => (&**f).write_all(&chunk),
+                        FillMode::Serving => {
+                            let (f, c) = (f.clone(), chunk.clone());
+                            tokio::task::spawn_blocking(move || (&*f).write_all(&c))
+                                .await
+                                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                        }
+                    };
+                    match written {
+                        Ok(()) => true,
+                        Err(e) => {
                             tracing::warn!(digest = %fill.digest, error = %e, "writing to the cache failed (disk full?); serving this download without caching it");
                             false
                         }
-                        Err(_) => false,
                     }
                 }
                 None => false,
@@ -667,7 +688,7 @@ impl BlobStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(dir.to_owned());
         }
-        let (h1, h1_pending) = if self.hash_on_keep.load(Ordering::Relaxed) {
+        let (h1, h1_pending) = if self.fill_mode() == FillMode::Serving {
             let dest3 = dest.clone();
             let h1 = tokio::task::spawn_blocking(move || h1_of_file(&dest3))
                 .await
@@ -692,14 +713,15 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Keeps packages from now on without deriving their `h1:` hash (left pending, for
-    /// [`BlobStore::package_h1`] or [`BlobStore::derive_pending_hashes`]). `warm` fills the
-    /// cache this way: on a busy machine the second pass over every package would cost as
-    /// much CPU as the digest check, for a hash that only `lock`, `export` and the server's
-    /// answers read, and that Terraform does not need to install a package (it checks the
-    /// `zh:` hash, the digest).
-    pub fn defer_package_hashes(&self) {
-        self.hash_on_keep.store(false, Ordering::Relaxed);
+    pub fn set_fill_mode(&self, mode: FillMode) {
+        self.batch.store(mode == FillMode::Batch, Ordering::Relaxed);
+    }
+
+    pub fn fill_mode(&self) -> FillMode {
+        match self.batch.load(Ordering::Relaxed) {
+            true => FillMode::Batch,
+            false => FillMode::Serving,
+        }
     }
 
     /// The `h1:` hash of a kept package (`None`: not kept, or not a zip), derived from the
@@ -1092,7 +1114,7 @@ mod tests {
         assert!(!meta.h1_pending);
 
         // warm's way: left pending, then derived (and recorded) on first use.
-        store.defer_package_hashes();
+        store.set_fill_mode(FillMode::Batch);
         let deferred = keep_one(&store, &zip_b).await;
         let meta = store.meta(&deferred).unwrap();
         assert_eq!((meta.h1, meta.h1_pending), (None, true));
