@@ -271,7 +271,8 @@ $TABLE
 - The raw download is the lower bound for moving the bytes: one \`curl\` per blob straight
   from the registry, one after the other, timing only the transfers (not curl's start-up).
 - The cold warm's time is the whole command: start-up, tag lists, manifests, downloads with
-  sha256 verification, fsync, \`h1:\` hashes and the index, into an empty cache directory.
+  sha256 verification, fsync and the index, into an empty cache directory (warm leaves each
+  package's \`h1:\` hash to its first use, or to the server's background pass).
 - The registry's own CPU time bounds both: on a machine with few CPUs, warm and the registry
   share them, while during the raw download curl is nearly idle and the registry has a CPU
   to itself. A cold warm also has to make the metadata requests the raw download skips (a
