@@ -365,6 +365,54 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
 }
 
 #[test]
+fn json_configurations_and_override_files_are_read_as_terraform_reads_them() {
+    // The root module in Terraform's JSON syntax, with an override file that replaces its
+    // constraint on foo, and a JSON child module adding one: the lock file must be the one
+    // `terraform providers lock` writes for the same directory.
+    let (fx, _zips) = published();
+    let local = local_platform();
+    let make = || {
+        let dir = tempfile::Builder::new()
+            .prefix("odtr-lock-json-")
+            .tempdir()
+            .unwrap();
+        let write = |rel: &str, text: String| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let required = |version: &str| {
+            serde_json::json!({"terraform": [{"required_providers": {
+                "//": "a comment",
+                "foo": {"source": FOO, "version": version}
+            }}]})
+        };
+        let mut root = required(">= 1.0");
+        root["module"] = serde_json::json!({"net": {"source": "./modules/net"}});
+        write("main.tf.json", root.to_string());
+        write("foo_override.tf.json", required("~> 1.0").to_string());
+        write("modules/net/main.tf.json", required("!= 1.0.0").to_string());
+        dir
+    };
+    let ours = make();
+    let our_lock = warm_and_lock(&fx, ours.path());
+    assert_eq!(lock_file_version(&our_lock, FOO).as_deref(), Some("1.1.0"));
+
+    let theirs = make();
+    let server = fx.start_server(&[]);
+    let run = terraform_in(theirs.path(), &["get", "-no-color"], "", None);
+    assert!(run.success, "terraform get: {}", run.output);
+    let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local], &[]);
+    assert_eq!(
+        without_zh(&our_lock),
+        their_lock,
+        "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
+    );
+    assert_init_keeps(&fx, ours.path(), &our_lock);
+    drop(server);
+}
+
+#[test]
 fn lock_refuses_recorded_hashes_that_name_other_packages_and_drops_stale_constraints() {
     let (fx, zips) = published();
     let local = local_platform();

@@ -154,10 +154,11 @@ pub fn from_lock_file(path: &Path) -> Result<Vec<Requirement>, RequirementsError
 }
 
 /// The providers a configuration needs, as `terraform providers lock` counts them: the
-/// `required_providers` of every `.tf` file in `dir` and in the modules it calls (local
-/// `./` and `../` sources, and the modules `terraform init` or `terraform get` installed under
-/// `.terraform/modules`), plus providers only implied by `provider`, `resource` and `data`
-/// blocks. The constraints of all modules are combined per provider.
+/// `required_providers` of every `.tf` and `.tf.json` file in `dir` and in the modules it
+/// calls (local `./` and `../` sources, and the modules `terraform init` or `terraform get`
+/// installed under `.terraform/modules`), plus providers only implied by `provider`,
+/// `resource` and `data` blocks. The constraints of all modules are combined per provider;
+/// within a module, an override file's entry replaces the one it names.
 ///
 /// Modules are followed from the root by their keys (`net`, `net.subnets`), as Terraform
 /// loads them: an installed module from its directory in `modules.json`, a local one from its
@@ -245,6 +246,44 @@ fn installed_modules(root: &Path) -> BTreeMap<String, PathBuf> {
     }
 }
 
+/// One entry of a `required_providers` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequiredEntry {
+    local_name: String,
+    source: Option<String>,
+    version: Option<String>,
+}
+
+/// What one configuration file (`.tf` or `.tf.json`) says about providers and modules.
+#[derive(Debug, Default)]
+struct FileProviders {
+    /// Each `required_providers` block of the file.
+    required: Vec<Vec<RequiredEntry>>,
+    /// Module calls: (name, source).
+    calls: Vec<(String, String)>,
+    /// Local provider names used by `provider`, `resource` and `data` blocks.
+    used: Vec<String>,
+}
+
+/// Whether Terraform reads `name` as a configuration file: `.tf` or `.tf.json`, not hidden
+/// nor an editor's backup.
+fn is_config_file(name: &str) -> bool {
+    (name.ends_with(".tf") || name.ends_with(".tf.json"))
+        && !name.starts_with('.')
+        && !name.ends_with('~')
+        && !(name.starts_with('#') && name.ends_with('#'))
+}
+
+/// `override.tf`, `x_override.tf` and their `.tf.json` twins, which Terraform merges over the
+/// other files instead of reading them alongside.
+fn is_override_file(name: &str) -> bool {
+    let stem = name
+        .strip_suffix(".tf.json")
+        .or_else(|| name.strip_suffix(".tf"))
+        .unwrap_or(name);
+    stem == "override" || stem.ends_with("_override")
+}
+
 /// Adds one module's provider requirements to `found`; returns the modules it calls, as
 /// (name, source).
 fn read_module(
@@ -258,20 +297,35 @@ fn read_module(
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "tf"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_config_file)
+        })
         .collect();
     files.sort();
-    let bodies = files
-        .iter()
-        .map(|f| parse_hcl(f))
-        .collect::<Result<Vec<Body>, _>>()?;
-    // Local names of this module: explicit sources first, for the implied ones below.
-    let mut local_names: BTreeMap<String, ProviderAddress> = BTreeMap::new();
+    // Override files last, as Terraform merges them over the others.
+    files.sort_by_key(|f| {
+        f.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_override_file)
+    });
+    let mut local_names: BTreeMap<String, (ProviderAddress, Constraints)> = BTreeMap::new();
     let mut calls = Vec::new();
+    let mut used = Vec::new();
     let mut required_blocks = 0;
-    for (body, file) in bodies.iter().zip(&files) {
-        for tf in blocks(body, "terraform") {
-            for rp in blocks(&tf.body, "required_providers") {
+    for file in &files {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let overriding = is_override_file(name);
+        let content = match name.ends_with(".json") {
+            true => json_file_providers(file)?,
+            false => hcl_file_providers(&parse_hcl(file)?),
+        };
+        for block in content.required {
+            if !overriding {
                 required_blocks += 1;
                 if required_blocks > 1 {
                     // As Terraform: "A module may have only one required providers
@@ -284,74 +338,30 @@ fn read_module(
                         ),
                     });
                 }
-                for s in rp.body.iter() {
-                    let Structure::Attribute(a) = s else { continue };
-                    let local_name = a.key.as_str();
-                    let (source, version) = match &a.value {
-                        // Legacy form: `aws = "~> 5.0"`.
-                        Expression::String(v) => (None, Some(v.value().clone())),
-                        Expression::Object(obj) => {
-                            let mut source = None;
-                            let mut version = None;
-                            for (k, v) in obj.iter() {
-                                let key = match k {
-                                    ObjectKey::Ident(i) => i.as_str().to_owned(),
-                                    ObjectKey::Expression(e) => string_value(e).unwrap_or_default(),
-                                };
-                                match key.as_str() {
-                                    "source" => source = string_value(v.expr()),
-                                    "version" => version = string_value(v.expr()),
-                                    _ => {}
-                                }
-                            }
-                            (source, version)
-                        }
-                        _ => continue,
-                    };
-                    // Without a source, Terraform assumes hashicorp/<local name>.
-                    let addr = match source {
-                        Some(s) => parse_address(&s)?,
-                        None => parse_address(&format!("hashicorp/{local_name}"))?,
-                    };
-                    let c = match version {
-                        Some(v) => Constraints::parse(&v)?,
-                        None => Constraints::any(),
-                    };
-                    local_names.insert(local_name.to_owned(), addr.clone());
-                    let entry = found.entry(addr).or_default();
-                    *entry = std::mem::take(entry).and(&c);
-                }
+            }
+            for entry in block {
+                // Without a source, Terraform assumes hashicorp/<local name>.
+                let addr = match &entry.source {
+                    Some(s) => parse_address(s)?,
+                    None => parse_address(&format!("hashicorp/{}", entry.local_name))?,
+                };
+                let c = match &entry.version {
+                    Some(v) => Constraints::parse(v)?,
+                    None => Constraints::any(),
+                };
+                // An override file's entry replaces the one it names.
+                local_names.insert(entry.local_name, (addr, c));
             }
         }
-        for call in blocks(body, "module") {
-            let source = attribute(&call.body, "source").and_then(string_value);
-            if let (Some(name), Some(source)) = (first_label(call), source) {
-                calls.push((name, source));
-            }
-        }
+        calls.extend(content.calls);
+        used.extend(content.used);
     }
-    // Providers used without being required: `provider "NAME"`, and the prefix of each
-    // resource and data source type (or its `provider` argument).
-    let mut implied: Vec<String> = Vec::new();
-    for body in &bodies {
-        for p in blocks(body, "provider") {
-            if let Some(name) = first_label(p) {
-                implied.push(name);
-            }
-        }
-        for kind in ["resource", "data"] {
-            for r in blocks(body, kind) {
-                let explicit = attribute(&r.body, "provider").and_then(provider_reference);
-                let name = explicit.or_else(|| {
-                    first_label(r).map(|t| t.split('_').next().unwrap_or_default().to_owned())
-                });
-                if let Some(name) = name {
-                    implied.push(name);
-                }
-            }
-        }
+    for (addr, c) in local_names.values() {
+        let entry = found.entry(addr.clone()).or_default();
+        *entry = std::mem::take(entry).and(c);
     }
-    for name in implied {
+    // Providers used without being required.
+    for name in used {
         // `terraform` is Terraform's built-in provider (terraform_remote_state), never installed.
         if name.is_empty() || name == "terraform" || local_names.contains_key(&name) {
             continue;
@@ -360,6 +370,157 @@ fn read_module(
         found.entry(addr).or_default();
     }
     Ok(calls)
+}
+
+/// The providers and module calls of a `.tf` file.
+fn hcl_file_providers(body: &Body) -> FileProviders {
+    let mut out = FileProviders::default();
+    for tf in blocks(body, "terraform") {
+        for rp in blocks(&tf.body, "required_providers") {
+            let mut entries = Vec::new();
+            for s in rp.body.iter() {
+                let Structure::Attribute(a) = s else { continue };
+                let (source, version) = match &a.value {
+                    // Legacy form: `aws = "~> 5.0"`.
+                    Expression::String(v) => (None, Some(v.value().clone())),
+                    Expression::Object(obj) => {
+                        let mut source = None;
+                        let mut version = None;
+                        for (k, v) in obj.iter() {
+                            let key = match k {
+                                ObjectKey::Ident(i) => i.as_str().to_owned(),
+                                ObjectKey::Expression(e) => string_value(e).unwrap_or_default(),
+                            };
+                            match key.as_str() {
+                                "source" => source = string_value(v.expr()),
+                                "version" => version = string_value(v.expr()),
+                                _ => {}
+                            }
+                        }
+                        (source, version)
+                    }
+                    _ => continue,
+                };
+                entries.push(RequiredEntry {
+                    local_name: a.key.as_str().to_owned(),
+                    source,
+                    version,
+                });
+            }
+            out.required.push(entries);
+        }
+    }
+    for call in blocks(body, "module") {
+        let source = attribute(&call.body, "source").and_then(string_value);
+        if let (Some(name), Some(source)) = (first_label(call), source) {
+            out.calls.push((name, source));
+        }
+    }
+    // `provider "NAME"`, and the prefix of each resource and data source type (or its
+    // `provider` argument).
+    for p in blocks(body, "provider") {
+        if let Some(name) = first_label(p) {
+            out.used.push(name);
+        }
+    }
+    for kind in ["resource", "data"] {
+        for r in blocks(body, kind) {
+            let explicit = attribute(&r.body, "provider").and_then(provider_reference);
+            let name = explicit.or_else(|| first_label(r).map(|t| type_prefix(&t)));
+            out.used.extend(name);
+        }
+    }
+    out
+}
+
+/// The local provider name a resource type implies: `aws_instance` → `aws`.
+fn type_prefix(resource_type: &str) -> String {
+    resource_type
+        .split('_')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The providers and module calls of a `.tf.json` file, read as Terraform's JSON syntax maps
+/// blocks: a block type's value is an object (or an array of objects) keyed by the labels in
+/// turn, and the key `//` is a comment.
+fn json_file_providers(path: &Path) -> Result<FileProviders, RequirementsError> {
+    use serde_json::Value;
+    let syntax = |message: String| RequirementsError::Syntax {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| RequirementsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let root: Value =
+        serde_json::from_str(&text).map_err(|e| syntax(format!("line {}: {e}", e.line())))?;
+    let Value::Object(root) = root else {
+        return Err(syntax("a .tf.json file must hold one JSON object".into()));
+    };
+    // The bodies of the blocks a value stands for: one object, or an array of them.
+    fn bodies(v: &Value) -> Vec<&serde_json::Map<String, Value>> {
+        match v {
+            Value::Object(o) => vec![o],
+            Value::Array(a) => a.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        }
+    }
+    // (label, value) pairs of an object keyed by labels, comments left out.
+    fn labelled(v: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
+        v.and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "//")
+    }
+    let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let mut out = FileProviders::default();
+    for tf in root.get("terraform").map(bodies).unwrap_or_default() {
+        for rp in tf.get("required_providers").map(bodies).unwrap_or_default() {
+            let mut entries = Vec::new();
+            for (local_name, v) in rp.iter().filter(|(k, _)| k.as_str() != "//") {
+                let (source, version) = match v {
+                    Value::String(version) => (None, Some(version.clone())),
+                    Value::Object(o) => (text_of(o.get("source")), text_of(o.get("version"))),
+                    _ => continue,
+                };
+                entries.push(RequiredEntry {
+                    local_name: local_name.clone(),
+                    source,
+                    version,
+                });
+            }
+            out.required.push(entries);
+        }
+    }
+    for (name, v) in labelled(root.get("module")) {
+        for body in bodies(v) {
+            if let Some(source) = text_of(body.get("source")) {
+                out.calls.push((name.clone(), source));
+            }
+        }
+    }
+    for (name, _) in labelled(root.get("provider")) {
+        out.used.push(name.clone());
+    }
+    for kind in ["resource", "data"] {
+        for (resource_type, named) in labelled(root.get(kind)) {
+            for (_, v) in labelled(Some(named)) {
+                for body in bodies(v) {
+                    // `"provider": "google.beta"` (a reference, written as a string).
+                    let explicit = text_of(body.get("provider")).map(|r| {
+                        let r = r.trim().trim_start_matches("${").trim_end_matches('}');
+                        r.split('.').next().unwrap_or_default().to_owned()
+                    });
+                    out.used
+                        .push(explicit.unwrap_or_else(|| type_prefix(resource_type)));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The value of a block's attribute `name`.
@@ -463,6 +624,110 @@ provider "registry.terraform.io/acme/foo" {
             .collect();
         assert_eq!(by["registry.terraform.io/acme/foo"], ">= 1.0");
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
+    }
+
+    /// address → constraints of a configuration directory.
+    fn required(dir: &Path) -> BTreeMap<String, String> {
+        from_config_dir(dir)
+            .unwrap()
+            .requirements
+            .iter()
+            .map(|r| (r.address.to_string(), r.constraints.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn json_configurations_read_as_terraform_maps_blocks() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "main.tf.json",
+            r#"{
+  "//": "generated",
+  "terraform": [{
+    "required_providers": {
+      "//": "pinned",
+      "foo": {"source": "acme/foo", "version": ">= 1.2"},
+      "aws": "~> 5.0"
+    }
+  }],
+  "module": {"net": {"source": "./net"}},
+  "provider": {"google": [{}, {"alias": "beta"}]},
+  "resource": {
+    "random_id": {"a": {}},
+    "other_thing": {"b": {"provider": "google.beta"}},
+    "bar_thing": {"c": [{"provider": "${foo}"}]}
+  },
+  "data": {"terraform_remote_state": {"s": {}}, "http_thing": {"d": {}}}
+}"#,
+        );
+        write(
+            "net/versions.tf.json",
+            r#"{"terraform": {"required_providers": {"foo": {"source": "acme/foo", "version": "~> 1"}}}}"#,
+        );
+        // Not configuration files.
+        write(".hidden.tf.json", "not json");
+        write("main.tf.json~", "not json");
+        write("notes.json", "not json");
+        let by = required(root.path());
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "registry.terraform.io/acme/foo",
+                "registry.terraform.io/hashicorp/aws",
+                "registry.terraform.io/hashicorp/google",
+                "registry.terraform.io/hashicorp/http",
+                "registry.terraform.io/hashicorp/random",
+            ],
+            "{by:?}"
+        );
+        let foo = Constraints::parse(&by["registry.terraform.io/acme/foo"]).unwrap();
+        assert_eq!(foo.normalized(), "~> 1.0, >= 1.2.0");
+        assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
+
+        // Syntax errors name the file and the line.
+        write("broken.tf.json", "{\n  \"terraform\": [\n}");
+        let err = from_config_dir(root.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("broken.tf.json") && err.contains("line 3"),
+            "{err}"
+        );
+        write("broken.tf.json", "[]");
+        let err = from_config_dir(root.path()).unwrap_err().to_string();
+        assert!(err.contains("one JSON object"), "{err}");
+    }
+
+    #[test]
+    fn override_files_replace_required_provider_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| std::fs::write(root.path().join(rel), text).unwrap();
+        write(
+            "main.tf",
+            r#"terraform {
+  required_providers {
+    foo = { source = "acme/foo", version = ">= 1.0" }
+    aws = { source = "hashicorp/aws", version = "~> 4.0" }
+  }
+}
+"#,
+        );
+        write(
+            "override.tf",
+            "terraform {\n  required_providers {\n    foo = { source = \"acme/foo\", version = \"~> 2.1\" }\n  }\n}\n",
+        );
+        write(
+            "pins_override.tf.json",
+            r#"{"terraform": {"required_providers": {"aws": {"source": "hashicorp/aws", "version": "5.1.0"}}}}"#,
+        );
+        // Not a second required_providers block: overrides merge over the first.
+        let by = required(root.path());
+        assert_eq!(by["registry.terraform.io/acme/foo"], "~> 2.1");
+        assert_eq!(by["registry.terraform.io/hashicorp/aws"], "5.1.0");
     }
 
     #[test]
