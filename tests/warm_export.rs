@@ -292,9 +292,20 @@ fn export_refuses_a_version_document_listing_other_hashes() {
         serde_json::json!(["h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]);
     let tampered = serde_json::to_vec_pretty(&doc).unwrap();
     std::fs::write(&doc_path, &tampered).unwrap();
+    // With the package gone too, a refused export must not bring it back: the document is
+    // checked before anything is written.
+    let zip_path = dest
+        .join(FOO_DIR)
+        .join(format!("terraform-provider-foo_1.1.0_{local}.zip"));
+    std::fs::remove_file(&zip_path).unwrap();
 
     let out = export(&fx, &dest, &["acme/foo@1.1.0", "--platform", &local]);
     assert!(!out.success(), "export rewrote different hashes:\n{out}");
+    assert!(
+        !zip_path.exists(),
+        "a refused export wrote {}",
+        zip_path.display()
+    );
     assert!(
         out.stderr.contains(&doc_path.display().to_string()),
         "the error does not name {}:\n{out}",

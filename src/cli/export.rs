@@ -35,9 +35,9 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
     let platforms = platform_selection(&sel.platforms)?;
     let backend = Backend::offline(&config, &mirror, None).await?;
     let mut failures = Vec::new();
-    // (address, version) → platform → (file name, hashes)
-    let mut docs: BTreeMap<(ProviderAddress, semver::Version), Archives> = BTreeMap::new();
-    let mut written = 0;
+    // (address, version) → platform → what to export
+    let mut planned: BTreeMap<(ProviderAddress, semver::Version), BTreeMap<String, Export>> =
+        BTreeMap::new();
     for req in &reqs {
         let jobs = match plan(&backend, req, &platforms, sel.all_matching).await {
             Ok(p) => {
@@ -59,40 +59,63 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
                 "terraform-provider-{}_{}_{}.zip",
                 a.type_name, job.version, job.platform
             );
-            let dir = args
-                .dir
-                .join(&a.hostname)
-                .join(&a.namespace)
-                .join(&a.type_name);
-            match copy_if_absent(&blob.file, &dir, &file_name, job.digest.hex()) {
-                Ok(true) => written += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    failures.push(e);
-                    continue;
-                }
-            }
             let mut hashes: Vec<String> = backend.h1(&job).await.into_iter().collect();
             hashes.push(zh_from_sha256_hex(job.digest.hex()));
-            docs.entry((a.clone(), job.version.clone()))
+            planned
+                .entry((a.clone(), job.version.clone()))
                 .or_default()
-                .insert(job.platform.to_string(), (file_name, hashes));
+                .insert(
+                    job.platform.to_string(),
+                    Export {
+                        file_name,
+                        hashes,
+                        file: blob.file,
+                        hex: job.digest.hex().to_owned(),
+                    },
+                );
         }
     }
-    for ((addr, version), archives) in &docs {
+    // Per version: the documents there are checked first, so a refusal leaves no new file
+    // behind; a package that cannot be copied is left out of the documents.
+    let (mut exported, mut written) = (0, 0);
+    for ((addr, version), exports) in planned {
         let dir = args
             .dir
             .join(&addr.hostname)
             .join(&addr.namespace)
             .join(&addr.type_name);
-        if let Err(e) = write_version_docs(&dir, version, archives) {
+        let archives: Archives = exports
+            .iter()
+            .map(|(p, e)| (p.clone(), (e.file_name.clone(), e.hashes.clone())))
+            .collect();
+        if let Err(e) = merged_version_doc(&dir, &version, &archives) {
             failures.push(format!("{addr} {version}: {e}"));
+            continue;
+        }
+        let (mut copied, mut new_files) = (Archives::new(), 0);
+        for (platform, e) in exports {
+            match copy_if_absent(&e.file, &dir, &e.file_name, &e.hex) {
+                Ok(new) => {
+                    new_files += usize::from(new);
+                    copied.insert(platform, (e.file_name, e.hashes));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        if copied.is_empty() {
+            continue;
+        }
+        match write_version_docs(&dir, &version, &copied) {
+            Ok(()) => {
+                exported += copied.len();
+                written += new_files;
+            }
+            Err(e) => failures.push(format!("{addr} {version}: {e}")),
         }
     }
     println!(
-        "Exported {} package(s) ({written} written, {} already there) into {}.",
-        docs.values().map(|a| a.len()).sum::<usize>(),
-        docs.values().map(|a| a.len()).sum::<usize>() - written,
+        "Exported {exported} package(s) ({written} written, {} already there) into {}.",
+        exported - written,
         args.dir.display()
     );
     if failures.is_empty() {
@@ -107,6 +130,14 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
 
 /// platform → (file name, hashes) of one version.
 type Archives = BTreeMap<String, (String, Vec<String>)>;
+
+/// One package to export, read from the cache.
+struct Export {
+    file_name: String,
+    hashes: Vec<String>,
+    file: std::sync::Arc<std::fs::File>,
+    hex: String,
+}
 
 /// Copies the stored package unless `dir/name` already holds it; refuses different content.
 fn copy_if_absent(src: &std::fs::File, dir: &Path, name: &str, hex: &str) -> Result<bool, String> {
@@ -143,6 +174,31 @@ fn write_version_docs(
     version: &semver::Version,
     archives: &Archives,
 ) -> Result<(), String> {
+    let doc = merged_version_doc(dir, version, archives)?;
+    write_json(&dir.join(format!("{version}.json")), &doc)?;
+    let index_path = dir.join("index.json");
+    let mut index =
+        read_json(&index_path)?.unwrap_or_else(|| serde_json::json!({ "versions": {} }));
+    index["versions"]
+        .as_object_mut()
+        .ok_or_else(|| format!("{} has no versions object", index_path.display()))?
+        .insert(version.to_string(), serde_json::json!({}));
+    write_json(&index_path, &index)
+}
+
+/// `VERSION.json` in `dir` with `archives` added; an error if it lists another package for
+/// one of their platforms, or if it or `index.json` cannot be read.
+fn merged_version_doc(
+    dir: &Path,
+    version: &semver::Version,
+    archives: &Archives,
+) -> Result<serde_json::Value, String> {
+    let index_path = dir.join("index.json");
+    if let Some(index) = read_json(&index_path)? {
+        if !index["versions"].is_object() {
+            return Err(format!("{} has no versions object", index_path.display()));
+        }
+    }
     let version_path = dir.join(format!("{version}.json"));
     let mut doc =
         read_json(&version_path)?.unwrap_or_else(|| serde_json::json!({ "archives": {} }));
@@ -163,15 +219,7 @@ fn write_version_docs(
             }
         }
     }
-    write_json(&version_path, &doc)?;
-    let index_path = dir.join("index.json");
-    let mut index =
-        read_json(&index_path)?.unwrap_or_else(|| serde_json::json!({ "versions": {} }));
-    index["versions"]
-        .as_object_mut()
-        .ok_or_else(|| format!("{} has no versions object", index_path.display()))?
-        .insert(version.to_string(), serde_json::json!({}));
-    write_json(&index_path, &index)
+    Ok(doc)
 }
 
 /// Whether a listed entry's hashes can name the package whose hashes are `ours`: for each
