@@ -122,6 +122,9 @@ pub enum Lookup {
     },
 }
 
+/// Directory fsyncs [`BlobStore::flush`] runs at once.
+const DIR_SYNC_THREADS: usize = 8;
+
 /// How a store's fills run: for a server answering clients, or for one batch job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillMode {
@@ -884,11 +887,24 @@ impl BlobStore {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
-        for dir in dirs {
-            File::open(&dir)
+        // One fsync per directory, waiting on the disk each time: a few at once, so that a
+        // warm of many packages (one directory per two-hex prefix) does not end on a queue
+        // of them.
+        let sync = |dir: &PathBuf| {
+            File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io_err(&dir))?;
-        }
+                .map_err(io_err(dir))
+        };
+        let per_thread = dirs.len().div_ceil(DIR_SYNC_THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = dirs
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })?;
         self.index.flush()?;
         Ok(())
     }
@@ -1135,7 +1151,14 @@ mod tests {
         let meta = store.meta(&other).unwrap();
         assert_eq!((meta.h1, meta.h1_pending), (None, false));
 
-        // What is recorded survives a restart.
+        // What is recorded survives a restart (once the eviction checks the fills spawned
+        // have let go of the store, and with it the cache lock).
+        for _ in 0..500 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         drop(store);
         let store = open(dir.path(), 1 << 30);
         let meta = store.meta(&deferred).unwrap();
