@@ -160,6 +160,8 @@ pub struct BlobStore {
     /// Directories packages were renamed into since the last [`BlobStore::flush`], which
     /// makes those renames durable with one fsync per directory.
     renamed_into: Mutex<std::collections::HashSet<PathBuf>>,
+    /// One `h1:` derivation per package at a time (see [`BlobStore::package_h1`]).
+    deriving: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub counters: Counters,
     repair: RepairReport,
     _lock: DirLock,
@@ -215,6 +217,7 @@ impl BlobStore {
             batch: AtomicBool::new(false),
             evicting: Mutex::new(()),
             renamed_into: Mutex::new(std::collections::HashSet::new()),
+            deriving: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             repair: RepairReport::default(),
             _lock: lock,
@@ -729,12 +732,36 @@ impl BlobStore {
 
     /// The `h1:` hash of a kept package (`None`: not kept, or not a zip), derived from the
     /// stored file and recorded if it was pending. Blocking: reads the whole package.
+    /// Concurrent callers for one package wait for a single derivation. A package that
+    /// cannot be read now (an I/O error) stays pending.
     pub fn package_h1(&self, digest: &Digest) -> Option<String> {
         let meta = self.meta(digest)?;
         if !meta.h1_pending {
             return meta.h1;
         }
-        let h1 = h1_of_file(&self.blob_path(digest.hex()));
+        let gate = self
+            .deriving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.hex().to_owned())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let derived = match self.meta(digest) {
+            Some(m) if m.h1_pending => derive_h1(&self.blob_path(digest.hex())),
+            other => Ok(other.and_then(|m| m.h1)),
+        };
+        self.deriving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest.hex());
+        let h1 = match derived {
+            Ok(h1) => h1,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "cannot read a stored package to derive its h1 hash; it stays pending");
+                return None;
+            }
+        };
         let recorded = self.index.update_blob(digest.hex(), |m| {
             if m.h1_pending {
                 m.h1 = h1.clone();
@@ -889,22 +916,40 @@ impl BlobStore {
             .collect();
         // One fsync per directory, waiting on the disk each time: a few at once, so that a
         // warm of many packages (one directory per two-hex prefix) does not end on a queue
-        // of them.
-        let sync = |dir: &PathBuf| {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))
+        // of them. A chunk whose thread cannot be started is synced here.
+        let sync_all = |chunk: &[PathBuf]| -> Vec<(PathBuf, std::io::Error)> {
+            chunk
+                .iter()
+                .filter_map(|dir| {
+                    let r = File::open(dir).and_then(|d| d.sync_all());
+                    r.err().map(|e| (dir.clone(), e))
+                })
+                .collect()
         };
         let per_thread = dirs.len().div_ceil(DIR_SYNC_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = dirs
-                .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
-                .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        })?;
+        let failed: Vec<(PathBuf, std::io::Error)> = std::thread::scope(|scope| {
+            let mut failed = Vec::new();
+            let mut workers = Vec::new();
+            for chunk in dirs.chunks(per_thread) {
+                match std::thread::Builder::new().spawn_scoped(scope, move || sync_all(chunk)) {
+                    Ok(w) => workers.push(w),
+                    Err(_) => failed.extend(sync_all(chunk)),
+                }
+            }
+            for w in workers {
+                failed.extend(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            failed
+        });
+        if let Some((dir, e)) = failed.first() {
+            let error = io_err(dir)(std::io::Error::new(e.kind(), e.to_string()));
+            // Still to be made durable: the next flush tries them again.
+            self.renamed_into
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(failed.into_iter().map(|(d, _)| d));
+            return Err(error);
+        }
         self.index.flush()?;
         Ok(())
     }
@@ -937,8 +982,18 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
 
 /// The `h1:` hash of a stored package, or `None` if it is not a readable zip.
 fn h1_of_file(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    crate::provider::hash::h1_from_reader(file).ok()
+    derive_h1(path).ok().flatten()
+}
+
+/// The `h1:` hash of a stored package: `None` if it is not a zip, an error if it could not
+/// be read (which says nothing about the package).
+fn derive_h1(path: &Path) -> std::io::Result<Option<String>> {
+    use crate::provider::hash::HashError;
+    match crate::provider::hash::h1_from_reader(File::open(path)?) {
+        Ok(h1) => Ok(Some(h1)),
+        Err(HashError::Io(e)) | Err(HashError::Zip(zip::result::ZipError::Io(e))) => Err(e),
+        Err(HashError::Zip(_)) => Ok(None),
+    }
 }
 
 /// A point-in-time summary, also written by a running server to `DIR/stats.json` so that
