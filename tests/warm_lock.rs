@@ -367,7 +367,8 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
 #[test]
 fn json_configurations_and_override_files_are_read_as_terraform_reads_them() {
     // The root module in Terraform's JSON syntax, with an override file that replaces its
-    // constraint on foo, and a JSON child module adding one: the lock file must be the one
+    // constraint on foo, a provider block's version, and a JSON child module adding one
+    // more constraint: the lock file must be the one
     // `terraform providers lock` writes for the same directory.
     let (fx, _zips) = published();
     let local = local_platform();
@@ -389,6 +390,9 @@ fn json_configurations_and_override_files_are_read_as_terraform_reads_them() {
         };
         let mut root = required(">= 1.0");
         root["module"] = serde_json::json!({"net": {"source": "./modules/net"}});
+        // The deprecated version argument of a provider block, which Terraform still counts,
+        // in an array of blocks.
+        root["provider"] = serde_json::json!({"foo": [{"version": "< 2.0"}]});
         write("main.tf.json", root.to_string());
         write("foo_override.tf.json", required("~> 1.0").to_string());
         write("modules/net/main.tf.json", required("!= 1.0.0").to_string());

@@ -263,6 +263,9 @@ struct FileProviders {
     calls: Vec<(String, String)>,
     /// Local provider names used by `provider`, `resource` and `data` blocks.
     used: Vec<String>,
+    /// The deprecated `version` argument of `provider` blocks, which Terraform still adds
+    /// to the provider's constraints: (local name, constraints).
+    provider_versions: Vec<(String, String)>,
 }
 
 /// Whether Terraform reads `name` as a configuration file: `.tf` or `.tf.json`, not hidden
@@ -299,27 +302,27 @@ fn read_module(
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(is_config_file)
+                .is_some_and(|n| is_config_file(&n.to_string_lossy()))
+                && p.is_file()
         })
         .collect();
     files.sort();
     // Override files last, as Terraform merges them over the others.
     files.sort_by_key(|f| {
         f.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(is_override_file)
+            .is_some_and(|n| is_override_file(&n.to_string_lossy()))
     });
     let mut local_names: BTreeMap<String, (ProviderAddress, Constraints)> = BTreeMap::new();
     let mut calls = Vec::new();
     let mut used = Vec::new();
+    let mut provider_versions = Vec::new();
     let mut required_blocks = 0;
     for file in &files {
         let name = file
             .file_name()
-            .and_then(|n| n.to_str())
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let overriding = is_override_file(name);
+        let overriding = is_override_file(&name);
         let content = match name.ends_with(".json") {
             true => json_file_providers(file)?,
             false => hcl_file_providers(&parse_hcl(file)?),
@@ -355,10 +358,21 @@ fn read_module(
         }
         calls.extend(content.calls);
         used.extend(content.used);
+        provider_versions.extend(content.provider_versions);
     }
-    for (addr, c) in local_names.values() {
+    let mut add = |addr: &ProviderAddress, c: &Constraints| {
         let entry = found.entry(addr.clone()).or_default();
         *entry = std::mem::take(entry).and(c);
+    };
+    for (addr, c) in local_names.values() {
+        add(addr, c);
+    }
+    for (name, version) in provider_versions {
+        let addr = match local_names.get(&name) {
+            Some((addr, _)) => addr.clone(),
+            None => parse_address(&format!("hashicorp/{name}"))?,
+        };
+        add(&addr, &Constraints::parse(&version)?);
     }
     // Providers used without being required.
     for name in used {
@@ -420,6 +434,9 @@ fn hcl_file_providers(body: &Body) -> FileProviders {
     // `provider` argument).
     for p in blocks(body, "provider") {
         if let Some(name) = first_label(p) {
+            if let Some(version) = attribute(&p.body, "version").and_then(string_value) {
+                out.provider_versions.push((name.clone(), version));
+            }
             out.used.push(name);
         }
     }
@@ -442,11 +459,111 @@ fn type_prefix(resource_type: &str) -> String {
         .to_owned()
 }
 
+/// A JSON value whose objects keep every key, in order, repeated ones too: Terraform's JSON
+/// syntax reads a repeated block type or label as one more block.
+#[derive(Debug)]
+enum Json {
+    Object(Vec<(String, Json)>),
+    Array(Vec<Json>),
+    String(String),
+    /// Numbers, booleans and null: nothing a provider requirement is made of.
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Json, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Json>()? {
+                    entries.push(entry);
+                }
+                Ok(Json::Object(entries))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element::<Json>()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::String(v.to_owned()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Json {
+    /// The bodies of the blocks this value stands for: one object, or an array of them.
+    fn bodies(&self) -> Vec<&[(String, Json)]> {
+        match self {
+            Json::Object(o) => vec![o.as_slice()],
+            Json::Array(a) => a
+                .iter()
+                .filter_map(|v| match v {
+                    Json::Object(o) => Some(o.as_slice()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// (label, value) pairs of a level keyed by labels (an object, or an array of objects),
+    /// `//` comments left out.
+    fn labelled(&self) -> Vec<(&str, &Json)> {
+        self.bodies()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k != "//")
+            .map(|(k, v)| (k.as_str(), v))
+            .collect()
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Json::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Every value of `key` in a block body (a repeated key is another block).
+fn all<'a>(body: &'a [(String, Json)], key: &'a str) -> impl Iterator<Item = &'a Json> + 'a {
+    body.iter().filter(move |(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The first string value of argument `key` in a block body.
+fn text_arg(body: &[(String, Json)], key: &str) -> Option<String> {
+    all(body, key).find_map(Json::text)
+}
+
 /// The providers and module calls of a `.tf.json` file, read as Terraform's JSON syntax maps
 /// blocks: a block type's value is an object (or an array of objects) keyed by the labels in
-/// turn, and the key `//` is a comment.
+/// turn, a repeated key is one more block, and the key `//` is a comment.
 fn json_file_providers(path: &Path) -> Result<FileProviders, RequirementsError> {
-    use serde_json::Value;
     let syntax = |message: String| RequirementsError::Syntax {
         path: path.to_owned(),
         message,
@@ -455,67 +572,61 @@ fn json_file_providers(path: &Path) -> Result<FileProviders, RequirementsError> 
         path: path.to_owned(),
         source,
     })?;
-    let root: Value =
+    let root: Json =
         serde_json::from_str(&text).map_err(|e| syntax(format!("line {}: {e}", e.line())))?;
-    let Value::Object(root) = root else {
-        return Err(syntax("a .tf.json file must hold one JSON object".into()));
-    };
-    // The bodies of the blocks a value stands for: one object, or an array of them.
-    fn bodies(v: &Value) -> Vec<&serde_json::Map<String, Value>> {
-        match v {
-            Value::Object(o) => vec![o],
-            Value::Array(a) => a.iter().filter_map(Value::as_object).collect(),
-            _ => Vec::new(),
-        }
+    let roots = root.bodies();
+    if roots.is_empty() {
+        return Err(syntax(
+            "a .tf.json file must hold a JSON object (or an array of objects)".into(),
+        ));
     }
-    // (label, value) pairs of an object keyed by labels, comments left out.
-    fn labelled(v: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
-        v.and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() != "//")
-    }
-    let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let mut out = FileProviders::default();
-    for tf in root.get("terraform").map(bodies).unwrap_or_default() {
-        for rp in tf.get("required_providers").map(bodies).unwrap_or_default() {
-            let mut entries = Vec::new();
-            for (local_name, v) in rp.iter().filter(|(k, _)| k.as_str() != "//") {
-                let (source, version) = match v {
-                    Value::String(version) => (None, Some(version.clone())),
-                    Value::Object(o) => (text_of(o.get("source")), text_of(o.get("version"))),
-                    _ => continue,
-                };
-                entries.push(RequiredEntry {
-                    local_name: local_name.clone(),
-                    source,
-                    version,
-                });
-            }
-            out.required.push(entries);
-        }
-    }
-    for (name, v) in labelled(root.get("module")) {
-        for body in bodies(v) {
-            if let Some(source) = text_of(body.get("source")) {
-                out.calls.push((name.clone(), source));
-            }
-        }
-    }
-    for (name, _) in labelled(root.get("provider")) {
-        out.used.push(name.clone());
-    }
-    for kind in ["resource", "data"] {
-        for (resource_type, named) in labelled(root.get(kind)) {
-            for (_, v) in labelled(Some(named)) {
-                for body in bodies(v) {
-                    // `"provider": "google.beta"` (a reference, written as a string).
-                    let explicit = text_of(body.get("provider")).map(|r| {
-                        let r = r.trim().trim_start_matches("${").trim_end_matches('}');
-                        r.split('.').next().unwrap_or_default().to_owned()
+    for body in roots {
+        for tf in all(body, "terraform").flat_map(Json::bodies) {
+            for rp in all(tf, "required_providers").flat_map(Json::bodies) {
+                let mut entries = Vec::new();
+                for (local_name, v) in rp.iter().filter(|(k, _)| k != "//") {
+                    let (source, version) = match v {
+                        Json::String(version) => (None, Some(version.clone())),
+                        Json::Object(o) => (text_arg(o, "source"), text_arg(o, "version")),
+                        _ => continue,
+                    };
+                    entries.push(RequiredEntry {
+                        local_name: local_name.clone(),
+                        source,
+                        version,
                     });
-                    out.used
-                        .push(explicit.unwrap_or_else(|| type_prefix(resource_type)));
+                }
+                out.required.push(entries);
+            }
+        }
+        for (name, v) in all(body, "module").flat_map(Json::labelled) {
+            for call in v.bodies() {
+                if let Some(source) = text_arg(call, "source") {
+                    out.calls.push((name.to_owned(), source));
+                }
+            }
+        }
+        for (name, v) in all(body, "provider").flat_map(Json::labelled) {
+            out.used.push(name.to_owned());
+            for config in v.bodies() {
+                if let Some(version) = text_arg(config, "version") {
+                    out.provider_versions.push((name.to_owned(), version));
+                }
+            }
+        }
+        for kind in ["resource", "data"] {
+            for (resource_type, named) in all(body, kind).flat_map(Json::labelled) {
+                for (_, v) in named.labelled() {
+                    for r in v.bodies() {
+                        // `"provider": "google.beta"` (a reference, written as a string).
+                        let explicit = text_arg(r, "provider").map(|r| {
+                            let r = r.trim().trim_start_matches("${").trim_end_matches('}');
+                            r.split('.').next().unwrap_or_default().to_owned()
+                        });
+                        out.used
+                            .push(explicit.unwrap_or_else(|| type_prefix(resource_type)));
+                    }
                 }
             }
         }
@@ -697,9 +808,55 @@ provider "registry.terraform.io/acme/foo" {
             err.contains("broken.tf.json") && err.contains("line 3"),
             "{err}"
         );
-        write("broken.tf.json", "[]");
+        write("broken.tf.json", "3");
         let err = from_config_dir(root.path()).unwrap_err().to_string();
-        assert!(err.contains("one JSON object"), "{err}");
+        assert!(err.contains("a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn json_blocks_may_repeat_and_come_in_arrays_at_every_level() {
+        // The forms Terraform's JSON decoder accepts (checked with `terraform providers`):
+        // a root array of objects, arrays at label levels, repeated keys.
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "a.tf.json",
+            r#"{"provider": [{"google": {}}], "resource": [{"random_id": {"a": {}}}],
+                "data": {"http_x": [{"d": {}}]}, "provider": {"null": {}}}"#,
+        );
+        write(
+            "b.tf.json",
+            r#"[{"resource": {"tls_key": [{"k": {}}]}}, {"module": [{"net": {"source": "./net"}}]},
+                {"provider": {"aws": {"version": "~> 4.0"}}}]"#,
+        );
+        write(
+            "net/main.tf",
+            "provider \"dns\" {\n  version = \">= 3.0\"\n}\n",
+        );
+        // A directory named like a configuration file is not one.
+        std::fs::create_dir_all(root.path().join("sub.tf")).unwrap();
+        let by = required(root.path());
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "registry.terraform.io/hashicorp/aws",
+                "registry.terraform.io/hashicorp/dns",
+                "registry.terraform.io/hashicorp/google",
+                "registry.terraform.io/hashicorp/http",
+                "registry.terraform.io/hashicorp/null",
+                "registry.terraform.io/hashicorp/random",
+                "registry.terraform.io/hashicorp/tls",
+            ],
+            "{by:?}"
+        );
+        // The deprecated `version` of a provider block still constrains it.
+        assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 4.0");
+        assert_eq!(by["registry.terraform.io/hashicorp/dns"], ">= 3.0");
     }
 
     #[test]
