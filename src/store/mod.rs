@@ -735,9 +735,20 @@ impl BlobStore {
     /// Concurrent callers for one package wait for a single derivation. A package that
     /// cannot be read now (an I/O error) stays pending.
     pub fn package_h1(&self, digest: &Digest) -> Option<String> {
-        let meta = self.meta(digest)?;
-        if !meta.h1_pending {
-            return meta.h1;
+        let (h1, recorded) = self.derive_pending_h1(digest);
+        if recorded {
+            // Answers built from the store (a version's hashes) are rebuilt with it.
+            self.bump_generation();
+        }
+        h1
+    }
+
+    /// [`BlobStore::package_h1`] without telling derived answers: (the hash, whether this
+    /// call recorded it).
+    fn derive_pending_h1(&self, digest: &Digest) -> (Option<String>, bool) {
+        match self.meta(digest) {
+            Some(m) if m.h1_pending => {}
+            other => return (other.and_then(|m| m.h1), false),
         }
         let gate = self
             .deriving
@@ -746,20 +757,27 @@ impl BlobStore {
             .entry(digest.hex().to_owned())
             .or_default()
             .clone();
-        let _one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
-        let derived = match self.meta(digest) {
-            Some(m) if m.h1_pending => derive_h1(&self.blob_path(digest.hex())),
-            other => Ok(other.and_then(|m| m.h1)),
-        };
+        let one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.derive_and_record_h1(digest);
+        // Waiters holding the gate find the hash recorded; later callers find it too.
         self.deriving
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(digest.hex());
-        let h1 = match derived {
+        drop(one_at_a_time);
+        result
+    }
+
+    fn derive_and_record_h1(&self, digest: &Digest) -> (Option<String>, bool) {
+        match self.meta(digest) {
+            Some(m) if m.h1_pending => {}
+            other => return (other.and_then(|m| m.h1), false),
+        }
+        let h1 = match derive_h1(&self.blob_path(digest.hex())) {
             Ok(h1) => h1,
             Err(e) => {
                 tracing::warn!(%digest, error = %e, "cannot read a stored package to derive its h1 hash; it stays pending");
-                return None;
+                return (None, false);
             }
         };
         let recorded = self.index.update_blob(digest.hex(), |m| {
@@ -769,16 +787,20 @@ impl BlobStore {
             }
         });
         match recorded {
-            // Answers built from the store (a version's hashes) are rebuilt with it.
-            Ok(Some(_)) => self.bump_generation(),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(%digest, error = %e, "cannot record a package's h1 hash"),
+            Ok(Some(_)) => (h1, true),
+            Ok(None) => (h1, false),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "cannot record a package's h1 hash");
+                (h1, false)
+            }
         }
-        h1
     }
 
     /// Derives every pending `h1:` hash (packages `warm` kept), one package at a time on a
-    /// blocking thread, so the server's answers list them soon after it starts.
+    /// blocking thread, so the server's answers list them soon after it starts. Answers
+    /// already built are not thrown away for each one: an answer derives the hashes of the
+    /// cached packages it lists before it is built; the store generation is bumped once at
+    /// the end, for an answer whose derivation failed meanwhile.
     pub async fn derive_pending_hashes(self: Arc<Self>) {
         let pending: Vec<String> = self
             .entries()
@@ -791,17 +813,19 @@ impl BlobStore {
         }
         let started = std::time::Instant::now();
         let count = pending.len();
+        let mut recorded_any = false;
         for hex in pending {
             let Some(digest) = Digest::from_sha256_hex(&hex) else {
                 continue;
             };
             let store = self.clone();
-            if tokio::task::spawn_blocking(move || store.package_h1(&digest))
-                .await
-                .is_err()
-            {
-                return;
+            match tokio::task::spawn_blocking(move || store.derive_pending_h1(&digest)).await {
+                Ok((_, recorded)) => recorded_any |= recorded,
+                Err(_) => break,
             }
+        }
+        if recorded_any {
+            self.bump_generation();
         }
         tracing::info!(
             packages = count,
