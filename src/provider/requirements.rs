@@ -259,13 +259,36 @@ struct RequiredEntry {
 struct FileProviders {
     /// Each `required_providers` block of the file.
     required: Vec<Vec<RequiredEntry>>,
-    /// Module calls: (name, source).
-    calls: Vec<(String, String)>,
-    /// Local provider names used by `provider`, `resource` and `data` blocks.
-    used: Vec<String>,
-    /// The deprecated `version` argument of `provider` blocks, which Terraform still adds
-    /// to the provider's constraints: (local name, constraints).
-    provider_versions: Vec<(String, String)>,
+    /// `module` blocks: name → `source`.
+    modules: Vec<(String, Option<String>)>,
+    /// `provider` blocks: (local name, alias) → the deprecated `version` argument, which
+    /// Terraform still adds to the provider's constraints.
+    providers: Vec<((String, String), Option<String>)>,
+    /// `resource` and `data` blocks: (kind, type, name) → the local name of their
+    /// `provider` argument.
+    resources: Vec<((String, String, String), Option<String>)>,
+}
+
+/// Adds a file's blocks to a module's, by address. An override file's block changes the
+/// argument it sets in the block it names (and adds a block that names none, which
+/// Terraform refuses anyway).
+fn merge_blocks<K: Ord, V>(
+    into: &mut BTreeMap<K, Option<V>>,
+    blocks: Vec<(K, Option<V>)>,
+    overriding: bool,
+) {
+    for (key, value) in blocks {
+        match into.get_mut(&key) {
+            Some(slot) if overriding => {
+                if value.is_some() {
+                    *slot = value;
+                }
+            }
+            _ => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Whether Terraform reads `name` as a configuration file: `.tf` or `.tf.json`, not hidden
@@ -313,9 +336,9 @@ fn read_module(
             .is_some_and(|n| is_override_file(&n.to_string_lossy()))
     });
     let mut local_names: BTreeMap<String, (ProviderAddress, Constraints)> = BTreeMap::new();
-    let mut calls = Vec::new();
-    let mut used = Vec::new();
-    let mut provider_versions = Vec::new();
+    let mut modules = BTreeMap::new();
+    let mut providers = BTreeMap::new();
+    let mut resources = BTreeMap::new();
     let mut required_blocks = 0;
     for file in &files {
         let name = file
@@ -356,9 +379,9 @@ fn read_module(
                 local_names.insert(entry.local_name, (addr, c));
             }
         }
-        calls.extend(content.calls);
-        used.extend(content.used);
-        provider_versions.extend(content.provider_versions);
+        merge_blocks(&mut modules, content.modules, overriding);
+        merge_blocks(&mut providers, content.providers, overriding);
+        merge_blocks(&mut resources, content.resources, overriding);
     }
     let mut add = |addr: &ProviderAddress, c: &Constraints| {
         let entry = found.entry(addr.clone()).or_default();
@@ -367,14 +390,21 @@ fn read_module(
     for (addr, c) in local_names.values() {
         add(addr, c);
     }
-    for (name, version) in provider_versions {
-        let addr = match local_names.get(&name) {
+    for ((name, _alias), version) in &providers {
+        let Some(version) = version else { continue };
+        let addr = match local_names.get(name) {
             Some((addr, _)) => addr.clone(),
             None => parse_address(&format!("hashicorp/{name}"))?,
         };
-        add(&addr, &Constraints::parse(&version)?);
+        add(&addr, &Constraints::parse(version)?);
     }
-    // Providers used without being required.
+    // Providers used without being required: `provider "NAME"`, and the prefix of each
+    // resource and data source type (or its `provider` argument).
+    let used = providers.into_keys().map(|(name, _)| name).chain(
+        resources
+            .into_iter()
+            .map(|((_, ty, _), explicit)| explicit.unwrap_or_else(|| type_prefix(&ty))),
+    );
     for name in used {
         // `terraform` is Terraform's built-in provider (terraform_remote_state), never installed.
         if name.is_empty() || name == "terraform" || local_names.contains_key(&name) {
@@ -383,7 +413,10 @@ fn read_module(
         let addr = parse_address(&format!("hashicorp/{name}"))?;
         found.entry(addr).or_default();
     }
-    Ok(calls)
+    Ok(modules
+        .into_iter()
+        .filter_map(|(name, source)| Some((name, source?)))
+        .collect())
 }
 
 /// The providers and module calls of a `.tf` file.
@@ -425,26 +458,27 @@ fn hcl_file_providers(body: &Body) -> FileProviders {
         }
     }
     for call in blocks(body, "module") {
-        let source = attribute(&call.body, "source").and_then(string_value);
-        if let (Some(name), Some(source)) = (first_label(call), source) {
-            out.calls.push((name, source));
+        if let Some(name) = first_label(call) {
+            let source = attribute(&call.body, "source").and_then(string_value);
+            out.modules.push((name, source));
         }
     }
-    // `provider "NAME"`, and the prefix of each resource and data source type (or its
-    // `provider` argument).
     for p in blocks(body, "provider") {
         if let Some(name) = first_label(p) {
-            if let Some(version) = attribute(&p.body, "version").and_then(string_value) {
-                out.provider_versions.push((name.clone(), version));
-            }
-            out.used.push(name);
+            let alias = attribute(&p.body, "alias")
+                .and_then(string_value)
+                .unwrap_or_default();
+            let version = attribute(&p.body, "version").and_then(string_value);
+            out.providers.push(((name, alias), version));
         }
     }
     for kind in ["resource", "data"] {
         for r in blocks(body, kind) {
+            let (Some(ty), Some(name)) = (first_label(r), label(r, 1)) else {
+                continue;
+            };
             let explicit = attribute(&r.body, "provider").and_then(provider_reference);
-            let name = explicit.or_else(|| first_label(r).map(|t| type_prefix(&t)));
-            out.used.extend(name);
+            out.resources.push(((kind.to_owned(), ty, name), explicit));
         }
     }
     out
@@ -602,30 +636,28 @@ fn json_file_providers(path: &Path) -> Result<FileProviders, RequirementsError> 
         }
         for (name, v) in all(body, "module").flat_map(Json::labelled) {
             for call in v.bodies() {
-                if let Some(source) = text_arg(call, "source") {
-                    out.calls.push((name.to_owned(), source));
-                }
+                out.modules
+                    .push((name.to_owned(), text_arg(call, "source")));
             }
         }
         for (name, v) in all(body, "provider").flat_map(Json::labelled) {
-            out.used.push(name.to_owned());
             for config in v.bodies() {
-                if let Some(version) = text_arg(config, "version") {
-                    out.provider_versions.push((name.to_owned(), version));
-                }
+                let alias = text_arg(config, "alias").unwrap_or_default();
+                out.providers
+                    .push(((name.to_owned(), alias), text_arg(config, "version")));
             }
         }
         for kind in ["resource", "data"] {
-            for (resource_type, named) in all(body, kind).flat_map(Json::labelled) {
-                for (_, v) in named.labelled() {
+            for (ty, named) in all(body, kind).flat_map(Json::labelled) {
+                for (name, v) in named.labelled() {
                     for r in v.bodies() {
                         // `"provider": "google.beta"` (a reference, written as a string).
                         let explicit = text_arg(r, "provider").map(|r| {
                             let r = r.trim().trim_start_matches("${").trim_end_matches('}');
                             r.split('.').next().unwrap_or_default().to_owned()
                         });
-                        out.used
-                            .push(explicit.unwrap_or_else(|| type_prefix(resource_type)));
+                        let key = (kind.to_owned(), ty.to_owned(), name.to_owned());
+                        out.resources.push((key, explicit));
                     }
                 }
             }
@@ -643,7 +675,11 @@ fn attribute<'a>(body: &'a Body, name: &str) -> Option<&'a Expression> {
 }
 
 fn first_label(b: &Block) -> Option<String> {
-    match b.labels.first()? {
+    label(b, 0)
+}
+
+fn label(b: &Block, index: usize) -> Option<String> {
+    match b.labels.get(index)? {
         BlockLabel::String(s) => Some(s.value().clone()),
         BlockLabel::Ident(i) => Some(i.as_str().to_owned()),
     }
@@ -737,6 +773,15 @@ provider "registry.terraform.io/acme/foo" {
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
     }
 
+    /// Writes `text` to `root/rel`, creating directories.
+    fn writer(root: &Path) -> impl Fn(&str, &str) + '_ {
+        move |rel, text| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    }
+
     /// address → constraints of a configuration directory.
     fn required(dir: &Path) -> BTreeMap<String, String> {
         from_config_dir(dir)
@@ -750,11 +795,7 @@ provider "registry.terraform.io/acme/foo" {
     #[test]
     fn json_configurations_read_as_terraform_maps_blocks() {
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let path = root.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
+        let write = writer(root.path());
         write(
             "main.tf.json",
             r#"{
@@ -818,11 +859,7 @@ provider "registry.terraform.io/acme/foo" {
         // The forms Terraform's JSON decoder accepts (checked with `terraform providers`):
         // a root array of objects, arrays at label levels, repeated keys.
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let path = root.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
+        let write = writer(root.path());
         write(
             "a.tf.json",
             r#"{"provider": [{"google": {}}], "resource": [{"random_id": {"a": {}}}],
@@ -862,7 +899,7 @@ provider "registry.terraform.io/acme/foo" {
     #[test]
     fn override_files_replace_required_provider_entries() {
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| std::fs::write(root.path().join(rel), text).unwrap();
+        let write = writer(root.path());
         write(
             "main.tf",
             r#"terraform {
@@ -888,13 +925,39 @@ provider "registry.terraform.io/acme/foo" {
     }
 
     #[test]
+    fn override_files_change_the_arguments_of_the_blocks_they_name() {
+        // What `terraform providers` 1.0.3 reports for this directory: google, aws ~> 5.0,
+        // and module.m (from ./b) needing tls.
+        let root = tempfile::tempdir().unwrap();
+        let write = writer(root.path());
+        write(
+            "main.tf",
+            "resource \"random_id\" \"a\" {}\nmodule \"m\" { source = \"./a\" }\nprovider \"aws\" { version = \"~> 4.0\" }\n",
+        );
+        write(
+            "override.tf",
+            "resource \"random_id\" \"a\" { provider = google }\nmodule \"m\" { source = \"./b\" }\nprovider \"aws\" { version = \"~> 5.0\" }\n",
+        );
+        write("a/main.tf", "resource \"dns_a_record_set\" \"x\" {}\n");
+        write("b/main.tf", "resource \"tls_private_key\" \"x\" {}\n");
+        let by = required(root.path());
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "registry.terraform.io/hashicorp/aws",
+                "registry.terraform.io/hashicorp/google",
+                "registry.terraform.io/hashicorp/tls",
+            ],
+            "{by:?}"
+        );
+        assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
+    }
+
+    #[test]
     fn config_dirs_include_called_modules_and_implied_providers() {
         let root = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let path = root.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
+        let write = writer(root.path());
         write(
             "main.tf",
             r#"terraform {
