@@ -689,10 +689,12 @@ fn label(b: &Block, index: usize) -> Option<String> {
 fn provider_reference(e: &Expression) -> Option<String> {
     match e {
         Expression::Variable(v) => Some(v.as_str().to_owned()),
-        Expression::Traversal(t) => match &t.expr {
-            Expression::Variable(v) => Some(v.as_str().to_owned()),
-            _ => None,
-        },
+        // Provider names HCL parses as literals: `provider = null.other`.
+        Expression::Null(_) => Some("null".to_owned()),
+        Expression::Bool(b) => Some(b.value().to_string()),
+        // The quoted form of Terraform 0.11, which 1.x still accepts: `provider = "aws.west"`.
+        Expression::String(s) => s.value().split('.').next().map(str::to_owned),
+        Expression::Traversal(t) => provider_reference(&t.expr),
         _ => None,
     }
 }
@@ -922,6 +924,36 @@ provider "registry.terraform.io/acme/foo" {
         let by = required(root.path());
         assert_eq!(by["registry.terraform.io/acme/foo"], "~> 2.1");
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "5.1.0");
+    }
+
+    #[test]
+    fn provider_references_in_every_form_terraform_accepts() {
+        // `terraform providers` 1.0.3 lists acme/foo and hashicorp/null only.
+        let root = tempfile::tempdir().unwrap();
+        let write = writer(root.path());
+        write(
+            "main.tf",
+            r#"terraform {
+  required_providers {
+    corp = { source = "acme/foo" }
+  }
+}
+provider "corp" { alias = "eu" }
+resource "zzz_thing" "x" { provider = "corp.eu" }
+resource "dns_a_record_set" "y" { provider = null }
+data "http_thing" "z" { provider = null.other }
+"#,
+        );
+        let by = required(root.path());
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "registry.terraform.io/acme/foo",
+                "registry.terraform.io/hashicorp/null"
+            ],
+            "{by:?}"
+        );
     }
 
     #[test]
