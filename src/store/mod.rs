@@ -773,12 +773,32 @@ impl BlobStore {
             Some(m) if m.h1_pending => {}
             other => return (other.and_then(|m| m.h1), false),
         }
-        let h1 = match derive_h1(&self.blob_path(digest.hex())) {
-            Ok(h1) => h1,
-            Err(e) => {
-                tracing::warn!(%digest, error = %e, "cannot read a stored package to derive its h1 hash; it stays pending");
+        let path = self.blob_path(digest.hex());
+        let unreadable = |e: std::io::Error| {
+            tracing::warn!(%digest, error = %e, "cannot read a stored package to derive its h1 hash; it stays pending");
+            (None, false)
+        };
+        // The bytes were verified when they were stored, but the hash is derived later (and
+        // a cache may have been copied, or damaged, since): it is only derived from bytes
+        // that still match their digest, or a client could be handed a damaged package with
+        // a hash it matches.
+        match hash_file(&path) {
+            Ok(actual) if actual == digest.hex() => {}
+            Ok(actual) => {
+                tracing::warn!(%digest, actual = %format!("sha256:{actual}"), "a stored package no longer matches its digest (damaged or altered since it was stored); removing it from the cache");
+                self.counters
+                    .digest_mismatches
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.remove(digest) {
+                    tracing::warn!(%digest, error = %e, "cannot remove a damaged package");
+                }
                 return (None, false);
             }
+            Err(e) => return unreadable(e),
+        }
+        let h1 = match derive_h1(&path) {
+            Ok(h1) => h1,
+            Err(e) => return unreadable(e),
         };
         let recorded = self.index.update_blob(digest.hex(), |m| {
             if m.h1_pending {
@@ -1015,8 +1035,13 @@ fn derive_h1(path: &Path) -> std::io::Result<Option<String>> {
     use crate::provider::hash::HashError;
     match crate::provider::hash::h1_from_reader(File::open(path)?) {
         Ok(h1) => Ok(Some(h1)),
-        Err(HashError::Io(e)) | Err(HashError::Zip(zip::result::ZipError::Io(e))) => Err(e),
-        Err(HashError::Zip(_)) => Ok(None),
+        // A file in the zip that does not inflate or fails its CRC: a broken zip.
+        Err(HashError::Io(e)) | Err(HashError::Zip(zip::result::ZipError::Io(e)))
+            if e.kind() != ErrorKind::InvalidData && e.kind() != ErrorKind::InvalidInput =>
+        {
+            Err(e)
+        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -1229,6 +1254,27 @@ mod tests {
         store.clone().derive_pending_hashes().await;
         let meta = store.meta(&other).unwrap();
         assert_eq!((meta.h1, meta.h1_pending), (None, false));
+
+        // A zip whose file fails to inflate or its CRC, stored as it came: no h1, settled.
+        let mut broken = crate::provider::hash::tests::zip_of(&[("d", &[b'd'; 64])]);
+        let data_start = 30 + 1; // the local header and the one-byte name
+        broken[data_start + 1] ^= 0x55;
+        let broken = keep_one(&store, &broken).await;
+        assert_eq!(store.package_h1(&broken), None);
+        assert!(!store.meta(&broken).unwrap().h1_pending);
+
+        // A package damaged on disk since it was stored gets no hash: it is removed.
+        let damaged = keep_one(
+            &store,
+            &crate::provider::hash::tests::zip_of(&[("c", b"ccc")]),
+        )
+        .await;
+        let path = store.blob_path(damaged.hex());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(store.package_h1(&damaged), None);
+        assert!(store.meta(&damaged).is_none() && !path.exists());
 
         // What is recorded survives a restart (once the eviction checks the fills spawned
         // have let go of the store, and with it the cache lock).
