@@ -101,6 +101,23 @@ fn assert_init_keeps(fx: &WarmFixture, dir: &Path, our_lock: &str) {
     );
 }
 
+/// `terraform get`, then `terraform providers lock` for this host's platform in `theirs`
+/// (through a server on the same cache): it must write `our_lock` without its `zh:` lines;
+/// and `terraform init` in `ours` must keep `our_lock`.
+fn assert_terraform_locks_the_same(fx: &WarmFixture, ours: &Path, theirs: &Path, our_lock: &str) {
+    let server = fx.start_server(&[]);
+    let run = terraform_in(theirs, &["get", "-no-color"], "", None);
+    assert!(run.success, "terraform get: {}", run.output);
+    let their_lock = terraform_providers_lock(fx, theirs, &[&local_platform()], &[]);
+    assert_eq!(
+        without_zh(our_lock),
+        their_lock,
+        "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
+    );
+    assert_init_keeps(fx, ours, our_lock);
+    drop(server);
+}
+
 /// `lock --dir DIR --platform LOCAL --platform OTHER`.
 fn lock_for_both_platforms(fx: &WarmFixture, dir: &Path) -> CliOutput {
     let (local, other) = (local_platform(), other_platform());
@@ -327,7 +344,6 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
     // A root module and a local child module both constrain foo: the lock file must carry
     // the constraints of both, as `terraform providers lock` writes them.
     let (fx, _zips) = published();
-    let local = local_platform();
     let make = || {
         let dir = tempfile::Builder::new()
             .prefix("odtr-lock-mod-")
@@ -350,18 +366,7 @@ fn lock_counts_the_providers_of_called_modules_as_terraform_does() {
     let our_lock = warm_and_lock(&fx, ours.path());
     assert_eq!(lock_file_version(&our_lock, FOO).as_deref(), Some("1.1.0"));
 
-    let theirs = make();
-    let server = fx.start_server(&[]);
-    let run = terraform_in(theirs.path(), &["get", "-no-color"], "", None);
-    assert!(run.success, "terraform get: {}", run.output);
-    let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local], &[]);
-    assert_eq!(
-        without_zh(&our_lock),
-        their_lock,
-        "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
-    );
-    assert_init_keeps(&fx, ours.path(), &our_lock);
-    drop(server);
+    assert_terraform_locks_the_same(&fx, ours.path(), make().path(), &our_lock);
 }
 
 #[test]
@@ -371,7 +376,6 @@ fn json_configurations_and_override_files_are_read_as_terraform_reads_them() {
     // more constraint: the lock file must be the one
     // `terraform providers lock` writes for the same directory.
     let (fx, _zips) = published();
-    let local = local_platform();
     let make = || {
         let dir = tempfile::Builder::new()
             .prefix("odtr-lock-json-")
@@ -402,18 +406,7 @@ fn json_configurations_and_override_files_are_read_as_terraform_reads_them() {
     let our_lock = warm_and_lock(&fx, ours.path());
     assert_eq!(lock_file_version(&our_lock, FOO).as_deref(), Some("1.1.0"));
 
-    let theirs = make();
-    let server = fx.start_server(&[]);
-    let run = terraform_in(theirs.path(), &["get", "-no-color"], "", None);
-    assert!(run.success, "terraform get: {}", run.output);
-    let their_lock = terraform_providers_lock(&fx, theirs.path(), &[&local], &[]);
-    assert_eq!(
-        without_zh(&our_lock),
-        their_lock,
-        "--- ours ---\n{our_lock}--- terraform's ---\n{their_lock}"
-    );
-    assert_init_keeps(&fx, ours.path(), &our_lock);
-    drop(server);
+    assert_terraform_locks_the_same(&fx, ours.path(), make().path(), &our_lock);
 }
 
 #[test]
