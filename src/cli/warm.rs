@@ -1073,12 +1073,7 @@ impl Backend {
     pub(crate) async fn h1(&self, job: &Job) -> Option<String> {
         match self {
             Backend::Direct { .. } | Backend::Registry { .. } => {
-                let store = self.store()?.clone();
-                let digest = job.digest.clone();
-                tokio::task::spawn_blocking(move || store.package_h1(&digest))
-                    .await
-                    .ok()
-                    .flatten()
+                self.store()?.package_h1_async(&job.digest).await
             }
             Backend::Server(s) => s.h1(job).await,
             Backend::RegistryServer(s) => {

@@ -434,18 +434,13 @@ impl MirrorService {
         // Packages warm kept without their h1: get it before they are listed, so that a
         // cached package is always listed with the hash of its verified bytes (a local read,
         // once per package; concurrent requests wait for the one derivation).
-        let mut derived = false;
         for p in packages.iter() {
             if self.store.meta(&p.digest).is_some_and(|m| m.h1_pending) {
-                let (store, digest) = (self.store.clone(), p.digest.clone());
-                let _ = tokio::task::spawn_blocking(move || store.package_h1(&digest)).await;
-                derived = true;
+                self.store.package_h1_async(&p.digest).await;
             }
         }
-        let generation = match derived {
-            true => self.store.generation(),
-            false => generation,
-        };
+        // Read again before the body is built: a derivation above bumps it.
+        let generation = self.store.generation();
         let doc = self.version_document(addr, version, packages, cred)?;
         let body =
             bytes::Bytes::from(serde_json::to_vec(&doc).expect("documents always serialise"));
@@ -540,7 +535,7 @@ impl MirrorService {
     ) -> Result<VersionDocument, MirrorError> {
         let repo = self.repository(addr);
         let mut archives = BTreeMap::new();
-        for p in packages.iter() {
+        for p in packages {
             let mut url = format!(
                 "download/sha256/{}/{}",
                 p.digest.hex(),

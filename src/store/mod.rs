@@ -743,12 +743,29 @@ impl BlobStore {
         h1
     }
 
+    /// [`BlobStore::package_h1`] on a blocking thread.
+    pub async fn package_h1_async(self: &Arc<Self>, digest: &Digest) -> Option<String> {
+        let (store, digest) = (self.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || store.package_h1(&digest))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The recorded `h1:` of a package whose hash is settled (`Some(None)`: not a zip, or
+    /// not kept); `None` while it is pending.
+    fn settled_h1(&self, digest: &Digest) -> Option<Option<String>> {
+        match self.meta(digest) {
+            Some(m) if m.h1_pending => None,
+            other => Some(other.and_then(|m| m.h1)),
+        }
+    }
+
     /// [`BlobStore::package_h1`] without telling derived answers: (the hash, whether this
     /// call recorded it).
     fn derive_pending_h1(&self, digest: &Digest) -> (Option<String>, bool) {
-        match self.meta(digest) {
-            Some(m) if m.h1_pending => {}
-            other => return (other.and_then(|m| m.h1), false),
+        if let Some(h1) = self.settled_h1(digest) {
+            return (h1, false);
         }
         let gate = self
             .deriving
@@ -769,9 +786,9 @@ impl BlobStore {
     }
 
     fn derive_and_record_h1(&self, digest: &Digest) -> (Option<String>, bool) {
-        match self.meta(digest) {
-            Some(m) if m.h1_pending => {}
-            other => return (other.and_then(|m| m.h1), false),
+        // Checked again under the gate: a caller that waited finds it recorded.
+        if let Some(h1) = self.settled_h1(digest) {
+            return (h1, false);
         }
         let path = self.blob_path(digest.hex());
         let unreadable = |e: std::io::Error| {
@@ -985,14 +1002,13 @@ impl BlobStore {
             }
             failed
         });
-        if let Some((dir, e)) = failed.first() {
-            let error = io_err(dir)(std::io::Error::new(e.kind(), e.to_string()));
+        let mut failed = failed.into_iter();
+        if let Some((dir, e)) = failed.next() {
             // Still to be made durable: the next flush tries them again.
-            self.renamed_into
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(failed.into_iter().map(|(d, _)| d));
-            return Err(error);
+            let mut pending = self.renamed_into.lock().unwrap_or_else(|p| p.into_inner());
+            pending.insert(dir.clone());
+            pending.extend(failed.map(|(d, _)| d));
+            return Err(io_err(&dir)(e));
         }
         self.index.flush()?;
         Ok(())
