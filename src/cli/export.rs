@@ -88,7 +88,7 @@ pub async fn run(config: Config, args: ExportArgs) -> Result<(), WarmError> {
             .iter()
             .map(|(p, e)| (p.clone(), (e.file_name.clone(), e.hashes.clone())))
             .collect();
-        if let Err(e) = merged_version_doc(&dir, &version, &archives) {
+        if let Err(e) = merged_docs(&dir, &version, &archives) {
             failures.push(format!("{addr} {version}: {e}"));
             continue;
         }
@@ -174,8 +174,19 @@ fn write_version_docs(
     version: &semver::Version,
     archives: &Archives,
 ) -> Result<(), String> {
-    let doc = merged_version_doc(dir, version, archives)?;
+    let (doc, index) = merged_docs(dir, version, archives)?;
     write_json(&dir.join(format!("{version}.json")), &doc)?;
+    write_json(&dir.join("index.json"), &index)
+}
+
+/// `VERSION.json` and `index.json` in `dir` with `archives` of `version` added; an error if
+/// `VERSION.json` lists another package for one of their platforms, or if either cannot be
+/// read. Nothing is written.
+fn merged_docs(
+    dir: &Path,
+    version: &semver::Version,
+    archives: &Archives,
+) -> Result<(serde_json::Value, serde_json::Value), String> {
     let index_path = dir.join("index.json");
     let mut index =
         read_json(&index_path)?.unwrap_or_else(|| serde_json::json!({ "versions": {} }));
@@ -183,22 +194,6 @@ fn write_version_docs(
         .as_object_mut()
         .ok_or_else(|| format!("{} has no versions object", index_path.display()))?
         .insert(version.to_string(), serde_json::json!({}));
-    write_json(&index_path, &index)
-}
-
-/// `VERSION.json` in `dir` with `archives` added; an error if it lists another package for
-/// one of their platforms, or if it or `index.json` cannot be read.
-fn merged_version_doc(
-    dir: &Path,
-    version: &semver::Version,
-    archives: &Archives,
-) -> Result<serde_json::Value, String> {
-    let index_path = dir.join("index.json");
-    if let Some(index) = read_json(&index_path)? {
-        if !index["versions"].is_object() {
-            return Err(format!("{} has no versions object", index_path.display()));
-        }
-    }
     let version_path = dir.join(format!("{version}.json"));
     let mut doc =
         read_json(&version_path)?.unwrap_or_else(|| serde_json::json!({ "archives": {} }));
@@ -219,7 +214,7 @@ fn merged_version_doc(
             }
         }
     }
-    Ok(doc)
+    Ok((doc, index))
 }
 
 /// Whether a listed entry's hashes can name the package whose hashes are `ours`: for each
