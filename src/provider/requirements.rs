@@ -366,10 +366,9 @@ fn read_module(
                 }
             }
             for entry in block {
-                // Without a source, Terraform assumes hashicorp/<local name>.
                 let addr = match &entry.source {
                     Some(s) => parse_address(s)?,
-                    None => parse_address(&format!("hashicorp/{}", entry.local_name))?,
+                    None => implied_address(&entry.local_name)?,
                 };
                 let c = match &entry.version {
                     Some(v) => Constraints::parse(v)?,
@@ -394,7 +393,7 @@ fn read_module(
         let Some(version) = version else { continue };
         let addr = match local_names.get(name) {
             Some((addr, _)) => addr.clone(),
-            None => parse_address(&format!("hashicorp/{name}"))?,
+            None => implied_address(name)?,
         };
         add(&addr, &Constraints::parse(version)?);
     }
@@ -410,13 +409,25 @@ fn read_module(
         if name.is_empty() || name == "terraform" || local_names.contains_key(&name) {
             continue;
         }
-        let addr = parse_address(&format!("hashicorp/{name}"))?;
-        found.entry(addr).or_default();
+        found.entry(implied_address(&name)?).or_default();
     }
     Ok(modules
         .into_iter()
         .filter_map(|(name, source)| Some((name, source?)))
         .collect())
+}
+
+/// The provider a local name stands for when no `required_providers` entry gives its
+/// source: Terraform assumes `hashicorp/<local name>`.
+fn implied_address(local_name: &str) -> Result<ProviderAddress, RequirementsError> {
+    parse_address(&format!("hashicorp/{local_name}"))
+}
+
+/// The local name in a provider reference written as a string: `"aws.west"` or
+/// `"${aws.west}"` → `aws`.
+fn quoted_reference(text: &str) -> String {
+    let text = text.trim().trim_start_matches("${").trim_end_matches('}');
+    text.split('.').next().unwrap_or_default().to_owned()
 }
 
 /// The providers and module calls of a `.tf` file.
@@ -652,10 +663,7 @@ fn json_file_providers(path: &Path) -> Result<FileProviders, RequirementsError> 
                 for (name, v) in named.labelled() {
                     for r in v.bodies() {
                         // `"provider": "google.beta"` (a reference, written as a string).
-                        let explicit = text_arg(r, "provider").map(|r| {
-                            let r = r.trim().trim_start_matches("${").trim_end_matches('}');
-                            r.split('.').next().unwrap_or_default().to_owned()
-                        });
+                        let explicit = text_arg(r, "provider").map(|r| quoted_reference(&r));
                         let key = (kind.to_owned(), ty.to_owned(), name.to_owned());
                         out.resources.push((key, explicit));
                     }
@@ -693,7 +701,7 @@ fn provider_reference(e: &Expression) -> Option<String> {
         Expression::Null(_) => Some("null".to_owned()),
         Expression::Bool(b) => Some(b.value().to_string()),
         // The quoted form of Terraform 0.11, which 1.x still accepts: `provider = "aws.west"`.
-        Expression::String(s) => s.value().split('.').next().map(str::to_owned),
+        Expression::String(s) => Some(quoted_reference(s.value())),
         Expression::Traversal(t) => provider_reference(&t.expr),
         _ => None,
     }
@@ -784,6 +792,12 @@ provider "registry.terraform.io/acme/foo" {
         }
     }
 
+    /// The providers `by` (address → constraints) holds are exactly `expected`, sorted.
+    fn assert_providers(by: &BTreeMap<String, String>, expected: &[&str]) {
+        let names: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(names, expected, "{by:?}");
+    }
+
     /// address → constraints of a configuration directory.
     fn required(dir: &Path) -> BTreeMap<String, String> {
         from_config_dir(dir)
@@ -828,17 +842,15 @@ provider "registry.terraform.io/acme/foo" {
         write("main.tf.json~", "not json");
         write("notes.json", "not json");
         let by = required(root.path());
-        let names: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
+        assert_providers(
+            &by,
+            &[
                 "registry.terraform.io/acme/foo",
                 "registry.terraform.io/hashicorp/aws",
                 "registry.terraform.io/hashicorp/google",
                 "registry.terraform.io/hashicorp/http",
                 "registry.terraform.io/hashicorp/random",
             ],
-            "{by:?}"
         );
         let foo = Constraints::parse(&by["registry.terraform.io/acme/foo"]).unwrap();
         assert_eq!(foo.normalized(), "~> 1.0, >= 1.2.0");
@@ -879,10 +891,9 @@ provider "registry.terraform.io/acme/foo" {
         // A directory named like a configuration file is not one.
         std::fs::create_dir_all(root.path().join("sub.tf")).unwrap();
         let by = required(root.path());
-        let names: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
+        assert_providers(
+            &by,
+            &[
                 "registry.terraform.io/hashicorp/aws",
                 "registry.terraform.io/hashicorp/dns",
                 "registry.terraform.io/hashicorp/google",
@@ -891,7 +902,6 @@ provider "registry.terraform.io/acme/foo" {
                 "registry.terraform.io/hashicorp/random",
                 "registry.terraform.io/hashicorp/tls",
             ],
-            "{by:?}"
         );
         // The deprecated `version` of a provider block still constrains it.
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 4.0");
@@ -945,14 +955,12 @@ data "http_thing" "z" { provider = null.other }
 "#,
         );
         let by = required(root.path());
-        let names: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
+        assert_providers(
+            &by,
+            &[
                 "registry.terraform.io/acme/foo",
-                "registry.terraform.io/hashicorp/null"
+                "registry.terraform.io/hashicorp/null",
             ],
-            "{by:?}"
         );
     }
 
@@ -973,15 +981,13 @@ data "http_thing" "z" { provider = null.other }
         write("a/main.tf", "resource \"dns_a_record_set\" \"x\" {}\n");
         write("b/main.tf", "resource \"tls_private_key\" \"x\" {}\n");
         let by = required(root.path());
-        let names: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
+        assert_providers(
+            &by,
+            &[
                 "registry.terraform.io/hashicorp/aws",
                 "registry.terraform.io/hashicorp/google",
                 "registry.terraform.io/hashicorp/tls",
             ],
-            "{by:?}"
         );
         assert_eq!(by["registry.terraform.io/hashicorp/aws"], "~> 5.0");
     }
@@ -1039,17 +1045,15 @@ module "loop" { source = "../net" }
             .iter()
             .map(|r| (r.address.to_string(), r.constraints.to_string()))
             .collect();
-        let names: Vec<&str> = by.keys().map(String::as_str).collect();
-        assert_eq!(
-            names,
-            [
+        assert_providers(
+            &by,
+            &[
                 "registry.terraform.io/acme/bar",
                 "registry.terraform.io/acme/baz",
                 "registry.terraform.io/acme/foo",
                 "registry.terraform.io/hashicorp/google",
                 "registry.terraform.io/hashicorp/random",
             ],
-            "{by:?}"
         );
         let foo = Constraints::parse(&by["registry.terraform.io/acme/foo"]).unwrap();
         assert_eq!(foo.normalized(), "~> 1.0, >= 1.2.0");
